@@ -1,0 +1,102 @@
+"""What an extraction is: the extractor settings a feature-store version is fingerprinted by."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STORE_FORMAT_VERSION = 1
+PRESET_DIR = Path(__file__).parent / "presets"
+
+DEFAULT_PROMPT = (
+    "<video>\nThis short video is titled \"{title}\". Describe its topic, look and motion "
+    "in one sentence."
+)
+
+
+@dataclass(frozen=True)
+class ExtractorConfig:
+    """Every setting that changes the stored features. Settings that only change speed
+    (batch size, device, actor count) live elsewhere, so they never move the fingerprint."""
+
+    model: str  # local checkpoint directory, or a hub id resolved from the local cache
+    revision: str = "main"
+    prompt_template: str = DEFAULT_PROMPT  # "{title}" is replaced by the item's title ("" if none)
+    layers: tuple[int, ...] = (0, 4, 8, 12, 16, 20)  # hidden-state indices; 0 = embedding output
+    k_tokens: int = 64  # rows kept per layer: (k_tokens - new_tokens) merged old + new_tokens new
+    new_tokens: int = 16  # G greedily generated tokens whose hidden states are kept
+    frames: int = 8  # T frames sampled uniformly over the whole video
+    resolution: int = 224  # frames are decoded straight at resolution x resolution
+    merge: str = "bipartite"  # how old tokens are reduced to k_tokens - new_tokens
+    torch_dtype: str = "float32"  # compute dtype of the frozen model (features are stored float16)
+    architecture: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    # ^ the model's config values, for building it with random weights where no checkpoint exists
+
+    def __post_init__(self) -> None:
+        if not 0 < self.new_tokens < self.k_tokens:
+            raise ValueError(f"new_tokens must be in (0, k_tokens): {self.new_tokens}, {self.k_tokens}")
+        if not self.layers or any(i < 0 for i in self.layers):
+            raise ValueError(f"layers must be non-negative hidden-state indices: {self.layers}")
+        object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+
+    @property
+    def old_tokens(self) -> int:
+        return self.k_tokens - self.new_tokens
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The human-readable content of extractor.json that the fingerprint hashes."""
+        return {
+            "model": model_identity(self.model),
+            "revision": self.revision,
+            "prompt_template": self.prompt_template,
+            "layers": list(self.layers),
+            "k_tokens": self.k_tokens,
+            "new_tokens": self.new_tokens,
+            "frames": self.frames,
+            "resolution": self.resolution,
+            "merge": self.merge,
+            "torch_dtype": self.torch_dtype,
+            "store_format": STORE_FORMAT_VERSION,
+        }
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.fingerprint_fields(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def replace(self, **changes: Any) -> ExtractorConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def model_identity(model: str) -> str:
+    """A stable name for a model: a hub id as written; a local directory by the hash of its
+    config.json and its weight files' names and sizes (not its path, which differs per machine,
+    and not its bytes, which would take minutes to hash for a 7B checkpoint)."""
+    path = Path(model)
+    if not (path / "config.json").is_file():
+        return model
+    h = hashlib.sha256((path / "config.json").read_bytes())
+    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        h.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return f"local:{h.hexdigest()[:16]}"
+
+
+def load_preset(name_or_path: str) -> ExtractorConfig:
+    """A preset is a JSON file: a name from featurizer/presets/ or a path to one."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.json")))
+        raise ValueError(f"unknown preset {name_or_path!r} (known: {known})")
+    values = json.loads(path.read_text())
+    values.pop("description", None)
+    if "layers" in values:
+        values["layers"] = tuple(values["layers"])
+    try:
+        return ExtractorConfig(**values)
+    except TypeError as exc:
+        raise ValueError(f"{path}: {exc}") from None

@@ -1,0 +1,1 @@
+"""Whole-dataset steps as plain functions, and the `linkedout` CLI."""

@@ -1,0 +1,200 @@
+"""The `linkedout` command line: every step the Dagster assets run, without Dagster."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pipelines.errors import PipelineError
+
+log = logging.getLogger("linkedout")
+
+
+def _csv_list(value: str) -> list[str]:
+    return [v for v in (s.strip() for s in value.split(",")) if v]
+
+
+def cmd_demo_data(args: argparse.Namespace) -> None:
+    from pipelines.demo_data import make_demo_dataset
+
+    summary = make_demo_dataset(args.dir, n_videos=args.videos, n_users=args.users, seed=args.seed)
+    print(summary.describe())
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> None:
+    from featurizer.tiny_model import build_tiny_checkpoint
+
+    path = build_tiny_checkpoint(args.dir, seed=args.seed)
+    print(f"tiny LLaVA-OneVision checkpoint (random weights, no world knowledge) written to {path}")
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from pipelines.ingest import ingest
+
+    result = ingest(args.dataset)
+    print(result.describe())
+    if result.rejected:
+        for rejection in result.rejected[:20]:
+            print(f"  rejected: {rejection}", file=sys.stderr)
+        if len(result.rejected) > 20:
+            print(f"  ... and {len(result.rejected) - 20} more", file=sys.stderr)
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from pipelines.extract import extract_catalog, resolve_extractor
+
+    config = resolve_extractor(preset=args.preset, model=args.model)
+    summary = extract_catalog(
+        dataset=args.dataset,
+        store=args.store,
+        config=config,
+        items=args.items,
+        ray_address=args.ray_address,
+        actors=args.actors,
+    )
+    print(summary.describe())
+
+
+def cmd_store(args: argparse.Namespace) -> None:
+    from pipelines.extract import store_info, store_verify
+
+    if args.action == "info":
+        print(store_info(args.store))
+    else:
+        report = store_verify(args.store)
+        print(report.describe())
+        if not report.ok:
+            raise SystemExit(1)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from pipelines.train import train_run
+
+    result = train_run(
+        dataset=args.dataset,
+        store=args.store,
+        out=args.out,
+        variant=args.variant,
+        epochs=args.epochs,
+        workers=args.workers,
+    )
+    print(result.describe())
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from pipelines.train import evaluate_run
+
+    print(evaluate_run(args.run).describe())
+
+
+def cmd_recommend(args: argparse.Namespace) -> None:
+    from pipelines.train import recommend
+
+    for rank, (item, score) in enumerate(recommend(args.run, args.history, k=args.k), start=1):
+        print(f"{rank:>3}  {item}  {score:.4f}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from pipelines.report import write_report
+
+    paths = write_report(args.run)
+    print(f"report written: {paths.html} and {paths.markdown}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from pipelines.demo import run_demo
+
+    run_demo(args.root)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="linkedout",
+        description="LinkedOut: video-LLM features for video recommendation, as a batch pipeline.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo-data", help="write a synthetic MicroLens-layout dataset")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--videos", type=int, default=48)
+    p.add_argument("--users", type=int, default=160)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("tiny-model", help="write the tiny local LLaVA-OneVision checkpoint")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("ingest", help="validate pairs.csv/titles.csv into interactions.parquet")
+    p.add_argument("dataset", type=Path)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("extract", help="extract video features into the store (incremental)")
+    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--store", type=Path, required=True)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--preset", default=None, help="preset name or JSON file (default: demo)")
+    group.add_argument("--model", default=None, help="local checkpoint directory (demo settings)")
+    p.add_argument("--items", type=_csv_list, default=None, help="only these items: a,b,c")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)")
+    p.add_argument("--actors", type=int, default=None, help="model actors (default: GPUs, or 1 on CPU)")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("store", help="inspect or verify a feature store")
+    p.add_argument("action", choices=["info", "verify"])
+    p.add_argument("store", type=Path)
+    p.set_defaults(func=cmd_store)
+
+    p = sub.add_parser("train", help="train a ranker variant into a run directory")
+    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--store", type=Path, default=None, help="feature store (not needed for id_only)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--variant", default="full")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (1: this process)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="recompute metrics.json of a run")
+    p.add_argument("run", type=Path)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("recommend", help="top-k items for a watch history")
+    p.add_argument("run", type=Path)
+    p.add_argument("--history", type=_csv_list, required=True)
+    p.add_argument("--k", type=int, default=10)
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("report", help="write report.html and report.md for a run")
+    p.add_argument("run", type=Path)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="the whole demo through Dagster")
+    p.add_argument("--root", type=Path, default=Path("data/demo"))
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        args.func(args)
+    except (PipelineError, FileNotFoundError, PermissionError, ValueError) as exc:
+        print(f"linkedout {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"linkedout {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
