@@ -1,0 +1,31 @@
+"""Shared fixtures: a small real demo dataset and the tiny real checkpoint, built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# The tiny checkpoint is local; nothing in the tests may reach a model hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_ACCEPT_CONNECTION_ERROR", "0")
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 12-video demo dataset in MicroLens layout (read-only: copy it before changing it)."""
+    from pipelines.demo_data import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo") / "dataset"
+    make_demo_dataset(root, n_videos=12, n_users=40, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny LLaVA-OneVision checkpoint, saved and loadable like any local checkpoint."""
+    from featurizer.tiny_model import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("models") / "tiny-llava-onevision")
