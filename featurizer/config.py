@@ -100,3 +100,18 @@ def load_preset(name_or_path: str) -> ExtractorConfig:
         return ExtractorConfig(**values)
     except TypeError as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+def hidden_size_of(config: ExtractorConfig) -> int:
+    """The language model's width D, read from config.json (or the preset's architecture)
+    without loading the model, so a store can be laid out before any actor starts."""
+    values = config.architecture
+    path = Path(config.model) / "config.json"
+    if path.is_file():
+        values = json.loads(path.read_text())
+    if values is None:
+        raise ValueError(f"model {config.model!r}: no config.json there and no architecture in the preset")
+    text = values.get("text_config", values)
+    if "hidden_size" not in text:
+        raise ValueError(f"model {config.model!r}: config has no text_config.hidden_size")
+    return int(text["hidden_size"])

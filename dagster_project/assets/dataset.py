@@ -1,0 +1,63 @@
+"""Dataset assets: the validated interactions with their split, and the catalog of video files."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from dagster_project.resources import LinkedOutPaths
+from pipelines.catalog import scan_videos
+from pipelines.demo import ensure_demo_dataset
+from pipelines.ingest import ingest, read_interactions
+
+GROUP = "dataset"
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds={"parquet"})
+def interactions(context: dg.AssetExecutionContext, paths: LinkedOutPaths) -> dg.MaterializeResult:
+    """`pairs.csv` and `titles.csv` validated into `interactions.parquet` with the leave-one-out
+    split (last interaction test, second-to-last validation, by timestamp)."""
+    ensure_demo_dataset(paths.dataset)
+    result = ingest(paths.dataset)
+    for rejection in result.rejected[:50]:
+        context.log.warning(f"rejected {rejection}")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(result.path)),
+            "users": result.n_users,
+            "items": result.n_items,
+            "interactions": result.n_interactions,
+            "train / valid / test": f"{result.n_train} / {result.n_valid} / {result.n_test}",
+            "rejected rows": len(result.rejected),
+        }
+    )
+
+
+@dg.asset_check(asset=interactions, description="Columns, types and one valid+test row per user.")
+def interactions_schema(paths: LinkedOutPaths) -> dg.AssetCheckResult:
+    table = read_interactions(paths.dataset)
+    expected = {"user": "string", "item": "string", "timestamp": "int64", "split": "string"}
+    actual = {name: str(table.schema.field(name).type) for name in table.column_names}
+    problems = [f"{c}: expected {t}, found {actual.get(c)}" for c, t in expected.items() if actual.get(c) != t]
+    splits = table.group_by(["user", "split"]).aggregate([("item", "count")]).to_pylist()
+    bad_users = sorted({r["user"] for r in splits if r["split"] != "train" and r["item_count"] != 1})
+    if bad_users:
+        problems.append(f"{len(bad_users)} users without exactly one valid and one test row")
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": "; ".join(problems) or "none"})
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds={"parquet"})
+def video_catalog(context: dg.AssetExecutionContext, paths: LinkedOutPaths) -> dg.MaterializeResult:
+    """Every video file of the dataset: item, path, size, sha256 and when it was first seen.
+    Only files whose size or mtime changed are hashed again."""
+    ensure_demo_dataset(paths.dataset)
+    catalog = scan_videos(paths.dataset)
+    for item, why in catalog.unreadable.items():
+        context.log.warning(f"unreadable video {item}: {why}")
+    return dg.MaterializeResult(
+        metadata={
+            "videos": len(catalog.videos),
+            "new since last scan": len(catalog.new_items),
+            "unreadable": len(catalog.unreadable),
+            "bytes": sum(v.size for v in catalog.videos.values()),
+        }
+    )

@@ -1,0 +1,352 @@
+"""Catalog extraction with Ray Data: decode as CPU tasks, the frozen video LLM in an actor pool,
+rows written chunk-aligned by the actors, the index committed by this process as results arrive."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featurizer.config import ExtractorConfig, hidden_size_of, load_preset
+from featurizer.store import FeatureStore, RowWriter, StoreError, read_current, set_current
+from pipelines.catalog import scan_videos
+from pipelines.errors import PipelineError
+from pipelines.ray_runtime import cluster_gpus, ensure_ray
+
+log = logging.getLogger(__name__)
+
+DEMO_MODEL_DIR = Path("data/tiny-model")
+PUBLISH_EVERY_ROWS = 8  # a crash loses at most this many finished videos
+PUBLISH_EVERY_SECONDS = 10.0
+ACTOR_RETRIES = 2  # a video that kills its actor this many more times becomes a failure row
+
+
+@dataclass
+class ExtractSummary:
+    store: Path
+    fingerprint: str
+    extracted: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    store_bytes: int = 0
+    is_current: bool = False
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (item, stage, error)
+
+    @property
+    def seconds_per_video(self) -> float:
+        return self.seconds / self.extracted if self.extracted else 0.0
+
+    def describe(self) -> str:
+        line = (
+            f"extracted {self.extracted}, skipped {self.skipped} (already stored), "
+            f"failed {self.failed}; {self.seconds_per_video:.2f} s/video; "
+            f"store {self.store}/{self.fingerprint}"
+        )
+        for item, stage, error in self.failures:
+            line += f"\n  failed {item} ({stage}): {error}"
+        return line
+
+
+def resolve_extractor(preset: str | None = None, model: str | None = None) -> ExtractorConfig:
+    """The extractor for a preset name or file (default `demo`), optionally with another local
+    model. The demo's tiny checkpoint is built on first use."""
+    config = load_preset(preset or "demo")
+    if model:
+        config = config.replace(model=str(model))
+    if (preset or "demo") == "demo" and not model and not Path(config.model).exists():
+        from featurizer.tiny_model import build_tiny_checkpoint
+
+        log.info("building the tiny demo checkpoint in %s (random weights)", config.model)
+        build_tiny_checkpoint(Path(config.model))
+    return config
+
+
+def extract_catalog(
+    dataset: Path,
+    store: Path,
+    config: ExtractorConfig,
+    items: list[str] | None = None,
+    ray_address: str | None = None,
+    actors: int | None = None,
+    model_batch_size: int | None = None,
+    make_current: bool | None = None,
+    progress: bool = True,
+) -> ExtractSummary:
+    """Extract every catalog video the store version for `config` lacks (new, or changed since
+    it was stored). `make_current`: move CURRENT to this version once it is complete (every
+    catalog item has a row or a failure row) and verifies; by default only when the store has
+    no CURRENT yet, so a partial re-extraction never switches what training reads."""
+    dataset, store = Path(dataset), Path(store)
+    started = time.perf_counter()
+    catalog = scan_videos(dataset)
+    if not catalog.videos and not catalog.unreadable:
+        raise PipelineError(f"{dataset / 'videos'}: no .mp4 files to extract")
+    wanted = set(catalog.videos) | set(catalog.unreadable)
+    if items is not None:
+        unknown = sorted(set(items) - wanted)
+        if unknown:
+            raise PipelineError(
+                f"{dataset / 'videos'}: no video for item(s) {', '.join(map(repr, unknown))}"
+            )
+        wanted = set(items)
+    titles = _titles(dataset)
+
+    try:
+        version = FeatureStore.create_or_open(store, config, hidden_size_of(config))
+    except StoreError as exc:
+        raise PipelineError(str(exc)) from None
+    summary = ExtractSummary(store=store, fingerprint=version.fingerprint)
+    with version.writer(wait=0.0) as writer:
+        sources = {i: catalog.videos[i].sha256 for i in sorted(wanted) if i in catalog.videos}
+        pending = version.pending(sources)
+        summary.skipped = len(sources) - len(pending)
+        for item in sorted(wanted & set(catalog.unreadable)):
+            writer.fail(item, "decode", catalog.unreadable[item])
+            summary.failed += 1
+            summary.failures.append((item, "decode", catalog.unreadable[item]))
+        if pending:
+            rows = writer.allocate(len(pending))
+            records = [
+                {
+                    "item": item,
+                    "path": str(catalog.videos[item].path),
+                    "sha256": catalog.videos[item].sha256,
+                    "title": titles.get(item, ""),
+                    "row": row,
+                }
+                for item, row in zip(pending, rows)
+            ]
+            _run_actor_pool(
+                records, config, writer, summary, ray_address, actors, model_batch_size, progress
+            )
+        writer.publish()
+    summary.seconds = time.perf_counter() - started
+
+    if make_current is None:
+        make_current = read_current(store) is None
+    summary.store_bytes = _directory_bytes(version.path)
+    if make_current:
+        problems = store_integrity(dataset, store, config)
+        if problems:
+            log.warning("%s not made CURRENT: %s", version.path, "; ".join(problems[:3]))
+        else:
+            set_current(store, version.fingerprint)
+    summary.is_current = read_current(store) == version.fingerprint
+    log.info(summary.describe().splitlines()[0])
+    return summary
+
+
+def _titles(dataset: Path) -> dict[str, str]:
+    from pipelines.ingest import read_titles
+
+    return read_titles(dataset) if (dataset / "titles.csv").exists() else {}
+
+
+def _run_actor_pool(
+    records: list[dict[str, Any]],
+    config: ExtractorConfig,
+    writer: Any,
+    summary: ExtractSummary,
+    ray_address: str | None,
+    actors: int | None,
+    model_batch_size: int | None,
+    progress: bool,
+) -> None:
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+    from tqdm import tqdm
+
+    ensure_ray(ray_address)
+    gpus = cluster_gpus()
+    n_actors = actors or max(gpus, 1)
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    # One video per block: a video that keeps killing its actor costs only its own block, which
+    # is dropped after ACTOR_RETRIES and then recorded below as a failure row.
+    context.max_errored_blocks = len(records)
+
+    decoded = ray.data.from_items(records, override_num_blocks=len(records)).map(
+        DecodeVideo(config.frames, config.resolution), num_cpus=1
+    )
+    features = decoded.map_batches(
+        ExtractVideos,
+        fn_constructor_kwargs={"config": config, "row_writer": writer.row_writer()},
+        compute=ActorPoolStrategy(size=n_actors),
+        batch_size=model_batch_size or (4 if gpus else 1),
+        num_gpus=1 if gpus else 0,
+        num_cpus=1,
+        max_restarts=ACTOR_RETRIES,
+        max_task_retries=ACTOR_RETRIES,
+    )
+
+    done: set[str] = set()
+    last_publish = time.monotonic()
+    unpublished = 0
+    bar = tqdm(total=len(records), desc="extract", unit="video", disable=not progress)
+    try:
+        for result in features.iter_rows():
+            item = str(result["item"])
+            done.add(item)
+            if result["error"]:
+                writer.fail(item, str(result["stage"]), str(result["error"]))
+                summary.failed += 1
+                summary.failures.append((item, str(result["stage"]), str(result["error"])))
+            else:
+                writer.commit(
+                    item,
+                    int(result["row"]),
+                    str(result["sha256"]),
+                    int(result["n_old"]),
+                    int(result["n_new"]),
+                )
+                summary.extracted += 1
+            unpublished += 1
+            bar.update(1)
+            if unpublished >= PUBLISH_EVERY_ROWS or time.monotonic() - last_publish > PUBLISH_EVERY_SECONDS:
+                writer.publish()
+                unpublished, last_publish = 0, time.monotonic()
+    finally:
+        bar.close()
+    for record in records:
+        if record["item"] not in done:
+            error = f"the extraction worker died on this video {ACTOR_RETRIES + 1} times"
+            writer.fail(record["item"], "extract", error)
+            summary.failed += 1
+            summary.failures.append((record["item"], "extract", error))
+
+
+class DecodeVideo:
+    """Ray Data map (a stateless CPU task): a record → the record with its sampled frames, or
+    with the decoder's reason in `error`."""
+
+    def __init__(self, frames: int, size: int) -> None:
+        self.frames, self.size = frames, size
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        from featurizer.decode import decode_video
+
+        try:
+            record["frames"] = decode_video(Path(record["path"]), self.frames, self.size)
+            record["error"] = ""
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is this video's failure row
+            record["frames"] = np.zeros((self.frames, self.size, self.size, 3), np.uint8)
+            record["error"] = _one_line(exc)
+        return record
+
+
+class ExtractVideos:
+    """Ray Data actor: loads the frozen model once; per video captures the hidden states, merges
+    them to K rows per layer and writes the video's row (its own chunk) into the store."""
+
+    def __init__(self, config: ExtractorConfig, row_writer: RowWriter) -> None:
+        import torch
+
+        from featurizer.extractor import VideoLLMExtractor
+
+        cpus = int(os.environ.get("OMP_NUM_THREADS", "0")) or 1
+        torch.set_num_threads(max(cpus, 1))
+        self.extractor = VideoLLMExtractor(config)
+        self.row_writer = row_writer
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["item"])
+        stage = np.array(["decode" if batch["error"][i] else "" for i in range(n)], dtype=object)
+        error = np.array([str(e) for e in batch["error"]], dtype=object)
+        n_old = np.zeros(n, np.int64)
+        n_new = np.zeros(n, np.int64)
+        for i in range(n):
+            if error[i]:
+                continue
+            try:
+                stage[i] = "extract"
+                video = self.extractor.extract(batch["frames"][i], str(batch["title"][i]))
+                stage[i] = "write"
+                self.row_writer.write(int(batch["row"][i]), video.features)
+                n_old[i], n_new[i], stage[i] = video.n_old, video.n_new, ""
+            except Exception as exc:  # noqa: BLE001 - one video's failure must not stop the others
+                error[i] = _one_line(exc)
+        return {
+            "item": batch["item"],
+            "row": batch["row"],
+            "sha256": batch["sha256"],
+            "n_old": n_old,
+            "n_new": n_new,
+            "stage": stage,
+            "error": error,
+        }
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:500]
+
+
+def store_info(store: Path) -> str:
+    try:
+        return FeatureStore.open(Path(store)).info()
+    except StoreError as exc:
+        raise PipelineError(str(exc)) from None
+
+
+def store_verify(store: Path) -> Any:
+    try:
+        return FeatureStore.open(Path(store)).verify()
+    except StoreError as exc:
+        raise PipelineError(str(exc)) from None
+
+
+def store_integrity(dataset: Path, store: Path, config: ExtractorConfig) -> list[str]:
+    """What is wrong with the store version for `config`: the store's own verification plus
+    catalog coverage (every video has a committed row or a failure row). Empty when sound."""
+    path = Path(store) / config.fingerprint()
+    if not path.is_dir():
+        return [f"{path}: no store version for this extractor yet"]
+    try:
+        version = FeatureStore.open(Path(store), config.fingerprint())
+    except StoreError as exc:
+        return [str(exc)]
+    report = version.verify()
+    problems = list(report.problems)
+    catalog = scan_videos(Path(dataset), write=False)
+    indexed = version.index()
+    failed = set(version.failures_table().column("item").to_pylist())
+    sources = {item: video.sha256 for item, video in catalog.videos.items()}
+    stale = [i for i in version.pending(sources) if i not in failed]
+    missing = sorted(set(stale) | (set(catalog.unreadable) - failed - set(indexed)))
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        problems.append(f"{len(missing)} catalog items have neither a row nor a failure row: {shown}")
+    return problems
+
+
+def _directory_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def unextracted_videos(dataset: Path, store: Path, config: ExtractorConfig) -> list[tuple[str, int]]:
+    """(item, size) of every video file with neither a committed row nor a failure row in the
+    store version for `config`. Costs one `stat` per file and no hashing, so a sensor can call it
+    every tick; changed content of known items is the re-extraction job's business."""
+    video_dir = Path(dataset) / "videos"
+    if not video_dir.is_dir():
+        return []
+    known: set[str] = set()
+    if (Path(store) / config.fingerprint()).is_dir():
+        version = FeatureStore.open(Path(store), config.fingerprint())
+        known = set(version.index()) | set(version.failures_table().column("item").to_pylist())
+    found = []
+    for entry in sorted(os.scandir(video_dir), key=lambda e: e.name):
+        item = entry.name[: -len(".mp4")]
+        if entry.name.endswith(".mp4") and not entry.name.startswith(".") and item not in known:
+            try:
+                found.append((item, entry.stat().st_size))
+            except OSError:
+                found.append((item, -1))
+    return found

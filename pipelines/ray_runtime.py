@@ -1,0 +1,33 @@
+"""Starting or joining Ray: a local single-machine Ray by default, a cluster when an address is given."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+log = logging.getLogger(__name__)
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join `address` (or $RAY_ADDRESS) if given, else start a local Ray bound to loopback with
+    no dashboard. A Ray already initialised in this process is reused as it is."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    quiet = dict(log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
+    if address:
+        log.info("joining Ray cluster at %s", address)
+        ray.init(address=address, **quiet)
+        return
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count(),
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        **quiet,
+    )
+
+
+def cluster_gpus() -> int:
+    return int(ray.cluster_resources().get("GPU", 0))
