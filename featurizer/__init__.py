@@ -1,1 +1,1 @@
-"""Per-video work: decoding, the frozen video LLM, hidden-state capture, token merging, the store."""
+"""Per-video work: decoding, the frozen video LLM, hidden states, token merging, storage."""

@@ -13,7 +13,7 @@ STORE_FORMAT_VERSION = 1
 PRESET_DIR = Path(__file__).parent / "presets"
 
 DEFAULT_PROMPT = (
-    "<video>\nThis short video is titled \"{title}\". Describe its topic, look and motion "
+    '<video>\nThis short video is titled "{title}". Describe its topic, look and motion '
     "in one sentence."
 )
 
@@ -35,10 +35,14 @@ class ExtractorConfig:
     torch_dtype: str = "float32"  # compute dtype of the frozen model (features are stored float16)
     architecture: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     # ^ the model's config values, for building it with random weights where no checkpoint exists
+    random_weights: bool = False  # opt in to that build; fingerprinted, so such features never
+    # share a store version with the real model's
 
     def __post_init__(self) -> None:
         if not 0 < self.new_tokens < self.k_tokens:
-            raise ValueError(f"new_tokens must be in (0, k_tokens): {self.new_tokens}, {self.k_tokens}")
+            raise ValueError(
+                f"new_tokens must be in (0, k_tokens): {self.new_tokens}, {self.k_tokens}"
+            )
         if not self.layers or any(i < 0 for i in self.layers):
             raise ValueError(f"layers must be non-negative hidden-state indices: {self.layers}")
         object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
@@ -60,6 +64,7 @@ class ExtractorConfig:
             "resolution": self.resolution,
             "merge": self.merge,
             "torch_dtype": self.torch_dtype,
+            "random_weights": self.random_weights,
             "store_format": STORE_FORMAT_VERSION,
         }
 
@@ -110,7 +115,9 @@ def hidden_size_of(config: ExtractorConfig) -> int:
     if path.is_file():
         values = json.loads(path.read_text())
     if values is None:
-        raise ValueError(f"model {config.model!r}: no config.json there and no architecture in the preset")
+        raise ValueError(
+            f"model {config.model!r}: no config.json there and no architecture in the preset"
+        )
     text = values.get("text_config", values)
     if "hidden_size" not in text:
         raise ValueError(f"model {config.model!r}: config has no text_config.hidden_size")

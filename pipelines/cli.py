@@ -140,8 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--preset", default=None, help="preset name or JSON file (default: demo)")
     group.add_argument("--model", default=None, help="local checkpoint directory (demo settings)")
     p.add_argument("--items", type=_csv_list, default=None, help="only these items: a,b,c")
-    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)")
-    p.add_argument("--actors", type=int, default=None, help="model actors (default: GPUs, or 1 on CPU)")
+    p.add_argument(
+        "--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)"
+    )
+    p.add_argument(
+        "--actors", type=int, default=None, help="model actors (default: GPUs, or 1 on CPU)"
+    )
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("store", help="inspect or verify a feature store")
@@ -151,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a ranker variant into a run directory")
     p.add_argument("--dataset", type=Path, required=True)
-    p.add_argument("--store", type=Path, default=None, help="feature store (not needed for id_only)")
+    p.add_argument(
+        "--store", type=Path, default=None, help="feature store (not needed for id_only)"
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--variant", default="full")
     p.add_argument("--epochs", type=int, default=None)

@@ -42,7 +42,9 @@ def run_demo(root: Path = DEMO_ROOT) -> Path:
 
     if not (root / "dataset" / "pairs.csv").exists():
         log.info("generating the demo dataset in %s", root / "dataset")
-        make_demo_dataset(root / "dataset", n_videos=DEMO_VIDEOS, n_users=DEMO_USERS, seed=DEMO_SEED)
+        make_demo_dataset(
+            root / "dataset", n_videos=DEMO_VIDEOS, n_users=DEMO_USERS, seed=DEMO_SEED
+        )
 
     import dagster as dg
 
@@ -55,7 +57,9 @@ def run_demo(root: Path = DEMO_ROOT) -> Path:
         )
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        raise PipelineError(f"the linkedout_full run failed at {', '.join(failed) or 'a step'}; see the log above")
+        raise PipelineError(
+            f"the linkedout_full run failed at {', '.join(failed) or 'a step'}; see the log above"
+        )
     report = root / "runs" / "full" / "report.html"
     print(f"demo finished: report at {report}")
     print(f"browse the assets and the run: DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev")

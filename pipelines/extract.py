@@ -120,7 +120,7 @@ def extract_catalog(
                     "title": titles.get(item, ""),
                     "row": row,
                 }
-                for item, row in zip(pending, rows)
+                for item, row in zip(pending, rows, strict=False)
             ]
             _run_actor_pool(
                 records, config, writer, summary, ray_address, actors, model_batch_size, progress
@@ -209,7 +209,10 @@ def _run_actor_pool(
                 summary.extracted += 1
             unpublished += 1
             bar.update(1)
-            if unpublished >= PUBLISH_EVERY_ROWS or time.monotonic() - last_publish > PUBLISH_EVERY_SECONDS:
+            if (
+                unpublished >= PUBLISH_EVERY_ROWS
+                or time.monotonic() - last_publish > PUBLISH_EVERY_SECONDS
+            ):
                 writer.publish()
                 unpublished, last_publish = 0, time.monotonic()
     finally:
@@ -322,7 +325,9 @@ def store_integrity(dataset: Path, store: Path, config: ExtractorConfig) -> list
     missing = sorted(set(stale) | (set(catalog.unreadable) - failed - set(indexed)))
     if missing:
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        problems.append(f"{len(missing)} catalog items have neither a row nor a failure row: {shown}")
+        problems.append(
+            f"{len(missing)} catalog items have neither a row nor a failure row: {shown}"
+        )
     return problems
 
 
@@ -330,7 +335,9 @@ def _directory_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def unextracted_videos(dataset: Path, store: Path, config: ExtractorConfig) -> list[tuple[str, int]]:
+def unextracted_videos(
+    dataset: Path, store: Path, config: ExtractorConfig
+) -> list[tuple[str, int]]:
     """(item, size) of every video file with neither a committed row nor a failure row in the
     store version for `config`. Costs one `stat` per file and no hashing, so a sensor can call it
     every tick; changed content of known items is the re-extraction job's business."""

@@ -1,0 +1,148 @@
+"""Extraction throughput, each figure measured side by side in this one run (the machine is
+shared and noisy, so only the ratios between figures of the same run mean much):
+
+- decode frames/s (decord, T frames at the processor's size);
+- model-only videos/s (the frozen model on pre-decoded frames, one thread like one actor);
+- end-to-end videos/s through Ray Data (decode tasks, model actor, store rows, index commits),
+  as marginal throughput: (N - 1) / (t(N videos) - t(1 video)), which removes the fixed start-up
+  (actor start and model load) that every run pays once;
+- end-to-end / model-only: target >= 0.85 (decoding and storage hide behind the model);
+- store write MB/s of (6, 64, 4096) float16 rows against a plain sequential write of the same
+  bytes: target >= 0.5.
+
+    python bench/extract.py [--videos 24] [--preset demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=int, default=24)
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--store-rows", type=int, default=48)
+    args = parser.parse_args()
+
+    import torch
+
+    from featurizer.decode import decode_video
+    from featurizer.extractor import VideoLLMExtractor
+    from featurizer.store import FeatureStore
+    from pipelines.catalog import scan_videos
+    from pipelines.demo_data import make_demo_dataset
+    from pipelines.extract import extract_catalog, resolve_extractor
+    from pipelines.ingest import read_titles
+
+    work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
+    try:
+        dataset = work / "dataset"
+        make_demo_dataset(dataset, n_videos=args.videos, n_users=8, seed=1)
+        config = resolve_extractor(args.preset)
+        videos = sorted(scan_videos(dataset, write=False).videos.values(), key=lambda v: v.item)
+        titles = read_titles(dataset)
+        print(
+            f"{len(videos)} videos, {config.frames} frames at {config.resolution}px, model {config.model}"
+        )
+
+        t0 = time.perf_counter()
+        frames = [decode_video(v.path, config.frames, config.resolution) for v in videos]
+        decode_s = time.perf_counter() - t0
+        decode_fps = len(videos) * config.frames / decode_s
+        print(
+            f"decode:          {decode_fps:8.1f} frames/s  ({decode_s / len(videos) * 1e3:.1f} ms/video)"
+        )
+
+        torch.set_num_threads(1)  # one actor holds one CPU in the Ray run below
+        t0 = time.perf_counter()
+        extractor = VideoLLMExtractor(config)
+        load_s = time.perf_counter() - t0
+        extractor.extract(frames[0], titles.get(videos[0].item, ""))  # warm-up
+        t0 = time.perf_counter()
+        for video, clip in zip(videos, frames, strict=False):
+            extractor.extract(clip, titles.get(video.item, ""))
+        model_s = time.perf_counter() - t0
+        model_vps = len(videos) / model_s
+        print(
+            f"model only:      {model_vps:8.2f} videos/s ({model_s / len(videos):.3f} s/video; load {load_s:.1f} s)"
+        )
+        torch.set_num_threads(os.cpu_count() or 1)
+
+        one = [videos[0].item]
+        t0 = time.perf_counter()
+        extract_catalog(dataset, work / "store-1", config, items=one, progress=False)
+        first_s = time.perf_counter() - t0  # includes ray.init: run it once more warm
+        t0 = time.perf_counter()
+        extract_catalog(dataset, work / "store-1b", config, items=one, progress=False)
+        one_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        summary = extract_catalog(dataset, work / "store-n", config, progress=False)
+        all_s = time.perf_counter() - t0
+        assert summary.extracted == len(videos), summary.describe()
+        e2e_vps = (len(videos) - 1) / max(all_s - one_s, 1e-9)
+        print(
+            f"end to end:      {e2e_vps:8.2f} videos/s marginal "
+            f"({all_s:.1f} s for {len(videos)}, {one_s:.1f} s for 1; first run with ray.init {first_s:.1f} s)"
+        )
+        print(f"RATIO end-to-end / model-only = {e2e_vps / model_vps:.2f}  (target >= 0.85)")
+
+        shape = (6, 64, 4096)
+        rows = (
+            np.random.default_rng(0).standard_normal((args.store_rows, *shape)).astype(np.float16)
+        )
+        mb = rows.nbytes / 1e6
+
+        plain = work / "plain.bin"
+        t0 = time.perf_counter()
+        with open(plain, "wb") as f:
+            for row in rows:
+                f.write(row.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        plain_s = time.perf_counter() - t0
+
+        results = {}
+        for durable in (True, False):
+            store = FeatureStore.create_or_open(
+                work / f"store-write-{durable}",
+                config.replace(prompt_template=f"bench {durable}"),
+                shape[-1],
+            )
+            with store.writer() as writer:
+                allocated = writer.allocate(len(rows))
+                row_writer = writer.row_writer(durable=durable)
+                t0 = time.perf_counter()
+                for r, row in zip(allocated, rows, strict=False):
+                    row_writer.write(r, row)
+                results[durable] = time.perf_counter() - t0
+        print(f"plain write:     {mb / plain_s:8.1f} MB/s ({mb:.0f} MB, one fsync)")
+        print(
+            f"store write:     {mb / results[True]:8.1f} MB/s durable (fsync per row), "
+            f"{mb / results[False]:.1f} MB/s without fsync"
+        )
+        print(
+            f"RATIO store write / plain write = {plain_s / results[True]:.2f} durable, "
+            f"{plain_s / results[False]:.2f} without fsync  (target >= 0.5)"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            import ray
+
+            ray.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+if __name__ == "__main__":
+    main()

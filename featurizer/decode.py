@@ -1,0 +1,93 @@
+"""Video decoding with decord: T frames sampled uniformly over the whole video, decoded straight
+at the model's resolution, and the source file's content hash.
+
+Frame sampling rule (`sample_indices`): the video's n frames are cut into T equal segments and the
+frame at the centre of each is taken, index_i = floor((i + 0.5) * n / T) for i = 0..T-1. The first
+and last segments are covered as well as the middle; for n >= T the indices are strictly
+increasing. A video shorter than T frames (n < T) gets the same rule, which then repeats frames
+(e.g. n=3, T=8 -> 0 0 0 1 1 2 2 2): every video yields exactly T frames, in temporal order.
+
+Frames are resized by the decoder itself to size x size (`VideoReader(width=, height=)`), which
+stretches rather than crops: the whole picture stays in view, as the LLaVA processors see it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+
+class DecodeError(ValueError):
+    """A video that cannot be decoded; the message is one line naming the file and the reason."""
+
+
+def sample_indices(n_frames: int, frames: int) -> np.ndarray:
+    """The centres of `frames` equal segments over `n_frames` frames (repeats if n < T)."""
+    if n_frames <= 0 or frames <= 0:
+        raise ValueError(f"need at least one frame to sample from and to: {n_frames}, {frames}")
+    i = np.arange(frames, dtype=np.float64)
+    idx = np.floor((i + 0.5) * n_frames / frames).astype(np.int64)
+    return np.clip(idx, 0, n_frames - 1)
+
+
+def decode_video(path: Path, frames: int, size: int) -> np.ndarray:
+    """(T, size, size, 3) uint8 RGB frames sampled uniformly over the whole video, decoded in one
+    `get_batch` call at the target size. Raises DecodeError for anything undecodable."""
+    import decord
+
+    path = Path(path)
+    decord.logging.set_level(decord.logging.QUIET)  # ffmpeg's own stderr noise; reasons come below
+    if not path.is_file():
+        raise DecodeError(f"{path.name}: cannot decode: no such file")
+    if path.stat().st_size == 0:
+        raise DecodeError(f"{path.name}: cannot decode: empty file (0 bytes)")
+    try:
+        reader = decord.VideoReader(str(path), width=size, height=size)
+        n = len(reader)
+        if n == 0:
+            raise DecodeError(f"{path.name}: cannot decode: the video has no frames")
+        batch = reader.get_batch(sample_indices(n, frames).tolist()).asnumpy()  # (T, H, W, 3)
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - decord raises RuntimeError/DECORDError for bad input
+        raise DecodeError(f"{path.name}: cannot decode: {_reason(exc, path)}") from None
+    if batch.shape != (frames, size, size, 3) or batch.dtype != np.uint8:
+        got = f"{batch.shape} {batch.dtype}"
+        raise DecodeError(f"{path.name}: cannot decode: decoder returned {got}")
+    return batch
+
+
+def _reason(exc: BaseException, path: Path) -> str:
+    """decord's message on one line (it only says "Error reading FILE..."), plus ffmpeg's own
+    diagnosis through PyAV where that is installed (e.g. "moov atom not found" surfaces as
+    "Invalid data found when processing input")."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = text.replace(str(path), path.name)
+    detail = _ffmpeg_reason(path)
+    return f"{text} ({detail})" if detail else text
+
+
+def _ffmpeg_reason(path: Path) -> str | None:
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return "no video stream"
+    except Exception as exc:  # noqa: BLE001 - any probe failure is only extra detail
+        text = getattr(exc, "strerror", None) or str(exc)
+        return " ".join(str(text).split()) or None
+    return None
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks (never the whole file in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,261 @@
+"""Hidden-state capture from a frozen video LLM: old + new tokens at the tapped layers, merged to
+K rows per layer (the paper's section 3.2; DESIGN section 4).
+
+For one video and its title:
+
+1. the prompt (`config.prompt_template`, "{title}" filled in) is rendered with the processor's
+   chat template as one user turn holding the video and the text, plus the assistant prefix;
+2. one `generate` call, greedy, runs the prompt forward once and then G + 1 decoding steps
+   (G = `config.new_tokens`; the last generated token is never fed back, so G new-token states
+   need G + 1 tokens; `min_new_tokens` suppresses EOS so every video gets exactly G);
+3. for every tapped hidden-state index l (0 = embedding output, num_layers = after the final
+   norm): the n_old prompt states (n_old, D) are merged to K - G rows by bipartite soft matching
+   (`featurizer.merge.merge_tokens`), the G new-token states (G, D) are kept, and the two are
+   stacked to (K, D); all layers give (L, K, D), stored as float16.
+
+The model is any local checkpoint loadable with `AutoProcessor` / `AutoModelForImageTextToText`
+(a directory, or a hub id already in the local cache; nothing is downloaded). Where neither exists
+and the preset carries `architecture` (the model's config.json values), the model is built from
+those values with seeded **random weights** (`from_config`), so a 7B layout can be exercised on a
+GPU box that has no weights; its processor is then built by `featurizer.tiny_model.build_processor`
+(the real processor class of that family, sized from the architecture's vision config, with a
+tokenizer trained locally whose special tokens sit at the architecture's token ids). Features from
+such a model carry no world knowledge; a warning says so once at load time.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from featurizer.config import ExtractorConfig
+from featurizer.merge import merge_tokens
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+RANDOM_INIT_SEED = 0  # weights of a model built from a preset's architecture
+_NOT_FOUND_HINT = (
+    " (not a local checkpoint directory, not in the local Hugging Face cache, and the preset has "
+    "no architecture to build it from)"
+)
+
+
+class ModelUnavailableError(ValueError):
+    """The configured model is neither a local checkpoint nor buildable from the preset."""
+
+
+@dataclass(frozen=True)
+class VideoFeatures:
+    """One video's stored features: (L, K, D) float16; rows [0, K - G) are merged old tokens,
+    rows [K - G, K) the G new tokens, in generation order."""
+
+    features: np.ndarray  # (L, K, D) float16
+    n_old: int  # prompt length (video + text tokens) before merging
+    n_new: int  # G new tokens kept
+
+
+class VideoLLMExtractor:
+    """Loads the processor and the frozen model once; `extract` turns frames + title into
+    `VideoFeatures`. Eval mode, no gradients, inference mode throughout."""
+
+    def __init__(self, config: ExtractorConfig, device: str | None = None) -> None:
+        self.config = config
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if config.torch_dtype not in _DTYPES:
+            raise ValueError(
+                f"unknown torch_dtype {config.torch_dtype!r} (known: {', '.join(_DTYPES)})"
+            )
+        self.dtype = _DTYPES[config.torch_dtype]
+        self.processor, self.model, self.random_weights = load_model(
+            config, self.device, self.dtype
+        )
+        text_config = self.model.config.get_text_config()
+        self.hidden_size: int = int(text_config.hidden_size)
+        self.num_layers: int = int(text_config.num_hidden_layers)
+        too_deep = [i for i in config.layers if i > self.num_layers]
+        if too_deep:
+            raise ValueError(
+                f"tapped layers {too_deep} are beyond the model's depth: hidden-state indices run "
+                f"0..{self.num_layers} (0 = embedding output) for {config.model!r}"
+            )
+        tokenizer = self.processor.tokenizer
+        self._eos_id = tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else self._eos_id
+        self._video_token = getattr(self.processor, "video_token", "<video>")
+
+    # ----------------------------------------------------------------------------- prompts
+    def render_prompt(self, title: str | None) -> str:
+        """The chat-formatted prompt text for one video. The template's "<video>" marker (if any,
+        at most one) is where the video goes; the chat template decides its position (LLaVA's put
+        videos before the turn's text). Special-token strings in the title are neutralized, so a
+        title can neither add a video slot nor close the turn."""
+        title = "" if title is None else str(title)
+        for special in {self._video_token, "<image>", *self.processor.tokenizer.all_special_tokens}:
+            title = title.replace(special, special.strip("<>|"))
+        text = self.config.prompt_template.replace("{title}", title)
+        if text.count(self._video_token) > 1:
+            raise ValueError(f"prompt_template has more than one {self._video_token} marker")
+        text = re.sub(re.escape(self._video_token) + r"\s*", "", text, count=1).strip()
+        conversation = [
+            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}
+        ]
+        return self.processor.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=False
+        )
+
+    def model_inputs(self, frames: np.ndarray, title: str | None) -> dict[str, torch.Tensor]:
+        """Processor output for one video, on the model's device (pixel values in its dtype)."""
+        _check_frames(frames)
+        batch = self.processor(
+            text=[self.render_prompt(title)], videos=[frames], return_tensors="pt"
+        )
+        inputs = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        for key in ("pixel_values_videos", "pixel_values"):
+            if key in inputs:
+                inputs[key] = inputs[key].to(self.dtype)
+        return inputs
+
+    # ---------------------------------------------------------------------------- features
+    @torch.inference_mode()
+    def extract(self, frames: np.ndarray, title: str | None) -> VideoFeatures:
+        """(T, H, W, 3) uint8 frames + title -> VideoFeatures with (L, K, D) float16 features."""
+        cfg = self.config
+        g, k_old = cfg.new_tokens, cfg.old_tokens
+        inputs = self.model_inputs(frames, title)
+        out = self.model.generate(**inputs, **self._generation_kwargs())
+        steps = out.hidden_states  # (G + 1) steps; each a tuple of (num_layers + 1) tensors
+        if len(steps) < g + 1:
+            raise RuntimeError(f"generation stopped after {len(steps)} steps; {g + 1} needed")
+        prompt = steps[0]  # per layer: (1, n_old, D) over the whole prompt
+        n_old = int(prompt[0].shape[1])
+        if n_old < k_old:
+            raise ValueError(f"prompt has {n_old} tokens, fewer than the {k_old} old rows to keep")
+        rows = []
+        for layer in cfg.layers:
+            old = merge_tokens(prompt[layer][0].float(), k_old)  # (K - G, D)
+            new = torch.stack([steps[s][layer][0, -1] for s in range(1, g + 1)]).float()  # (G, D)
+            rows.append(torch.cat([old, new.to(old.device)]))  # (K, D)
+        features = torch.stack(rows).to(torch.float16).cpu().numpy()  # (L, K, D)
+        if not np.isfinite(features).all():
+            bad = [cfg.layers[i] for i in range(len(rows)) if not np.isfinite(features[i]).all()]
+            raise ValueError(f"hidden states at layers {bad} are not finite in float16")
+        log.debug("extracted n_old=%d n_new=%d features %s", n_old, g, features.shape)
+        return VideoFeatures(features=features, n_old=n_old, n_new=g)
+
+    def extract_batch(self, videos: Sequence[tuple[np.ndarray, str | None]]) -> list[VideoFeatures]:
+        """One `VideoFeatures` per (frames, title), in order. A loop over `extract` for now:
+        prompts differ in length (titles), so a batched generate needs left padding and per-video
+        n_old from the attention mask when slicing hidden states; worth it on a GPU, not on the
+        CPU, and the results must stay equal to the per-video ones (tests pin `extract`)."""
+        return [self.extract(frames, title) for frames, title in videos]
+
+    @torch.inference_mode()
+    def prompt_hidden_states(
+        self, frames: np.ndarray, title: str | None
+    ) -> tuple[torch.Tensor, ...]:
+        """The plain forward's hidden states over the prompt: (num_layers + 1) tensors (n_old, D),
+        index 0 = embedding output. The rows `extract` stores come from the same states."""
+        out = self.model(**self.model_inputs(frames, title), output_hidden_states=True)
+        return tuple(h[0] for h in out.hidden_states)
+
+    def _generation_kwargs(self) -> dict[str, Any]:
+        from transformers import GenerationConfig
+
+        n = self.config.new_tokens + 1
+        # A fresh config: the checkpoint's own sampling defaults (temperature, top_p...) are moot.
+        generation = GenerationConfig(
+            max_new_tokens=n,
+            min_new_tokens=n,  # masks EOS until n tokens exist, so every video gets G new states
+            do_sample=False,
+            num_beams=1,
+            use_cache=True,
+            eos_token_id=self._eos_id,
+            pad_token_id=self._pad_id,
+            output_hidden_states=True,
+            return_dict_in_generate=True,
+        )
+        return {"generation_config": generation}
+
+
+# ----------------------------------------------------------------------------------- loading
+def load_model(
+    config: ExtractorConfig, device: torch.device, dtype: torch.dtype
+) -> tuple[Any, Any, bool]:
+    """(processor, model in eval mode on `device`, built_with_random_weights). Never downloads."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    path = Path(config.model)
+    local_dir = (path / "config.json").is_file()
+    source = str(path) if local_dir else config.model
+    revision = None if local_dir else config.revision
+    try:
+        processor = AutoProcessor.from_pretrained(source, revision=revision, local_files_only=True)
+        model = AutoModelForImageTextToText.from_pretrained(
+            source, revision=revision, local_files_only=True, dtype=dtype
+        )
+        random_weights = False
+    except (OSError, ValueError) as exc:
+        if local_dir or not config.architecture or not config.random_weights:
+            hint = "" if local_dir else _NOT_FOUND_HINT
+            if not local_dir and config.architecture and not config.random_weights:
+                hint += " (set random_weights to build the preset's architecture untrained)"
+            raise ModelUnavailableError(
+                f"cannot load model {config.model!r}{hint}: {' '.join(str(exc).split())[:300]}"
+            ) from None
+        processor, model = build_random_model(config.architecture, device, dtype)
+        random_weights = True
+        log.warning(
+            "model %r is not available locally: built from the preset's architecture with RANDOM "
+            "weights (seed %d); its features carry no world knowledge",
+            config.model,
+            RANDOM_INIT_SEED,
+        )
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return processor, model, random_weights
+
+
+def build_random_model(
+    architecture: dict[str, Any], device: torch.device, dtype: torch.dtype
+) -> tuple[Any, Any]:
+    """A processor and a model built from config values (a config.json as a dict, with
+    "model_type"), weights random with a fixed seed, created directly on `device`."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig
+
+    from featurizer.tiny_model import build_processor
+
+    values = dict(architecture)
+    model_type = values.pop("model_type", None)
+    if not model_type:
+        raise ModelUnavailableError("the preset's architecture has no model_type")
+    hf_config = AutoConfig.for_model(model_type, **values)
+    processor = build_processor(hf_config)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        with device:
+            model = AutoModelForImageTextToText.from_config(hf_config, dtype=dtype)
+    tokenizer = processor.tokenizer
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return processor, model
+
+
+def _check_frames(frames: np.ndarray) -> None:
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
+        got = f"{type(frames).__name__} {getattr(frames, 'shape', '')}"
+        raise ValueError(f"frames must be a (T, H, W, 3) array, got {got}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
