@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,20 +172,26 @@ def _run_actor_pool(
     # One video per block: a video that keeps killing its actor costs only its own block, which
     # is dropped after ACTOR_RETRIES and then recorded below as a failure row.
     context.max_errored_blocks = len(records)
+    # Failures are reported per video by this module; Ray Data's own INFO/WARNING lines
+    # (execution plans, "progress bars disabled") say nothing a user needs.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
     decoded = ray.data.from_items(records, override_num_blocks=len(records)).map(
         DecodeVideo(config.frames, config.resolution), num_cpus=1
     )
-    features = decoded.map_batches(
-        ExtractVideos,
-        fn_constructor_kwargs={"config": config, "row_writer": writer.row_writer()},
-        compute=ActorPoolStrategy(size=n_actors),
-        batch_size=model_batch_size or (4 if gpus else 1),
-        num_gpus=1 if gpus else 0,
-        num_cpus=1,
-        max_restarts=ACTOR_RETRIES,
-        max_task_retries=ACTOR_RETRIES,
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates remote kwargs but has no named parameter for bounding restarts yet.
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        features = decoded.map_batches(
+            ExtractVideos,
+            fn_constructor_kwargs={"config": config, "row_writer": writer.row_writer()},
+            compute=ActorPoolStrategy(size=n_actors),
+            batch_size=model_batch_size or (4 if gpus else 1),
+            num_gpus=1 if gpus else 0,
+            num_cpus=1,
+            max_restarts=ACTOR_RETRIES,
+            max_task_retries=ACTOR_RETRIES,
+        )
 
     done: set[str] = set()
     last_publish = time.monotonic()
@@ -253,8 +260,8 @@ class ExtractVideos:
 
         from featurizer.extractor import VideoLLMExtractor
 
-        cpus = int(os.environ.get("OMP_NUM_THREADS", "0")) or 1
-        torch.set_num_threads(max(cpus, 1))
+        # Ray sets OMP_NUM_THREADS to the actor's CPUs; torch does not read it after import.
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "0")) or 1)
         self.extractor = VideoLLMExtractor(config)
         self.row_writer = row_writer
 
