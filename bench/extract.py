@@ -112,7 +112,7 @@ def main() -> None:
         plain_s = time.perf_counter() - t0
 
         results = {}
-        for durable in (True, False):
+        for durable in (False, True):
             store = FeatureStore.create_or_open(
                 work / f"store-write-{durable}",
                 config.replace(prompt_template=f"bench {durable}"),
@@ -122,17 +122,19 @@ def main() -> None:
                 allocated = writer.allocate(len(rows))
                 row_writer = writer.row_writer(durable=durable)
                 t0 = time.perf_counter()
-                for r, row in zip(allocated, rows, strict=False):
+                for i, (r, row) in enumerate(zip(allocated, rows, strict=True)):
                     row_writer.write(r, row)
+                    writer.commit(f"item{i}", r, "0" * 64, 0, 0)
+                writer.publish()  # flushes the rows (one syncfs), then commits the index
                 results[durable] = time.perf_counter() - t0
-        print(f"plain write:     {mb / plain_s:8.1f} MB/s ({mb:.0f} MB, one fsync)")
+        print(f"plain write:     {mb / plain_s:8.1f} MB/s ({mb:.0f} MB, one file, one fsync)")
         print(
-            f"store write:     {mb / results[True]:8.1f} MB/s durable (fsync per row), "
-            f"{mb / results[False]:.1f} MB/s without fsync"
+            f"store write:     {mb / results[False]:8.1f} MB/s (rows + flush + index publish); "
+            f"{mb / results[True]:.1f} MB/s with an fsync per row"
         )
         print(
-            f"RATIO store write / plain write = {plain_s / results[True]:.2f} durable, "
-            f"{plain_s / results[False]:.2f} without fsync  (target >= 0.5)"
+            f"RATIO store write / plain write = {plain_s / results[False]:.2f}  (target >= 0.5); "
+            f"{plain_s / results[True]:.2f} with an fsync per row"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -14,8 +14,8 @@ Layout (a contract: training, the CLI and the Dagster checks read it)::
       CURRENT              the fingerprint training reads by default
 
 Commit protocol. Workers write whole rows (one chunk each, so writers never share a chunk);
-the single writer process (the driver) then records them and publishes index.parquet by
-write-temp, fsync, rename, fsync-dir. The index rename is the commit: readers trust only rows
+the single writer process (the driver) then records them, flushes their chunks to disk (one
+syncfs on Linux) and publishes index.parquet by write-temp, fsync, rename, fsync-dir. The index rename is the commit: readers trust only rows
 named in the published index and never take the lock. A crash leaves at most rows that no
 index names; the next writer allocates from max(committed row) + 1, so it overwrites them.
 
@@ -35,10 +35,12 @@ the next run repairs.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -435,9 +437,13 @@ class RowWriter:
     """Writes whole rows of one store version; picklable (workers, Ray actors). The rows must
     have been allocated by the StoreWriter; the array is opened on first use."""
 
-    def __init__(self, path: Path | str, durable: bool = True) -> None:
+    def __init__(self, path: Path | str, durable: bool = False) -> None:
         self.path = str(path)
-        self.durable = durable  # fsync each chunk file and its new directories
+        # fsync each chunk file and its new directories as it is written. Not needed where the
+        # driver shares the workers' filesystem: StoreWriter.publish() flushes every committed
+        # row's chunk first, in one syncfs, which keeps the rows-before-index order at a
+        # fraction of the cost (one fsync per 3 MB row halves a disk's write rate).
+        self.durable = durable
         self._array: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -500,6 +506,7 @@ class StoreWriter:
         self._next_row = max(rows) + 1 if rows else 0
         self._allocated: set[int] = set()
         self._row_items: dict[int, str] = {}  # rows committed in this session -> item
+        self._unsynced_rows: list[int] = []  # committed since the last publish
         self._dirty = False
         self._closed = False
 
@@ -522,7 +529,7 @@ class StoreWriter:
         self._allocated.update(rows)
         return rows
 
-    def row_writer(self, durable: bool = True) -> RowWriter:
+    def row_writer(self, durable: bool = False) -> RowWriter:
         return RowWriter(self._path, durable=durable)
 
     def commit(self, item: str, row: int, source_sha256: str, n_old: int, n_new: int) -> None:
@@ -551,6 +558,7 @@ class StoreWriter:
             "extracted_at": _now(),
         }
         self._row_items[int(row)] = item
+        self._unsynced_rows.append(int(row))
         self._failures.pop(item, None)
         self._dirty = True
 
@@ -570,9 +578,13 @@ class StoreWriter:
         self._dirty = True
 
     def publish(self) -> None:
-        """Atomically publish failures.parquet, then index.parquet (the commit point)."""
+        """Flush the rows committed since the last publish to disk, then atomically publish
+        failures.parquet and index.parquet (the commit point)."""
         if not self._dirty:
             return
+        if self._unsynced_rows:
+            _sync_rows(self._path, self._unsynced_rows)
+            self._unsynced_rows = []
         failures = pa.Table.from_pylist(list(self._failures.values()), schema=FAILURES_SCHEMA)
         index = pa.Table.from_pylist(
             sorted(self._index.values(), key=lambda r: r["row"]), schema=INDEX_SCHEMA
@@ -745,6 +757,35 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_path(path.parent, directory=True)
+
+
+def _sync_rows(path: Path, rows: list[int]) -> None:
+    """Make the chunk files of `rows` durable. On Linux one syncfs(2) flushes the whole
+    filesystem the store lives on (also the pages other processes, the actors, wrote); elsewhere
+    each chunk file and its directory is fsynced."""
+    if _syncfs(path):
+        return
+    array = _open_array(path, mode="r")
+    array_dir = path / FEATURES_DIR / ARRAY_NAME
+    for row in rows:
+        chunk = array_dir / array.metadata.encode_chunk_key((row,) + (0,) * (array.ndim - 1))
+        if chunk.exists():
+            _fsync_path(chunk)
+            _fsync_path(chunk.parent, directory=True)
+
+
+def _syncfs(path: Path) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return libc.syncfs(fd) == 0
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        return False
 
 
 def _fsync_path(path: Path, directory: bool = False) -> None:
