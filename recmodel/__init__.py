@@ -1,1 +1,1 @@
-"""Everything learned: the cross-layer MoE item encoder, the sequential ranker, training, metrics."""
+"""Everything learned: the cross-layer MoE item encoder, the ranker, training, metrics, serving."""

@@ -1,0 +1,320 @@
+"""Store-and-retrieve serving: every item's vector is computed once and saved; a query is the
+ranker over the history's vectors, one matrix-vector product and a top-k.
+
+Run directory files written here (the rest of the contract, config.json and metrics.json, by
+the caller):
+
+    model.pt             {"format", "model_config", "state_dict"}: tensors and plain values
+                         only, so torch.load(weights_only=True) reads it (no code runs)
+    item_embeddings.npy  (N, dz) float32, row i = item_ids.parquet row i
+    item_ids.parquet     item, has_features, train_count
+    gates.parquet        per item with features: item, gate_L<layer>, h_norm_L<layer> for each
+                         tapped layer (and id_gate for full_id_fusion); no rows for variants
+                         without a MoE
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from recmodel.config import ModelConfig
+from recmodel.data import PAD, ItemFeatureBank, Splits
+from recmodel.metrics import rank_eval_set, summarize
+from recmodel.ranker import SASRec
+from recmodel.variants import ItemEncoding, LinkedOutModel
+
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+EMBEDDINGS_FILE = "item_embeddings.npy"
+ITEM_IDS_FILE = "item_ids.parquet"
+GATES_FILE = "gates.parquet"
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FORMAT = 1
+
+
+class UnknownItemsError(ValueError):
+    """History items the run's catalog does not hold."""
+
+    def __init__(self, items: Sequence[str]) -> None:
+        more = f" (and {len(items) - 20} more)" if len(items) > 20 else ""
+        shown = ", ".join(items[:20]) + more
+        super().__init__(f"unknown items: {shown}")
+        self.items = list(items)
+
+
+# ---------------------------------------------------------------------------------------------
+# Computing vectors
+
+
+@torch.no_grad()
+def encode_catalog(
+    model: LinkedOutModel, bank: ItemFeatureBank | None, n_items: int, batch_size: int = 256
+) -> ItemEncoding:
+    """Every catalog item through the item encoder, in eval mode, batch by batch."""
+    was_training = model.training
+    model.eval()
+    parts: list[ItemEncoding] = []
+    for start in range(0, n_items, batch_size):
+        items = np.arange(start, min(start + batch_size, n_items))
+        features, has = bank.gather(items) if bank is not None else (None, None)
+        parts.append(model.items(torch.from_numpy(items), features, has))
+    model.train(was_training)
+
+    def cat(name: str) -> torch.Tensor | None:
+        values = [getattr(p, name) for p in parts]
+        return None if not values or values[0] is None else torch.cat(values)
+
+    return ItemEncoding(
+        vectors=cat("vectors"),  # type: ignore[arg-type]
+        has_features=cat("has_features"),
+        gates=cat("gates"),
+        h_norm=cat("h_norm"),
+        id_gate=cat("id_gate"),
+    )
+
+
+@torch.no_grad()
+def history_user_vectors(
+    ranker: SASRec, item_vectors: torch.Tensor, history: np.ndarray, batch_size: int = 512
+) -> torch.Tensor:
+    """history: (M, T) item indices, left-padded with PAD -> user vectors (M, d)."""
+    was_training = ranker.training
+    ranker.eval()
+    out = []
+    for start in range(0, len(history), batch_size):
+        h = torch.from_numpy(history[start : start + batch_size])
+        valid = h != PAD
+        out.append(ranker.user_vector(item_vectors[h.clamp(min=0)], valid))
+    ranker.train(was_training)
+    if not out:
+        return torch.empty(0, item_vectors.shape[1])
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing and reading run files
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def save_model(run_dir: Path, cfg: ModelConfig, state_dict: dict[str, torch.Tensor]) -> Path:
+    path = Path(run_dir) / MODEL_FILE
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(
+        {"format": MODEL_FORMAT, "model_config": cfg.to_dict(), "state_dict": state_dict}, tmp
+    )
+    os.replace(tmp, path)
+    return path
+
+
+def load_model_file(run_dir: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    path = Path(run_dir) / MODEL_FILE
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path}: unsupported model format {blob.get('format')!r}")
+    return ModelConfig.from_dict(blob["model_config"]), blob["state_dict"]
+
+
+def write_item_files(
+    run_dir: Path,
+    items: Sequence[str],
+    vectors: np.ndarray,
+    has_features: np.ndarray,
+    train_counts: np.ndarray,
+) -> None:
+    run_dir = Path(run_dir)
+    path = run_dir / EMBEDDINGS_FILE
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
+    np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
+    os.replace(tmp, path)
+    table = pa.table(
+        {
+            "item": pa.array(list(items), pa.string()),
+            "has_features": pa.array(has_features, pa.bool_()),
+            "train_count": pa.array(train_counts, pa.int64()),
+        }
+    )
+    _write_parquet(table, run_dir / ITEM_IDS_FILE)
+
+
+def write_gates(
+    run_dir: Path,
+    items: Sequence[str],
+    encoding: ItemEncoding | None,
+    layers: Sequence[int],
+) -> None:
+    """gates.parquet: one row per item with features (see the module docstring)."""
+    columns: dict[str, pa.Array] = {}
+    if encoding is not None and encoding.gates is not None:
+        assert encoding.has_features is not None and encoding.h_norm is not None
+        with_features = encoding.has_features.numpy()
+        columns["item"] = pa.array(np.asarray(items, dtype=object)[with_features], pa.string())
+        gates, norms = encoding.gates.numpy(), encoding.h_norm.numpy()
+        for j, layer in enumerate(layers):
+            columns[f"gate_L{layer}"] = pa.array(gates[:, j], pa.float32())
+        for j, layer in enumerate(layers):
+            columns[f"h_norm_L{layer}"] = pa.array(norms[:, j], pa.float32())
+        if encoding.id_gate is not None:
+            columns["id_gate"] = pa.array(encoding.id_gate.numpy()[with_features], pa.float32())
+    else:
+        columns["item"] = pa.array([], pa.string())
+    _write_parquet(pa.table(columns), Path(run_dir) / GATES_FILE)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def read_item_ids(run_dir: Path) -> list[str]:
+    return pq.read_table(Path(run_dir) / ITEM_IDS_FILE, columns=["item"]).column("item").to_pylist()
+
+
+def popularity_vectors(train_counts: np.ndarray) -> np.ndarray:
+    """The popularity baseline as vectors: item (N, 1) = log(1 + train count), user = [1]."""
+    return np.log1p(train_counts.astype(np.float32))[:, None]
+
+
+def export_run(
+    run_dir: Path,
+    cfg: ModelConfig,
+    model: LinkedOutModel | None,
+    bank: ItemFeatureBank | None,
+    splits: Splits,
+    layers: Sequence[int] | None = None,
+    encode_batch_size: int = 256,
+) -> np.ndarray:
+    """Write model.pt, item_embeddings.npy, item_ids.parquet and gates.parquet of a trained
+    model (None for popularity). Returns the item vectors."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    encoding = None
+    if model is None:
+        vectors = popularity_vectors(splits.train_counts)
+        save_model(run_dir, cfg, {"train_counts": torch.from_numpy(splits.train_counts)})
+    else:
+        encoding = encode_catalog(model, bank, splits.n_items, encode_batch_size)
+        vectors = encoding.vectors.numpy()
+        save_model(run_dir, cfg, model.state_dict())
+    has = bank.has if bank is not None else np.zeros(splits.n_items, dtype=bool)
+    write_item_files(run_dir, splits.items, vectors, has, splits.train_counts)
+    write_gates(run_dir, splits.items, encoding, layers or list(range(cfg.n_layers)))
+    return vectors
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries
+
+
+class Recommender:
+    """A trained run, loaded for queries: `Recommender.load(run).recommend(history, k)`."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        items: Sequence[str],
+        item_vectors: torch.Tensor,
+        ranker: SASRec | None,
+    ) -> None:
+        self.config = config
+        self.items = list(items)
+        self.index = {item: i for i, item in enumerate(self.items)}
+        self.item_vectors = item_vectors.contiguous()  # (N, d) float32
+        self.ranker = ranker.eval() if ranker is not None else None
+
+    @classmethod
+    def load(cls, run_dir: Path | str) -> Recommender:
+        run_dir = Path(run_dir)
+        cfg, state = load_model_file(run_dir)
+        vectors = torch.from_numpy(np.load(run_dir / EMBEDDINGS_FILE, allow_pickle=False))
+        items = read_item_ids(run_dir)
+        if len(items) != len(vectors):
+            raise ValueError(
+                f"{run_dir}: {len(items)} items in {ITEM_IDS_FILE} but {len(vectors)} vectors "
+                f"in {EMBEDDINGS_FILE}"
+            )
+        ranker = None
+        if cfg.variant != "popularity":
+            ranker = SASRec(cfg)
+            prefix = "ranker."
+            ranker.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
+        return cls(cfg, items, vectors.float(), ranker)
+
+    def indices(self, items: Sequence[str]) -> list[int]:
+        unknown = [i for i in items if i not in self.index]
+        if unknown:
+            raise UnknownItemsError(list(dict.fromkeys(unknown)))
+        return [self.index[i] for i in items]
+
+    def user_vectors(self, history: np.ndarray, batch_size: int = 512) -> torch.Tensor:
+        """(M, T) left-padded item indices -> (M, d); popularity: all ones (M, 1)."""
+        if self.ranker is None:
+            return torch.ones(len(history), 1)
+        return history_user_vectors(self.ranker, self.item_vectors, history, batch_size)
+
+    @torch.no_grad()
+    def scores(self, history: Sequence[str]) -> torch.Tensor:
+        """(N,) scores of every item for one history (history items not excluded)."""
+        return self._scores(self.indices(history))
+
+    def _scores(self, idx: list[int]) -> torch.Tensor:
+        if self.ranker is None:
+            return self.item_vectors[:, 0].clone()
+        if not idx:
+            raise ValueError("empty history: the ranker needs at least one watched item")
+        recent = torch.tensor(idx[-self.config.max_history :])
+        user = self.ranker.user_vector(self.item_vectors[recent].unsqueeze(0))[0]  # (d,)
+        return self.item_vectors @ user  # (N,)
+
+    @torch.inference_mode()
+    def recommend(self, history: Sequence[str], k: int = 10) -> list[tuple[str, float]]:
+        """The k best items not in `history`, best first, with their scores."""
+        idx = self.indices(history)
+        scores = self._scores(idx)
+        seen = sorted(set(idx))
+        if seen:
+            scores[seen] = float("-inf")
+        k = max(0, min(k, len(self.items) - len(seen)))
+        top = torch.topk(scores, k)
+        return [
+            (self.items[i], float(s))
+            for i, s in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+        ]
+
+
+def evaluate_recommender(
+    recommender: Recommender, splits: Splits, batch_size: int = 512
+) -> dict[str, Any]:
+    """metrics.summarize of the valid and test sets, scored the way queries are served."""
+    if recommender.items != splits.items:
+        raise ValueError("the run's catalog differs from the splits' catalog")
+    out: dict[str, Any] = {}
+    for name, evalset in (("valid", splits.valid), ("test", splits.test)):
+        users = recommender.user_vectors(evalset.history, batch_size)
+        ranks = rank_eval_set(users, recommender.item_vectors, evalset, batch_size)
+        out[name] = summarize(ranks, evalset.target, splits.train_counts)
+    return out

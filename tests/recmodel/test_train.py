@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recmodel.train import CheckpointMismatchError, fit
+from tests.recmodel import helpers
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def data():
+    splits = helpers.splits(n_users=45, n_items=18)
+    return splits, helpers.features(splits.n_items, missing=(4,))[0]
+
+
+def _fit(data, variant, checkpoint, on_epoch=None, **train):
+    splits, item_features = data
+    return fit(
+        helpers.model_config(variant, splits.n_items),
+        helpers.train_config(**train),
+        splits,
+        helpers.bank(variant, item_features),
+        checkpoint,
+        on_epoch=on_epoch,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variant", "loss"),
+    [("full", {}), ("id_only", {"full_softmax_max_items": 4, "n_negatives": 6})],
+    ids=["full_softmax", "sampled_softmax"],
+)
+def test_resumed_run_ends_like_an_uninterrupted_one(data, tmp_path, variant, loss):
+    whole = _fit(data, variant, tmp_path / "a.pt", epochs=3, **loss)
+
+    def stop_after_first(log):
+        if log.epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        _fit(data, variant, tmp_path / "b.pt", on_epoch=stop_after_first, epochs=3, **loss)
+    resumed = _fit(data, variant, tmp_path / "b.pt", epochs=3, **loss)
+
+    assert [h.epoch for h in resumed.history] == [1, 2, 3]
+    assert [h.loss for h in resumed.history] == pytest.approx([h.loss for h in whole.history])
+    assert resumed.best_valid_ndcg10 == pytest.approx(whole.best_valid_ndcg10)
+    for name, tensor in whole.model.state_dict().items():
+        assert torch.allclose(resumed.model.state_dict()[name], tensor, atol=1e-6), name
+
+
+def test_checkpoint_loads_with_weights_only(data, tmp_path):
+    _fit(data, "full", tmp_path / "ckpt.pt", epochs=1)
+
+    blob = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+
+    assert blob["epoch"] == 1
+    assert {"model", "optimizer", "best_model", "best_metric", "rng"} <= set(blob)
+
+
+def test_training_stops_after_patience_epochs_without_improvement(data):
+    # lr 0: the validation metric never beats epoch 1
+    result = _fit(data, "id_only", None, epochs=10, patience=2, lr_encoder=0.0, lr_head=0.0)
+
+    assert result.epochs_run == 3
+    assert result.stopped_early
+    assert result.best_epoch == 1
+
+
+def test_training_lowers_the_loss(data):
+    result = _fit(data, "full", None, epochs=4)
+
+    losses = [h.loss for h in result.history]
+    assert losses[-1] < losses[0]
+
+
+def test_checkpoint_of_another_configuration_is_refused(data, tmp_path):
+    _fit(data, "id_only", tmp_path / "ckpt.pt", epochs=1)
+
+    with pytest.raises(CheckpointMismatchError, match="lr_head"):
+        _fit(data, "id_only", tmp_path / "ckpt.pt", epochs=2, lr_head=1.0)
+
+
+def test_alignment_and_uniformity_terms_enter_the_loss(data):
+    plain = _fit(data, "id_only", None, epochs=1)
+    regularised = _fit(data, "id_only", None, epochs=1, align_weight=1.0, uniform_weight=1.0)
+
+    assert regularised.history[0].loss != pytest.approx(plain.history[0].loss)
