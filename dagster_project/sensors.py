@@ -1,6 +1,5 @@
 """new_videos_sensor: new files in the dataset's videos/ become `extract_new_videos` runs."""
 
-from __future__ import annotations
 
 import hashlib
 import os
@@ -18,7 +17,11 @@ def _digest(parts: list[str]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-@dg.sensor(job=extract_new_videos, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+@dg.sensor(
+    job=extract_new_videos,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+)
 def new_videos_sensor(
     context: dg.SensorEvaluationContext, paths: LinkedOutPaths, extractor: ExtractorPreset
 ) -> dg.SensorResult | dg.SkipReason:

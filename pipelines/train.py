@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -237,10 +238,12 @@ def train_run(
     model_overrides: dict[str, Any] | None = None,
     train_overrides: dict[str, Any] | None = None,
     progress: bool = True,
+    fresh: bool = False,
 ) -> TrainResult:
     """Train `variant` on `dataset` (and `store`'s current version) into the run directory `out`,
     evaluate it on the test split and write every run file. Rerunning into the same `out`
-    resumes from its checkpoint (a finished run is only re-exported)."""
+    resumes from its checkpoint (a finished run is only re-exported); `fresh` discards a previous
+    run there first (scheduled retraining on new data)."""
     try:
         check_variant(variant)
     except ValueError as exc:
@@ -248,6 +251,8 @@ def train_run(
     if workers < 1:
         raise PipelineError(f"workers must be >= 1, got {workers}")
     out = Path(out)
+    if fresh:
+        _discard_run(out)
     started = time.perf_counter()
     max_history = int((model_overrides or {}).get("max_history", ModelConfig.max_history))
     inputs = _load_inputs(Path(dataset), store, variant, max_history)
@@ -521,6 +526,7 @@ def train_sweep(
     model_overrides: dict[str, Any] | None = None,
     train_overrides: dict[str, Any] | None = None,
     progress: bool = True,
+    fresh: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Every variant on the same split and catalog into out_root/<variant>/; variant ->
     metrics. Content variants are skipped (with a note) when there is no store."""
@@ -538,6 +544,7 @@ def train_sweep(
             model_overrides=model_overrides,
             train_overrides=train_overrides,
             progress=progress,
+            fresh=fresh,
         )
         out[variant] = result.metrics
     return out
@@ -591,3 +598,49 @@ def recommend(run: Path, history: Sequence[str], k: int = 10) -> list[tuple[str,
         raise PipelineError(str(exc)) from None
     except ValueError as exc:
         raise PipelineError(f"{run}: {exc}") from None
+
+
+def _discard_run(run: Path) -> None:
+    """Remove a previous run's files (only a run directory's own files: never a stray path)."""
+    if not run.exists():
+        return
+    if not (run / CONFIG_FILE).is_file() and any(run.iterdir()):
+        raise PipelineError(f"{run} exists and is not a run directory; not replacing it")
+    shutil.rmtree(run)
+
+
+@dataclass
+class ServingSummary:
+    path: Path
+    n_items: int
+    dim: int
+    bytes: int
+    p50_ms: float
+
+
+def serving_summary(run: Path, queries: int = 200, seed: int = 0) -> ServingSummary:
+    """The run's precomputed item vectors and the measured latency of one query (a 10-item
+    history -> top-10 over the whole catalog), the median of `queries` random histories."""
+    run = Path(run)
+    path = run / "item_embeddings.npy"
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: train the run first")
+    vectors = np.load(path, mmap_mode="r")
+    recommender = Recommender.load(run)
+    items = read_item_ids(run)
+    rng = np.random.default_rng(seed)
+    timings = []
+    for _ in range(queries):
+        history = [
+            items[i] for i in rng.choice(len(items), size=min(10, len(items) - 1), replace=False)
+        ]
+        t0 = time.perf_counter()
+        recommender.recommend(history, 10)
+        timings.append(time.perf_counter() - t0)
+    return ServingSummary(
+        path,
+        vectors.shape[0],
+        vectors.shape[1],
+        path.stat().st_size,
+        float(np.median(timings)) * 1e3,
+    )

@@ -1,6 +1,5 @@
 """Dataset assets: the validated interactions with their split, and the catalog of video files."""
 
-from __future__ import annotations
 
 import dagster as dg
 
@@ -37,12 +36,20 @@ def interactions_schema(paths: LinkedOutPaths) -> dg.AssetCheckResult:
     table = read_interactions(paths.dataset)
     expected = {"user": "string", "item": "string", "timestamp": "int64", "split": "string"}
     actual = {name: str(table.schema.field(name).type) for name in table.column_names}
-    problems = [f"{c}: expected {t}, found {actual.get(c)}" for c, t in expected.items() if actual.get(c) != t]
+    problems = [
+        f"{c}: expected {t}, found {actual.get(c)}"
+        for c, t in expected.items()
+        if actual.get(c) != t
+    ]
     splits = table.group_by(["user", "split"]).aggregate([("item", "count")]).to_pylist()
-    bad_users = sorted({r["user"] for r in splits if r["split"] != "train" and r["item_count"] != 1})
+    bad_users = sorted(
+        {r["user"] for r in splits if r["split"] != "train" and r["item_count"] != 1}
+    )
     if bad_users:
         problems.append(f"{len(bad_users)} users without exactly one valid and one test row")
-    return dg.AssetCheckResult(passed=not problems, metadata={"problems": "; ".join(problems) or "none"})
+    return dg.AssetCheckResult(
+        passed=not problems, metadata={"problems": "; ".join(problems) or "none"}
+    )
 
 
 @dg.asset(group_name=GROUP, code_version="1", kinds={"parquet"})

@@ -1,6 +1,5 @@
 """The feature store version for the current extractor; materializing extracts only missing items."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,0 +1,25 @@
+"""The one Definitions object: assets, checks, jobs, schedules, the sensor and the resources."""
+
+import dagster as dg
+
+from dagster_project.assets import dataset, features, model, report
+from dagster_project.jobs import (
+    extract_new_videos,
+    linkedout_full,
+    reextract_features,
+    train_and_evaluate,
+)
+from dagster_project.resources import default_resources
+from dagster_project.schedules import reextract_features_schedule, train_and_evaluate_schedule
+from dagster_project.sensors import new_videos_sensor
+
+asset_modules = [dataset, features, model, report]
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules(asset_modules),
+    asset_checks=dg.load_asset_checks_from_modules(asset_modules),
+    jobs=[linkedout_full, extract_new_videos, reextract_features, train_and_evaluate],
+    schedules=[reextract_features_schedule, train_and_evaluate_schedule],
+    sensors=[new_videos_sensor],
+    resources=default_resources(),
+)
