@@ -1,5 +1,8 @@
 """The one Definitions object: assets, checks, jobs, schedules, the sensor and the resources."""
 
+from collections.abc import Mapping
+from typing import Any
+
 import dagster as dg
 
 from dagster_project.assets import dataset, features, model, report
@@ -15,11 +18,17 @@ from dagster_project.sensors import new_videos_sensor
 
 asset_modules = [dataset, features, model, report]
 
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules(asset_modules),
-    asset_checks=dg.load_asset_checks_from_modules(asset_modules),
-    jobs=[linkedout_full, extract_new_videos, reextract_features, train_and_evaluate],
-    schedules=[reextract_features_schedule, train_and_evaluate_schedule],
-    sensors=[new_videos_sensor],
-    resources=default_resources(),
-)
+
+def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
+    """The whole project bound to `resources` (the deployment's, or a test's)."""
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules(asset_modules),
+        asset_checks=dg.load_asset_checks_from_modules(asset_modules),
+        jobs=[linkedout_full, extract_new_videos, reextract_features, train_and_evaluate],
+        schedules=[reextract_features_schedule, train_and_evaluate_schedule],
+        sensors=[new_videos_sensor],
+        resources=dict(resources),
+    )
+
+
+defs = build_definitions(default_resources())

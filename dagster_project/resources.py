@@ -1,7 +1,6 @@
 """Resources: where the data lives, which Ray to use, which extractor. Every field can come from
 run config or an environment variable; the defaults are the demo's."""
 
-
 from pathlib import Path
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """new_videos_sensor: new files in the dataset's videos/ become `extract_new_videos` runs."""
 
-
 import hashlib
 import os
 

@@ -1,6 +1,5 @@
 """Dataset assets: the validated interactions with their split, and the catalog of video files."""
 
-
 import dagster as dg
 
 from dagster_project.resources import LinkedOutPaths

@@ -1,6 +1,5 @@
 """The feature store version for the current extractor; materializing extracts only missing items."""
 
-
 import dagster as dg
 
 from dagster_project.assets.dataset import video_catalog

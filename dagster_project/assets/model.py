@@ -1,6 +1,5 @@
 """The trained ranker (the `full` cross-layer MoE variant) and its serving vectors."""
 
-
 import dagster as dg
 
 from dagster_project.assets.dataset import interactions

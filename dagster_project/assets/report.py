@@ -1,6 +1,5 @@
 """The evaluation report: every variant on the same split, layer-gate analysis, efficiency."""
 
-
 import dagster as dg
 
 from dagster_project.assets.features import video_features
