@@ -103,6 +103,22 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report written: {paths.html} and {paths.markdown}")
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from pipelines.report import sweep
+
+    paths = sweep(
+        args.dataset,
+        args.store,
+        args.out,
+        variants=args.variants,
+        epochs=args.epochs,
+        main_variant=args.main,
+        fresh=args.fresh,
+    )
+    print(paths.table_markdown)
+    print(f"report written: {paths.html} and {paths.markdown}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from pipelines.demo import run_demo
 
@@ -177,6 +193,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write report.html and report.md for a run")
     p.add_argument("run", type=Path)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "sweep", help="train every variant on the same split, then write the main run's report"
+    )
+    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument(
+        "--store", type=Path, default=None, help="feature store (content variants need one)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="runs directory: OUT/<variant>/")
+    p.add_argument(
+        "--variants",
+        type=_csv_list,
+        default=None,
+        help="comma-separated variants (default: all seven)",
+    )
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument(
+        "--main", default=None, help="the run the report is written into (default: full)"
+    )
+    p.add_argument(
+        "--fresh", action="store_true", help="retrain finished runs instead of reusing them"
+    )
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("demo", help="the whole demo through Dagster")
     p.add_argument("--root", type=Path, default=Path("data/demo"))

@@ -3,11 +3,13 @@ rows written chunk-aligned by the actors, the index committed by this process as
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from pipelines.ray_runtime import cluster_gpus, ensure_ray
 log = logging.getLogger(__name__)
 
 DEMO_MODEL_DIR = Path("data/tiny-model")
+EXTRACTION_RUNS_FILE = "extraction_runs.jsonl"  # read by pipelines.report
 PUBLISH_EVERY_ROWS = 8  # a crash loses at most this many finished videos
 PUBLISH_EVERY_SECONDS = 10.0
 ACTOR_RETRIES = 2  # a video that kills its actor this many more times becomes a failure row
@@ -128,6 +131,7 @@ def extract_catalog(
             )
         writer.publish()
     summary.seconds = time.perf_counter() - started
+    _record_extraction_run(version.path, summary, actors)
 
     if make_current is None:
         make_current = read_current(store) is None
@@ -364,3 +368,21 @@ def unextracted_videos(
             except OSError:
                 found.append((item, -1))
     return found
+
+
+def _record_extraction_run(version_dir: Path, summary: ExtractSummary, actors: int | None) -> None:
+    """Append this run's timing to <store>/<fingerprint>/extraction_runs.jsonl (one short line,
+    an O_APPEND write): the report's measured extraction s/video."""
+    if not (summary.extracted or summary.failed):
+        return
+    line = {
+        "at": datetime.now(timezone.utc).isoformat(),
+        "extracted": summary.extracted,
+        "skipped": summary.skipped,
+        "failed": summary.failed,
+        "seconds": round(summary.seconds, 3),
+        "seconds_per_video": round(summary.seconds_per_video, 4),
+        "actors": actors,
+    }
+    with open(Path(version_dir) / EXTRACTION_RUNS_FILE, "a") as f:
+        f.write(json.dumps(line) + "\n")

@@ -7,7 +7,7 @@ from pipelines.catalog import scan_videos
 from pipelines.demo import ensure_demo_dataset
 from pipelines.ingest import ingest, read_interactions
 
-GROUP = "dataset"
+GROUP = "linkedout"
 
 
 @dg.asset(group_name=GROUP, code_version="1", kinds={"parquet"})

@@ -13,7 +13,7 @@ class ExtractionConfig(dg.Config):
     items: list[str] = []
 
 
-@dg.asset(deps=[video_catalog], group_name="features", code_version="1", kinds={"ray", "zarr"})
+@dg.asset(deps=[video_catalog], group_name="linkedout", code_version="1", kinds={"ray", "zarr"})
 def video_features(
     context: dg.AssetExecutionContext,
     config: ExtractionConfig,

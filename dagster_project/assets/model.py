@@ -8,7 +8,7 @@ from dagster_project.resources import LinkedOutPaths
 from pipelines.report import metrics_markdown, read_metrics
 from pipelines.train import serving_summary, train_run
 
-GROUP = "model"
+GROUP = "linkedout"
 MAIN_VARIANT = "full"
 
 

@@ -10,7 +10,7 @@ from pipelines.report import build_evaluation_report
 
 @dg.asset(
     deps=[ranker, item_embeddings, video_features],
-    group_name="report",
+    group_name="linkedout",
     code_version="1",
     kinds={"html"},
 )
