@@ -776,7 +776,7 @@ def _pyplot() -> Any:
             "axes.spines.top": False,
             "axes.spines.right": False,
             "axes.titlesize": 10,
-            "axes.titleweight": "semibold",
+            "axes.titleweight": "bold",
             "axes.edgecolor": "#9aa3b2",
             "axes.labelcolor": "#3a4454",
             "xtick.color": "#3a4454",
@@ -885,7 +885,7 @@ def _boxplot_figure(g: GateAnalysis) -> bytes:
             (j + 1, top + 0.08 * span),
             ha="center",
             fontsize=10,
-            fontweight="semibold",
+            fontweight="bold",
             color="#1c2330",
         )
     ax.set_ylabel("gate weight π")
