@@ -3,8 +3,9 @@
 - a generated dataset in MicroLens layout (pairs.csv; no videos), ~100k interactions of
   users with 5-15 interactions each, items in clusters with Zipf-like popularity and users whose
   cluster preference drifts; then the real ingest (validation + leave-one-out split);
-- `id_only` trained through pipelines.train.train_run with the demo settings (lr 1e-3 both
-  groups, patience 5), one process;
+- `id_only` trained through pipelines.train.train_run with the demo settings
+  (pipelines.train.DEMO_TRAINING: lr 1e-3 both groups after a 10-step warmup, patience 10),
+  one process;
 - training sequences/s (optimizer steps only), time to the best validation NDCG@10 (training and
   validation time up to the end of the best epoch), and the ratio time-to-best / 120 s budget
   (target <= 1), all measured in this one run.

@@ -9,8 +9,17 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 DEMO_ROOT = Path("data/demo")
-DEMO_VIDEOS = 48
-DEMO_USERS = 240
+# Sized so that the demo's claims (content beats ID-only overall and on cold start, every
+# learned variant beats popularity: tests/pipelines/test_demo_quality.py) hold for every
+# training seed tried (42, 1, 2) and for another dataset seed, not for one lucky run, while
+# `linkedout demo` stays around two minutes on 2 CPU cores (extraction ~0.3 s/video; users cost
+# training time only). At 48 videos / 240 users they did not: with 6 cold-start items, ID-only's
+# untrained (random) cold-start vectors scored a cold-start HR@10 anywhere from 0.08 to 0.30
+# between training seeds, and one run's overall HR@10 moved by +-0.03. 96 videos give 12
+# cold-start items in 8 topics; 480 users ~3,200 training interactions and 480 test targets
+# (~120 of them cold-start).
+DEMO_VIDEOS = 96
+DEMO_USERS = 480
 DEMO_SEED = 0
 
 
@@ -62,5 +71,7 @@ def run_demo(root: Path = DEMO_ROOT) -> Path:
         )
     report = root / "runs" / "full" / "report.html"
     print(f"demo finished: report at {report}")
-    print(f"browse the assets and the run: DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev")
+    print(
+        f"browse the assets and the run: DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev"
+    )
     return report

@@ -1737,7 +1737,8 @@ def _provenance_blocks(ctx: _Context) -> list[_Block]:
             ],
             [
                 "Learning rate",
-                f"encoder {train.get('lr_encoder')}, head {train.get('lr_head')}; AdamW, "
+                f"encoder {train.get('lr_encoder')}, head {train.get('lr_head')}"
+                f"{f' after {w} warmup steps' if (w := train.get('warmup_steps')) else ''}; AdamW, "
                 f"weight decay {train.get('weight_decay')}, clip {train.get('grad_clip')}, "
                 f"batch {train.get('batch_size')}",
             ],

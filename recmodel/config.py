@@ -103,22 +103,29 @@ class TrainConfig(_Serializable):
     Token Compressor Experts, layer experts, gate, ID-fusion gate, missing-content vector);
     "head" = the recommendation module (the SASRec ranker: positions, blocks, final norm).
     Table 6's lrs assume 100 epochs on 8 GPUs; a few CPU epochs need larger ones (the demo uses
-    3e-3 for both groups, see pipelines/train.py)."""
+    1e-3 for both groups after a short warmup, see pipelines/train.py).
+
+    Training negatives (full or sampled softmax) are the items with at least one training
+    interaction; items without one are cold-start items and stay out of the loss (train.py)."""
 
     lr_encoder: float = 1e-4
     lr_head: float = 1e-5
     weight_decay: float = 0.1  # on matrices and embeddings; not on biases, norms, queries' 1-D
     grad_clip: float = 5.0
     lr_gamma: float = 1.0  # step_schedule_with_warmup: lr *= gamma every epoch (1.0: constant)
+    # linear warmup over the first warmup_steps optimizer steps (0: none, Table 6's constant
+    # schedule); AdamW's first steps move every weight by about lr whatever its gradient
+    warmup_steps: int = 0
     batch_size: int = 256  # sequences per optimizer step, over all workers
     epochs: int = 100
     patience: int = 10  # early stopping: epochs without a better validation NDCG@10
     seed: int = 42
-    # loss: softmax cross-entropy over the whole catalog while it has at most this many items
-    # (the encoder then runs on every item each step), else sampled softmax with log-Q correction
+    # loss: softmax cross-entropy over the whole catalog (its items seen in training) while it
+    # has at most this many items (the encoder then runs on every such item each step), else
+    # sampled softmax with log-Q correction
     full_softmax_max_items: int = 4096
     n_negatives: int = 1024  # shared sampled negatives per step (sampled softmax only)
-    negative_power: float = 0.75  # proposal q(i) ~ (train count + 1) ** power
+    negative_power: float = 0.75  # proposal q(i) ~ train count ** power (0 for unseen items)
     # the paper's alignment / uniformity terms (Wang & Isola 2020, as in DirectAU); 0 = off.
     # The paper gives no weights; they are off by default so the loss is plain cross-entropy.
     align_weight: float = 0.0
@@ -132,6 +139,8 @@ class TrainConfig(_Serializable):
     def __post_init__(self) -> None:
         if min(self.batch_size, self.epochs, self.patience) < 1:
             raise ValueError("batch_size, epochs and patience must be >= 1")
+        if self.warmup_steps < 0:
+            raise ValueError("warmup_steps must be >= 0")
 
     # Fields that may change between an interrupted run and its resumption.
     RESUMABLE_CHANGES = (

@@ -207,6 +207,13 @@ class ContentEncoder(nn.Module):
         if cfg.variant == "last_layer_last_token":
             self.summarize, self.moe = None, None
             self.project = nn.Linear(cfg.feature_dim, cfg.d_model)
+            # Start item vectors at the ID embeddings' scale (std d^-0.5 per component, norm
+            # about 1; the MoE variants start there too). nn.Linear's default init on a
+            # normalised D-vector gives std 3^-0.5, a norm of about 4.6: against the ranker's
+            # layer-normed user vectors (norm sqrt(d)) the first logits spread over +-15 and
+            # the first epochs' loss is 2-3x the uniform one.
+            nn.init.normal_(self.project.weight, std=(cfg.feature_dim * cfg.d_model) ** -0.5)
+            nn.init.zeros_(self.project.bias)
         elif cfg.variant in {"mean_pool_moe", "last_token_moe"}:
             self.summarize = LayerProjection(cfg)
             self.moe = CrossLayerMoE(cfg, d_in=self.summarize.out_dim)

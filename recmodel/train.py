@@ -144,20 +144,33 @@ def fit(
 
     inputs, targets = training_examples(splits.train_sequences, model_cfg.max_history)
     kind = loss_kind(model_cfg, train)
-    proposal = (splits.train_counts + 1.0) ** train.negative_power
+    # Negatives come from the items seen in training only (train count >= 1). An item with no
+    # training interaction is one the training window could not have shown anyone (a new item,
+    # the cold start); ranked below every target at every step, the model would learn "never
+    # recommend it" from the mere absence of data, and a content encoder, which tells items
+    # apart by their features, learns exactly that for the cold-start items' features. Left
+    # out of the loss, they are ranked by what their content (or untrained ID) says.
+    seen = splits.train_counts > 0
+    proposal = np.where(seen, splits.train_counts.astype(np.float64), 0.0) ** train.negative_power
+    if not seen.any():  # no training interaction at all: there are no steps either
+        proposal = np.ones(len(seen))
     proposal = proposal / proposal.sum()
     step = _Step(model, bank, train, kind, proposal, sample_rng)
+    steps_per_epoch = math.ceil(len(inputs) / train.batch_size)
 
     start_epoch = state.epoch + 1
     for epoch in range(start_epoch, train.epochs + 1):
         if state.stopped_early:
             break
         t0 = time.perf_counter()
-        for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
-            group["lr"] = lr * train.lr_gamma ** (epoch - 1)
         model.train()
         loss_sum, n_targets = 0.0, 0
-        for batch in batch_order(len(inputs), train.batch_size, shuffle_rng):
+        for i, batch in enumerate(batch_order(len(inputs), train.batch_size, shuffle_rng)):
+            scale = train.lr_gamma ** (epoch - 1) * _warmup(
+                (epoch - 1) * steps_per_epoch + i, train.warmup_steps
+            )
+            for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = lr * scale
             global_targets = int((targets[batch] != PAD).sum())
             local = batch[rank::world]
             optimizer.zero_grad(set_to_none=True)
@@ -220,6 +233,11 @@ def fit(
     )
 
 
+def _warmup(step: int, warmup_steps: int) -> float:
+    """Linear warmup: the share of the base lr at optimizer step `step` (0-based)."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
 @torch.no_grad()
 def validate(
     model: LinkedOutModel,
@@ -258,9 +276,12 @@ class _Step:
     ) -> None:
         self.model, self.bank, self.train, self.kind = model, bank, train, kind
         self.proposal = proposal
-        self.log_q = torch.from_numpy(np.log(train.n_negatives * proposal)).float()
+        # log(S q(i)); 0 where q(i) = 0: such an item is never a target nor a negative
+        expected = train.n_negatives * proposal
+        self.log_q = torch.from_numpy(np.log(np.where(expected > 0, expected, 1.0))).float()
         self.sample_rng = sample_rng
         self.n_items = len(proposal)
+        self.negative_pool = np.flatnonzero(proposal > 0)  # the full softmax's items
 
     def __call__(self, x: np.ndarray, y: np.ndarray, global_targets: int) -> float:
         """x, y: (b, T) inputs and targets (PAD-padded). Returns this worker's loss sum."""
@@ -276,7 +297,7 @@ class _Step:
                 p.grad = torch.zeros_like(p)
             return 0.0
         if negatives is None:
-            needed = np.arange(self.n_items)
+            needed = self.negative_pool  # every seen item; sorted, holds every x and y
         else:
             needed = np.unique(np.concatenate([x[x != PAD], y[y != PAD], negatives]))
         features, has = self.bank.gather(needed) if self.bank is not None else (None, None)
@@ -292,7 +313,7 @@ class _Step:
         target = y[y != PAD]  # (m,)
         positives = vectors[rows(target)]  # (m, d)
         if negatives is None:
-            loss = full_softmax_loss(users, vectors, torch.from_numpy(target))
+            loss = full_softmax_loss(users, vectors, rows(target))
         else:
             loss = sampled_softmax_loss(
                 users,

@@ -3,7 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recmodel.train import CheckpointMismatchError, fit
+from recmodel.data import build_splits
+from recmodel.train import CheckpointMismatchError, _warmup, fit
+from recmodel.variants import build_model
 from tests.recmodel import helpers
 
 
@@ -31,7 +33,10 @@ def _fit(data, variant, checkpoint, on_epoch=None, **train):
 
 @pytest.mark.parametrize(
     ("variant", "loss"),
-    [("full", {}), ("id_only", {"full_softmax_max_items": 4, "n_negatives": 6})],
+    [
+        ("full", {"warmup_steps": 3}),
+        ("id_only", {"full_softmax_max_items": 4, "n_negatives": 6}),
+    ],
     ids=["full_softmax", "sampled_softmax"],
 )
 def test_resumed_run_ends_like_an_uninterrupted_one(data, tmp_path, variant, loss):
@@ -89,3 +94,33 @@ def test_alignment_and_uniformity_terms_enter_the_loss(data):
     regularised = _fit(data, "id_only", None, epochs=1, align_weight=1.0, uniform_weight=1.0)
 
     assert regularised.history[0].loss != pytest.approx(plain.history[0].loss)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [{}, {"full_softmax_max_items": 4, "n_negatives": 256}],
+    ids=["full_softmax", "sampled_softmax"],
+)
+def test_items_without_training_interactions_are_never_negatives(loss):
+    # the catalog has two more items than the interactions: no training row, like a cold-start
+    # item, so they must not enter the loss; without weight decay their ID rows stay as built
+    table = helpers.interactions(n_users=45, n_items=18)
+    catalog = sorted(set(table.column("item").to_pylist()) | {"i900", "i901"})
+    splits = build_splits(table, catalog)
+    unseen = [catalog.index("i900"), catalog.index("i901")]
+    assert (splits.train_counts[unseen] == 0).all()
+    model_cfg = helpers.model_config("id_only", splits.n_items)
+    train_cfg = helpers.train_config(epochs=2, weight_decay=0.0, **loss)
+    torch.manual_seed(train_cfg.seed)
+    initial = build_model(model_cfg).items.id_embedding.weight.detach().clone()
+
+    trained = fit(model_cfg, train_cfg, splits, None, None).model.items.id_embedding.weight
+
+    assert torch.equal(trained[unseen], initial[unseen])
+    seen = splits.train_counts > 0
+    assert not torch.allclose(trained[seen], initial[seen])
+
+
+def test_warmup_raises_the_lr_linearly_then_holds_it():
+    assert [_warmup(step, 4) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert _warmup(0, 0) == 1.0  # no warmup: Table 6's constant schedule
