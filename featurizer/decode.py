@@ -14,6 +14,7 @@ stretches rather than crops: the whole picture stays in view, as the LLaVA proce
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +60,20 @@ def decode_video(path: Path, frames: int, size: int) -> np.ndarray:
     return batch
 
 
+# decord prefixes its C++ checks with "[12:34:56] /build/path/src/video/video_reader.cc:151: "
+_DECORD_LOCATION = re.compile(r"\[\d{2}:\d{2}:\d{2}\] \S+\.(?:cc|cpp|h):\d+: ")
+
+
 def _reason(exc: BaseException, path: Path) -> str:
-    """decord's message on one line (it only says "Error reading FILE..."), plus ffmpeg's own
-    diagnosis through PyAV where that is installed (e.g. "moov atom not found" surfaces as
-    "Invalid data found when processing input")."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    text = text.replace(str(path), path.name)
+    """ffmpeg's own diagnosis through PyAV where that is installed and finds one (e.g. "moov
+    atom not found" surfaces as "Invalid data found when processing input", an audio-only file
+    as "no video stream"), else decord's message on one line, without its source location
+    (decord's own text is often only "Error reading FILE..." or a failed internal check)."""
     detail = _ffmpeg_reason(path)
-    return f"{text} ({detail})" if detail else text
+    if detail:
+        return detail
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return _DECORD_LOCATION.sub("", text.replace(str(path), path.name))
 
 
 def _ffmpeg_reason(path: Path) -> str | None:
@@ -77,7 +84,14 @@ def _ffmpeg_reason(path: Path) -> str | None:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                return "no video stream"
+                kinds = sorted({s.type for s in container.streams}) or ["none"]
+                return f"no video stream (streams: {', '.join(kinds)})"
+            stream = container.streams.video[0]
+            declared = int(stream.frames or 0)
+            if declared:
+                present = sum(1 for packet in container.demux(stream) if packet.size)
+                if present < declared:
+                    return f"truncated: {present} of {declared} frames present"
     except Exception as exc:  # noqa: BLE001 - any probe failure is only extra detail
         text = getattr(exc, "strerror", None) or str(exc)
         return " ".join(str(text).split()) or None

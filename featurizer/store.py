@@ -44,7 +44,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -252,7 +252,8 @@ class FeatureStore:
     @contextmanager
     def writer(self, wait: float = 0.0) -> Iterator[StoreWriter]:
         """The one writer of this version: waits up to `wait` seconds for the lock, else raises
-        StoreBusyError. Publishes on exit, also when the block raises."""
+        StoreBusyError. Publishes on exit, also when the block raises (then a failing publish
+        does not hide the block's exception)."""
         lock = filelock.FileLock(str(self._path / LOCK_FILE), thread_local=False)
         try:
             lock.acquire(timeout=max(wait, 0.0))
@@ -265,8 +266,15 @@ class FeatureStore:
             w = StoreWriter(self)
             try:
                 yield w
-            finally:
+            except BaseException:
+                # Keep what is done; if even that fails (the disk that broke the block is
+                # full), the last published index stands and the block's error is the news.
+                with suppress(OSError, StoreError):
+                    w.publish()
+                raise
+            else:
                 w.publish()
+            finally:
                 w._closed = True
         finally:
             lock.release()

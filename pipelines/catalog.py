@@ -2,12 +2,17 @@
 
 Item ids come from file names (`videos/<item>.mp4`) and are never turned back into paths: the
 catalog maps an item to the file that was found, so no item id can point outside `videos/`.
+A symlink in `videos/` is followed only when it resolves inside the dataset (or inside the
+directory `videos/` itself resolves to); one that points elsewhere is refused unread and
+recorded as unreadable, so a dataset cannot make the pipeline read (hash, decode) other files.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurizer.decode import sha256_file
+
+log = logging.getLogger(__name__)
 
 CATALOG_FILE = "catalog.parquet"
 VIDEO_SUFFIX = ".mp4"
@@ -67,11 +74,19 @@ def scan_videos(dataset: Path, *, write: bool = True) -> Catalog:
     now = int(time.time())
     videos: dict[str, VideoFile] = {}
     unreadable: dict[str, str] = {}
+    roots = (dataset.resolve(), video_dir.resolve())
     for entry in sorted(os.scandir(video_dir), key=lambda e: e.name):
         if not entry.name.endswith(VIDEO_SUFFIX) or entry.name.startswith("."):
             continue
         item = entry.name[: -len(VIDEO_SUFFIX)]
         path = Path(entry.path)
+        if entry.is_symlink():
+            target = path.resolve()
+            if not any(target.is_relative_to(root) for root in roots):
+                unreadable[item] = (
+                    f"{entry.name}: a symlink to {target}, outside the dataset: not read"
+                )
+                continue
         try:
             stat = path.stat()  # follows symlinks: a dangling one fails here
             old = previous.get(item)
@@ -95,7 +110,11 @@ def read_catalog(dataset: Path) -> dict[str, VideoFile]:
     path = Path(dataset) / CATALOG_FILE
     if not path.is_file():
         return {}
-    rows = pq.read_table(path).to_pylist()
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (OSError, pa.ArrowException) as exc:  # a cache: rehash rather than fail
+        log.warning("%s is unreadable (%s); every video is hashed again", path, exc)
+        return {}
     return {
         r["item"]: VideoFile(
             r["item"], Path(r["path"]), r["size"], r["mtime_ns"], r["sha256"], r["first_seen"]
@@ -117,7 +136,11 @@ def write_catalog(catalog: Catalog) -> Path:
         for v in catalog.videos.values()
     ]
     path = catalog.dataset / CATALOG_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
-    os.replace(tmp, path)
+    # a name of its own: two scans at once (an extraction and a sensor tick) never share it
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

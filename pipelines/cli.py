@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
+import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -13,7 +16,9 @@ log = logging.getLogger("linkedout")
 
 
 def _csv_list(value: str) -> list[str]:
-    return [v for v in (s.strip() for s in value.split(",")) if v]
+    """A comma-separated list, read as one CSV record: an id holding a comma is quoted."""
+    fields = next(csv.reader([value], skipinitialspace=True), [])
+    return [v for v in (s.strip() for s in fields) if v]
 
 
 def cmd_demo_data(args: argparse.Namespace) -> None:
@@ -155,7 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--preset", default=None, help="preset name or JSON file (default: demo)")
     group.add_argument("--model", default=None, help="local checkpoint directory (demo settings)")
-    p.add_argument("--items", type=_csv_list, default=None, help="only these items: a,b,c")
+    p.add_argument(
+        "--items",
+        type=_csv_list,
+        default=None,
+        help="""only these items: a,b,c (quote an id that holds a comma: '"a,b",c')""",
+    )
     p.add_argument(
         "--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)"
     )
@@ -232,13 +242,43 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.func(args)
-    except (PipelineError, FileNotFoundError, PermissionError, ValueError) as exc:
-        print(f"linkedout {args.command}: error: {exc}", file=sys.stderr)
+    except (PipelineError, OSError, ValueError) as exc:  # OSError: a full disk, a missing file
+        _error(args, _one_line(exc))
+        return 1
+    except pickle.UnpicklingError as exc:
+        _error(args, _refused_pickle(exc, args))
         return 1
     except KeyboardInterrupt:
         print(f"linkedout {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an unforeseen failure: still one line; -v shows where
+        if args.verbose:
+            raise
+        text = _one_line(exc)
+        text = text if len(text) <= 300 else text[:300] + "..."
+        _error(args, f"{type(exc).__name__}: {text} (run with -v for the traceback)")
+        return 1
     return 0
+
+
+def _error(args: argparse.Namespace, message: str) -> None:
+    print(f"linkedout {args.command}: error: {message}", file=sys.stderr)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _refused_pickle(exc: pickle.UnpicklingError, args: argparse.Namespace) -> str:
+    """torch.load(weights_only=True) refused a file: say so, without torch's advice to load it
+    with weights_only=False (which would run whatever the file asks for)."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    what = f" (it calls {found.group(1)})" if found else ""
+    where = getattr(args, "run", None) or getattr(args, "out", None)
+    return (
+        f"{where or 'a model file'}: refused to load a file that holds more than tensors and "
+        f"plain values{what}; it was read with torch.load(weights_only=True), so nothing in it ran"
+    )
 
 
 if __name__ == "__main__":

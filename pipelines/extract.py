@@ -3,9 +3,13 @@ rows written chunk-aligned by the actors, the index committed by this process as
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import os
+import pickle
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +32,14 @@ EXTRACTION_RUNS_FILE = "extraction_runs.jsonl"  # read by pipelines.report
 PUBLISH_EVERY_ROWS = 8  # a crash loses at most this many finished videos
 PUBLISH_EVERY_SECONDS = 10.0
 ACTOR_RETRIES = 2  # a video that kills its actor this many more times becomes a failure row
+
+# Test-only instrumentation and fault injection (tests/faults). Unset in normal use, and then
+# nothing below does anything. The driver reads them and hands them to the actors (an actor's
+# environment is the Ray node's, fixed when Ray started, not this process's current one).
+INVOCATION_LOG_ENV = "LINKEDOUT_INVOCATION_LOG"  # FILE: "<item>\n" appended after each model call
+KILL_ITEMS_ENV = "LINKEDOUT_FAULT_KILL_ITEMS"  # a,b: the actor dies (os._exit) on these, every time
+KILL_ONCE_ITEMS_ENV = "LINKEDOUT_FAULT_KILL_ONCE_ITEMS"  # a,b: ... only the first time, which
+FAULT_MARKER_DIR_ENV = "LINKEDOUT_FAULT_MARKER_DIR"  # is remembered by a marker file in this dir
 
 
 @dataclass
@@ -71,6 +83,52 @@ def resolve_extractor(preset: str | None = None, model: str | None = None) -> Ex
     return config
 
 
+@dataclass(frozen=True)
+class FaultInjection:
+    """Test-only hooks of the extraction actors, from the environment variables above: count
+    model calls, and die the way a segfaulting decoder or an OOM-killed worker would (a hard
+    process exit in the middle of a batch: after the model call, before the row is written)."""
+
+    invocation_log: str | None = None
+    kill_items: frozenset[str] = frozenset()
+    kill_once_items: frozenset[str] = frozenset()
+    marker_dir: str | None = None
+
+    @classmethod
+    def from_env(cls) -> FaultInjection | None:
+        env = os.environ
+        faults = cls(
+            invocation_log=env.get(INVOCATION_LOG_ENV) or None,
+            kill_items=frozenset(_csv(env.get(KILL_ITEMS_ENV, ""))),
+            kill_once_items=frozenset(_csv(env.get(KILL_ONCE_ITEMS_ENV, ""))),
+            marker_dir=env.get(FAULT_MARKER_DIR_ENV) or None,
+        )
+        if faults.kill_once_items and not faults.marker_dir:
+            raise PipelineError(f"{KILL_ONCE_ITEMS_ENV} needs {FAULT_MARKER_DIR_ENV}")
+        return faults if faults != cls() else None
+
+    def after_model_call(self, item: str) -> None:
+        if self.invocation_log:
+            fd = os.open(self.invocation_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, f"{item}\n".encode())
+            finally:
+                os.close(fd)
+        if item in self.kill_items:
+            os._exit(1)
+        if item in self.kill_once_items and self.marker_dir:
+            marker = Path(self.marker_dir) / hashlib.sha256(item.encode()).hexdigest()
+            try:
+                marker.touch(exist_ok=False)
+            except FileExistsError:
+                return
+            os._exit(1)
+
+
+def _csv(value: str) -> list[str]:
+    return [v for v in (s.strip() for s in value.split(",")) if v]
+
+
 def extract_catalog(
     dataset: Path,
     store: Path,
@@ -105,31 +163,48 @@ def extract_catalog(
         version = FeatureStore.create_or_open(store, config, hidden_size_of(config))
     except StoreError as exc:
         raise PipelineError(str(exc)) from None
+    except OSError as exc:  # e.g. a full or read-only disk under the store
+        raise PipelineError(f"feature store {store}: {_one_line(exc)}") from None
     summary = ExtractSummary(store=store, fingerprint=version.fingerprint)
-    with version.writer(wait=0.0) as writer:
-        sources = {i: catalog.videos[i].sha256 for i in sorted(wanted) if i in catalog.videos}
-        pending = version.pending(sources)
-        summary.skipped = len(sources) - len(pending)
-        for item in sorted(wanted & set(catalog.unreadable)):
-            writer.fail(item, "decode", catalog.unreadable[item])
-            summary.failed += 1
-            summary.failures.append((item, "decode", catalog.unreadable[item]))
-        if pending:
-            rows = writer.allocate(len(pending))
-            records = [
-                {
-                    "item": item,
-                    "path": str(catalog.videos[item].path),
-                    "sha256": catalog.videos[item].sha256,
-                    "title": titles.get(item, ""),
-                    "row": row,
-                }
-                for item, row in zip(pending, rows, strict=False)
-            ]
-            _run_actor_pool(
-                records, config, writer, summary, ray_address, actors, model_batch_size, progress
-            )
-        writer.publish()
+    try:
+        with version.writer(wait=0.0) as writer:
+            sources = {i: catalog.videos[i].sha256 for i in sorted(wanted) if i in catalog.videos}
+            pending = version.pending(sources)
+            summary.skipped = len(sources) - len(pending)
+            for item in sorted(wanted & set(catalog.unreadable)):
+                writer.fail(item, "decode", catalog.unreadable[item])
+                summary.failed += 1
+                summary.failures.append((item, "decode", catalog.unreadable[item]))
+            if pending:
+                rows = writer.allocate(len(pending))
+                records = [
+                    {
+                        "item": item,
+                        "path": str(catalog.videos[item].path),
+                        "sha256": catalog.videos[item].sha256,
+                        "title": titles.get(item, ""),
+                        "row": row,
+                    }
+                    for item, row in zip(pending, rows, strict=False)
+                ]
+                _run_actor_pool(
+                    records,
+                    config,
+                    writer,
+                    summary,
+                    ray_address,
+                    actors,
+                    model_batch_size,
+                    progress,
+                )
+            writer.publish()
+    except StoreError as exc:
+        raise PipelineError(str(exc)) from None
+    except OSError as exc:  # the store's disk (full, read-only, gone): what was published stays
+        raise PipelineError(
+            f"feature store {version.path}: {_one_line(exc)}; the rows published before stay "
+            "valid, the rest are extracted by the next run"
+        ) from None
     summary.seconds = time.perf_counter() - started
     _record_extraction_run(version.path, summary, actors)
 
@@ -141,7 +216,12 @@ def extract_catalog(
         if problems:
             log.warning("%s not made CURRENT: %s", version.path, "; ".join(problems[:3]))
         else:
-            set_current(store, version.fingerprint)
+            try:
+                set_current(store, version.fingerprint)
+            except OSError as exc:
+                raise PipelineError(
+                    f"feature store {store}: extracted, but CURRENT not updated: {_one_line(exc)}"
+                ) from None
     summary.is_current = read_current(store) == version.fingerprint
     log.info(summary.describe().splitlines()[0])
     return summary
@@ -163,22 +243,84 @@ def _run_actor_pool(
     model_batch_size: int | None,
     progress: bool,
 ) -> None:
-    import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import DataContext
     from tqdm import tqdm
 
     ensure_ray(ray_address)
     gpus = cluster_gpus()
     n_actors = actors or max(gpus, 1)
+    batch_size = model_batch_size or (4 if gpus else 1)
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    # One video per block: a video that keeps killing its actor costs only its own block, which
-    # is dropped after ACTOR_RETRIES and then recorded below as a failure row.
+    # One video per block: a batch that keeps killing its actor costs only its own blocks,
+    # which are dropped after ACTOR_RETRIES and then retried alone or recorded as failure rows.
     context.max_errored_blocks = len(records)
-    # Failures are reported per video by this module; Ray Data's own INFO/WARNING lines
-    # (execution plans, "progress bars disabled") say nothing a user needs.
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # Failures are reported per video by this module; Ray Data's own lines (execution plans,
+    # "progress bars disabled", and the traceback of each dropped block, which becomes that
+    # video's failure row below) say nothing a user needs.
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+
+    faults = FaultInjection.from_env()
+    publisher = _Publisher(writer)
+    bar = tqdm(total=len(records), desc="extract", unit="video", disable=not progress)
+    try:
+        done = _extraction_pass(
+            records, config, writer, summary, n_actors, batch_size, gpus, faults, publisher, bar
+        )
+        lost = [record for record in records if record["item"] not in done]
+        if lost and batch_size > 1:
+            # Their batches killed the actor every time; one of them may be the only culprit.
+            # Alone, each video is tried again, so only a video that kills its actor by itself
+            # becomes a failure row (at most 2 * (ACTOR_RETRIES + 1) attempts).
+            log.warning(
+                "%d videos lost their actor every time; retrying them one by one", len(lost)
+            )
+            done |= _extraction_pass(
+                lost, config, writer, summary, n_actors, 1, gpus, faults, publisher, bar
+            )
+    finally:
+        bar.close()
+    for record in records:
+        if record["item"] not in done:
+            error = f"the extraction worker died on this video {ACTOR_RETRIES + 1} times"
+            writer.fail(record["item"], "extract", error)
+            summary.failed += 1
+            summary.failures.append((record["item"], "extract", error))
+
+
+class _Publisher:
+    """Publishes the index every PUBLISH_EVERY_ROWS results or PUBLISH_EVERY_SECONDS."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer, self.unpublished, self.last = writer, 0, time.monotonic()
+
+    def tick(self) -> None:
+        self.unpublished += 1
+        if (
+            self.unpublished >= PUBLISH_EVERY_ROWS
+            or time.monotonic() - self.last > PUBLISH_EVERY_SECONDS
+        ):
+            self.writer.publish()
+            self.unpublished, self.last = 0, time.monotonic()
+
+
+def _extraction_pass(
+    records: list[dict[str, Any]],
+    config: ExtractorConfig,
+    writer: Any,
+    summary: ExtractSummary,
+    n_actors: int,
+    batch_size: int,
+    gpus: int,
+    faults: FaultInjection | None,
+    publisher: _Publisher,
+    bar: Any,
+) -> set[str]:
+    """Decode tasks and the actor pool over `records`; commits or fails each video the pool
+    returns. Returns the items returned (the others lost their actor every time)."""
+    import ray
+    from ray.data import ActorPoolStrategy
 
     decoded = ray.data.from_items(records, override_num_blocks=len(records)).map(
         DecodeVideo(config.frames, config.resolution), num_cpus=1
@@ -188,22 +330,37 @@ def _run_actor_pool(
         warnings.simplefilter("ignore", category=DeprecationWarning)
         features = decoded.map_batches(
             ExtractVideos,
-            fn_constructor_kwargs={"config": config, "row_writer": writer.row_writer()},
-            compute=ActorPoolStrategy(size=n_actors),
-            batch_size=model_batch_size or (4 if gpus else 1),
+            fn_constructor_kwargs={
+                "config": config,
+                "row_writer": writer.row_writer(),
+                "faults": faults,
+            },
+            # One batch in flight per actor: a batch queued behind one that kills the actor
+            # would fail with it and spend a retry it did not earn.
+            compute=ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=1),
+            batch_size=batch_size,
             num_gpus=1 if gpus else 0,
             num_cpus=1,
-            max_restarts=ACTOR_RETRIES,
+            # The bound is per batch (task), not per actor: an actor that dies is always
+            # restarted, so one poisonous video cannot take the pool, and with it every video
+            # after it, down (an actor's max_restarts is a budget for its whole life).
+            max_restarts=-1,
             max_task_retries=ACTOR_RETRIES,
         )
 
     done: set[str] = set()
-    last_publish = time.monotonic()
-    unpublished = 0
-    bar = tqdm(total=len(records), desc="extract", unit="video", disable=not progress)
+    results = features.iter_rows()
     try:
-        for result in features.iter_rows():
+        for result in results:
             item = str(result["item"])
+            if result["fatal"] == "model":
+                raise PipelineError(str(result["error"]))
+            if result["fatal"] == "storage":
+                raise PipelineError(
+                    f"feature store {writer.store.path}: cannot write the row of item {item}: "
+                    f"{result['error']}; the rows published before stay valid, the rest are "
+                    "extracted by the next run"
+                )
             done.add(item)
             if result["error"]:
                 writer.fail(item, str(result["stage"]), str(result["error"]))
@@ -218,22 +375,13 @@ def _run_actor_pool(
                     int(result["n_new"]),
                 )
                 summary.extracted += 1
-            unpublished += 1
             bar.update(1)
-            if (
-                unpublished >= PUBLISH_EVERY_ROWS
-                or time.monotonic() - last_publish > PUBLISH_EVERY_SECONDS
-            ):
-                writer.publish()
-                unpublished, last_publish = 0, time.monotonic()
+            publisher.tick()
     finally:
-        bar.close()
-    for record in records:
-        if record["item"] not in done:
-            error = f"the extraction worker died on this video {ACTOR_RETRIES + 1} times"
-            writer.fail(record["item"], "extract", error)
-            summary.failed += 1
-            summary.failures.append((record["item"], "extract", error))
+        # stopped early (a run-level error): shut the execution and its actors down now, not
+        # whenever the generator is collected, so that the Ray they ran on is free again
+        getattr(results, "close", lambda: None)()
+    return done
 
 
 class DecodeVideo:
@@ -257,17 +405,30 @@ class DecodeVideo:
 
 class ExtractVideos:
     """Ray Data actor: loads the frozen model once; per video captures the hidden states, merges
-    them to K rows per layer and writes the video's row (its own chunk) into the store."""
+    them to K rows per layer and writes the video's row (its own chunk) into the store.
 
-    def __init__(self, config: ExtractorConfig, row_writer: RowWriter) -> None:
+    Errors of one video become that video's failure row. Errors of the run (the model cannot be
+    loaded, the store's disk is full or read-only) come back in the `fatal` column ("model" or
+    "storage") and the driver stops with one line: a model that fails to load is not a failed
+    actor start for Ray to retry and report as a traceback."""
+
+    def __init__(
+        self, config: ExtractorConfig, row_writer: RowWriter, faults: FaultInjection | None = None
+    ) -> None:
         import torch
 
         from featurizer.extractor import VideoLLMExtractor
 
         # Ray sets OMP_NUM_THREADS to the actor's CPUs; torch does not read it after import.
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "0")) or 1)
-        self.extractor = VideoLLMExtractor(config)
+        self.extractor: Any = None
+        self.load_error = ""
+        try:
+            self.extractor = VideoLLMExtractor(config)
+        except Exception as exc:  # noqa: BLE001 - reported by the driver as the run's error
+            self.load_error = _model_error(config.model, exc)
         self.row_writer = row_writer
+        self.faults = faults  # None unless a test injects faults
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["item"])
@@ -275,15 +436,27 @@ class ExtractVideos:
         error = np.array([str(e) for e in batch["error"]], dtype=object)
         n_old = np.zeros(n, np.int64)
         n_new = np.zeros(n, np.int64)
+        fatal = np.array([""] * n, dtype=object)
         for i in range(n):
+            if self.load_error:
+                stage[i], error[i], fatal[i] = "extract", self.load_error, "model"
+                continue
             if error[i]:
                 continue
             try:
                 stage[i] = "extract"
                 video = self.extractor.extract(batch["frames"][i], str(batch["title"][i]))
+                if self.faults is not None:
+                    self.faults.after_model_call(str(batch["item"][i]))
                 stage[i] = "write"
                 self.row_writer.write(int(batch["row"][i]), video.features)
                 n_old[i], n_new[i], stage[i] = video.n_old, video.n_new, ""
+            except OSError as exc:
+                error[i] = _one_line(exc)
+                # No space or quota left, or a read-only store: not this video's fault, and
+                # every other video would fail the same way; the driver stops the run.
+                if exc.errno in _STORAGE_ERRNOS:
+                    fatal[i] = "storage"
             except Exception as exc:  # noqa: BLE001 - one video's failure must not stop the others
                 error[i] = _one_line(exc)
         return {
@@ -294,7 +467,26 @@ class ExtractVideos:
             "n_new": n_new,
             "stage": stage,
             "error": error,
+            "fatal": fatal,
         }
+
+
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _model_error(model: str, exc: BaseException) -> str:
+    """One line for a model that cannot be loaded. A pickled weight file that holds more than
+    tensors is refused by torch.load(weights_only=True) (transformers loads .bin files that
+    way), whose own message advises loading it with weights_only=False: not repeated here."""
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        calls = f" (it calls {found.group(1)})" if found else ""
+        return (
+            f"model {model}: refused to load a pickled weight file that holds more than tensors"
+            f"{calls}; it was read with weights_only=True, so nothing in it ran"
+        )
+    text = _one_line(exc)
+    return text if str(model) in text else f"model {model}: cannot load: {text}"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -384,5 +576,8 @@ def _record_extraction_run(version_dir: Path, summary: ExtractSummary, actors: i
         "seconds_per_video": round(summary.seconds_per_video, 4),
         "actors": actors,
     }
-    with open(Path(version_dir) / EXTRACTION_RUNS_FILE, "a") as f:
-        f.write(json.dumps(line) + "\n")
+    try:
+        with open(Path(version_dir) / EXTRACTION_RUNS_FILE, "a") as f:
+            f.write(json.dumps(line) + "\n")
+    except OSError as exc:  # a timing record: not worth failing a finished run for
+        log.warning("%s: timing record not written: %s", version_dir, exc)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ray
+import ray._private.ray_constants
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +24,29 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         log.info("joining Ray cluster at %s", address)
         ray.init(address=address, **quiet)
         return
-    ray.init(
-        num_cpus=num_cpus or os.cpu_count(),
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        **quiet,
-    )
+    with _loopback_only():
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            **quiet,
+        )
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Make a local Ray's node IP (and so every address its GCS, raylet, agents and workers
+    bind) 127.0.0.1. Ray turns `_node_ip_address="127.0.0.1"` into the machine's routable IP
+    (services.resolve_ip_for_localhost) unless its cluster mode is off, which is how Ray runs on
+    macOS and Windows; without this the servers listen on every interface."""
+    constants = ray._private.ray_constants
+    before = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if before is not None:
+            constants.ENABLE_RAY_CLUSTER = before
 
 
 def cluster_gpus() -> int:
