@@ -350,12 +350,14 @@ def _missing_features(
     if bank is None:
         return None
     n_missing = bank.n_missing
-    n_failed = sum(splits.items[i] in failed for i in np.flatnonzero(~bank.has))
+    missing_items = [splits.items[i] for i in np.flatnonzero(~bank.has)]
+    n_failed = sum(item in failed for item in missing_items)
     if n_missing:
+        shown = ", ".join(missing_items[:10]) + (", ..." if n_missing > 10 else "")
         tqdm.write(
             f"{variant}: {n_missing} of {splits.n_items} items have no features "
             f"({n_failed} failed extraction, {n_missing - n_failed} without a video or not "
-            "extracted yet); they take the learned missing-content vector"
+            f"extracted yet: {shown}); they take the learned missing-content vector"
         )
     return {
         "total": n_missing,

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -128,9 +130,23 @@ def save_model(run_dir: Path, cfg: ModelConfig, state_dict: dict[str, torch.Tens
     return path
 
 
+def load_tensors(path: Path) -> Any:
+    """torch.load that runs nothing: weights_only=True, and a refusal names the file (without
+    torch's advice to retry with weights_only=False, which would run what the file asks for)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f" (it calls {found.group(1)})" if found else ""
+        raise ValueError(
+            f"{path}: refused to load a file that holds more than tensors and plain values{what}; "
+            "it was read with torch.load(weights_only=True), so nothing in it ran"
+        ) from None
+
+
 def load_model_file(run_dir: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     path = Path(run_dir) / MODEL_FILE
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = load_tensors(path)
     if blob.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}: unsupported model format {blob.get('format')!r}")
     return ModelConfig.from_dict(blob["model_config"]), blob["state_dict"]

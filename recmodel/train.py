@@ -49,7 +49,7 @@ from recmodel.losses import (
     uniformity_loss,
 )
 from recmodel.metrics import ndcg_at, rank_eval_set
-from recmodel.serving import encode_catalog, history_user_vectors
+from recmodel.serving import encode_catalog, history_user_vectors, load_tensors
 from recmodel.variants import LinkedOutModel, build_model
 
 CHECKPOINT_FORMAT = 1
@@ -424,7 +424,7 @@ def save_checkpoint(
 
 def load_checkpoint(path: Path, model_cfg: ModelConfig, train: TrainConfig) -> dict[str, Any]:
     """The checkpoint at `path`, after checking it belongs to this configuration."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = load_tensors(path)
     if blob.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointMismatchError(f"{path}: unsupported checkpoint format {blob.get('format')}")
     for name, saved, current in (

@@ -9,7 +9,6 @@ in 4 topics) so that an epoch lasts long enough to be interrupted."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
 import random
@@ -23,9 +22,9 @@ import torch
 
 from featurizer.config import ExtractorConfig
 from featurizer.store import FeatureStore, MissingItemsError, set_current
-from pipelines.ingest import ingest
 from pipelines.train import TrainResult, train_run
 from tests.faults.conftest import CliProcess, kill_session, run_cli, wait_for
+from tests.synthetic import write_topic_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -46,17 +45,9 @@ class TrainWorkspace:
 
 
 def _dataset(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True)
-    with open(root / "pairs.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["user", "item", "timestamp"])
-        for u in range(N_USERS):
-            pool = np.arange(u % N_TOPICS, N_ITEMS, N_TOPICS)
-            for t, item in enumerate(rng.choice(pool, int(rng.integers(5, 10)), replace=False)):
-                writer.writerow([f"u{u:04d}", f"i{item:03d}", 1_700_000_000 + t])
-    ingest(root)
-    return root
+    return write_topic_dataset(
+        root, n_users=N_USERS, n_items=N_ITEMS, n_topics=N_TOPICS, per_user=(5, 10), user_digits=4
+    )
 
 
 def _store(root: Path) -> Path:

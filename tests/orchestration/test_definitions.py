@@ -5,15 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from dagster_project import defs
-
-ASSETS = {
-    "interactions",
-    "video_catalog",
-    "video_features",
-    "ranker",
-    "item_embeddings",
-    "evaluation_report",
-}
+from tests.orchestration import ASSETS
 
 
 def _graph() -> dg.AssetGraph:

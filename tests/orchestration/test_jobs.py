@@ -11,6 +11,7 @@ from dagster_project.definitions import build_definitions
 from dagster_project.resources import ExtractorPreset, LinkedOutPaths, RayCluster
 from featurizer.config import PRESET_DIR
 from featurizer.store import read_current
+from tests.orchestration import ASSETS
 
 pytestmark = pytest.mark.slow
 
@@ -71,14 +72,7 @@ def test_linkedout_full_materializes_every_asset(full_runs) -> None:
 
     assert first.success
     materialized = {e.asset_key.to_user_string() for e in first.get_asset_materialization_events()}
-    assert materialized == {
-        "interactions",
-        "video_catalog",
-        "video_features",
-        "ranker",
-        "item_embeddings",
-        "evaluation_report",
-    }
+    assert materialized == ASSETS
 
 
 def test_integrity_and_schema_checks_pass_and_the_metric_floor_is_evaluated(full_runs) -> None:

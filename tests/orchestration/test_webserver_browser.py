@@ -11,16 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.orchestration import ASSETS
+
 pytestmark = pytest.mark.slow
 
-ASSETS = [
-    "interactions",
-    "video_catalog",
-    "video_features",
-    "ranker",
-    "item_embeddings",
-    "evaluation_report",
-]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

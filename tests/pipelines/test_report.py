@@ -4,7 +4,6 @@ directories trained in seconds on a tiny synthetic dataset and a real (synthetic
 from __future__ import annotations
 
 import base64
-import csv
 import json
 import re
 import shutil
@@ -17,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import main
-from pipelines.ingest import ingest
 from pipelines.report import (
     SECTIONS,
     GateAnalysis,
@@ -28,6 +26,7 @@ from pipelines.report import (
     sweep,
     write_report,
 )
+from tests.synthetic import write_topic_dataset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("comparison", "gate_density", "gate_boxplot", "gate_heatmap")
@@ -36,18 +35,7 @@ N_ITEMS, N_TOPICS, LAYERS = 24, 3, (0, 4, 8)
 
 
 def _write_dataset(root: Path, n_users: int = 40) -> Path:
-    """pairs.csv where each user watches one topic (item % 3), then ingest."""
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True)
-    with open(root / "pairs.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["user", "item", "timestamp"])
-        for u in range(n_users):
-            pool = np.arange(u % N_TOPICS, N_ITEMS, N_TOPICS)
-            for t, item in enumerate(rng.choice(pool, int(rng.integers(4, 8)), replace=False)):
-                writer.writerow([f"u{u:03d}", f"i{item:03d}", 1_700_000_000 + t])
-    ingest(root)
-    return root
+    return write_topic_dataset(root, n_users=n_users, n_items=N_ITEMS, n_topics=N_TOPICS)
 
 
 def _write_store(root: Path) -> Path:

@@ -3,7 +3,6 @@ feature store, evaluation from saved files, queries, and the user-facing errors.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import pytest
 import torch
 
 from pipelines.errors import PipelineError
-from pipelines.ingest import ingest
 from pipelines.train import evaluate_run, recommend, train_run, train_sweep
+from tests.synthetic import write_topic_dataset
 
 RUN_FILES = {
     "config.json",
@@ -38,18 +37,7 @@ STORE_ONLY = "i099"  # an item with features but no interactions
 
 
 def _write_dataset(root: Path, n_users: int = 48, seed: int = 0) -> Path:
-    """pairs.csv where each user watches one topic (item % 3), then ingest."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True)
-    with open(root / "pairs.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["user", "item", "timestamp"])
-        for u in range(n_users):
-            pool = np.arange(u % N_TOPICS, N_ITEMS, N_TOPICS)
-            for t, item in enumerate(rng.choice(pool, int(rng.integers(4, 8)), replace=False)):
-                writer.writerow([f"u{u:03d}", f"i{item:03d}", 1_700_000_000 + t])
-    ingest(root)
-    return root
+    return write_topic_dataset(root, n_users=n_users, n_items=N_ITEMS, n_topics=N_TOPICS, seed=seed)
 
 
 def _write_store(root: Path) -> Path:
