@@ -484,9 +484,25 @@ class RowWriter:
             raise StoreError(
                 f"feature store {self.path}: row {row} holds NaN/Inf (float16 overflow?)"
             )
-        array[row] = features
+        if _is_raw_little_endian(array):
+            self._write_chunk_file(row, features)
+        else:
+            array[row] = features
         if self.durable:
             self._sync_chunk(row)
+
+    def _write_chunk_file(self, row: int, features: np.ndarray) -> None:
+        """The row's chunk file written directly. With the store's codec chain (bytes,
+        little-endian, no compressor) a chunk file is exactly the row's raw bytes, so this is the
+        file zarr itself would write, without its per-chunk event-loop round trip (which cost
+        up to half of the write rate). Written to a temp name and renamed, like zarr's store."""
+        key = self._array.metadata.encode_chunk_key((row,) + (0,) * (self._array.ndim - 1))
+        chunk = Path(self.path) / FEATURES_DIR / ARRAY_NAME / key
+        chunk.parent.mkdir(parents=True, exist_ok=True)
+        tmp = chunk.with_name(f".{chunk.name}.{os.getpid()}.partial")
+        with open(tmp, "wb") as f:
+            f.write(np.ascontiguousarray(features, dtype="<f2").tobytes())
+        os.replace(tmp, chunk)
 
     def _sync_chunk(self, row: int) -> None:
         key = self._array.metadata.encode_chunk_key((row,) + (0,) * (self._array.ndim - 1))
@@ -718,6 +734,15 @@ def _read_extractor(path: Path) -> dict[str, Any]:
         raise StoreError(
             f"feature store {path}: {EXTRACTOR_FILE} is not valid JSON ({exc})"
         ) from None
+
+
+def _is_raw_little_endian(array: Any) -> bool:
+    """Whether a chunk is stored as its raw little-endian bytes (one `bytes` codec, no
+    compressor or filter), so a writer may produce the chunk file itself."""
+    codecs = getattr(array.metadata, "codecs", ())
+    if len(codecs) != 1 or type(codecs[0]).__name__ != "BytesCodec":
+        return False
+    return str(getattr(codecs[0], "endian", "little")).endswith("little")
 
 
 def _open_array(path: Path, mode: str) -> Any:
