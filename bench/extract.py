@@ -11,6 +11,7 @@ shared and noisy, so only the ratios between figures of the same run mean much):
   bytes: target >= 0.5.
 
     python bench/extract.py [--videos 24] [--preset demo]
+    python bench/extract.py --preset llava-onevision-7b --random-weights   # on a GPU: s/video at 32 frames
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--store-rows", type=int, default=48)
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="a preset's architecture untrained (e.g. --preset llava-onevision-7b on a GPU)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -48,7 +54,7 @@ def main() -> None:
     try:
         dataset = work / "dataset"
         make_demo_dataset(dataset, n_videos=args.videos, n_users=8, seed=1)
-        config = resolve_extractor(args.preset)
+        config = resolve_extractor(args.preset, random_weights=args.random_weights)
         videos = sorted(scan_videos(dataset, write=False).videos.values(), key=lambda v: v.item)
         titles = read_titles(dataset)
         print(
@@ -63,7 +69,8 @@ def main() -> None:
             f"decode:          {decode_fps:8.1f} frames/s  ({decode_s / len(videos) * 1e3:.1f} ms/video)"
         )
 
-        torch.set_num_threads(1)  # one actor holds one CPU in the Ray run below
+        if not torch.cuda.is_available():
+            torch.set_num_threads(1)  # one actor holds one CPU in the Ray run below
         t0 = time.perf_counter()
         extractor = VideoLLMExtractor(config)
         load_s = time.perf_counter() - t0

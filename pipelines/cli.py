@@ -50,7 +50,9 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 def cmd_extract(args: argparse.Namespace) -> None:
     from pipelines.extract import extract_catalog, resolve_extractor
 
-    config = resolve_extractor(preset=args.preset, model=args.model)
+    config = resolve_extractor(
+        preset=args.preset, model=args.model, random_weights=args.random_weights
+    )
     summary = extract_catalog(
         dataset=args.dataset,
         store=args.store,
@@ -160,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--preset", default=None, help="preset name or JSON file (default: demo)")
     group.add_argument("--model", default=None, help="local checkpoint directory (demo settings)")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="build the preset's architecture untrained where its checkpoint is missing (GPU path check)",
+    )
     p.add_argument(
         "--items",
         type=_csv_list,

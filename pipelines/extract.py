@@ -69,12 +69,18 @@ class ExtractSummary:
         return line
 
 
-def resolve_extractor(preset: str | None = None, model: str | None = None) -> ExtractorConfig:
+def resolve_extractor(
+    preset: str | None = None, model: str | None = None, random_weights: bool = False
+) -> ExtractorConfig:
     """The extractor for a preset name or file (default `demo`), optionally with another local
-    model. The demo's tiny checkpoint is built on first use."""
+    model. The demo's tiny checkpoint is built on first use. `random_weights` builds a preset's
+    architecture untrained where its checkpoint is not available (a GPU path check; such
+    features get their own fingerprint)."""
     config = load_preset(preset or "demo")
     if model:
         config = config.replace(model=str(model))
+    if random_weights:
+        config = config.replace(random_weights=True)
     if (preset or "demo") == "demo" and not model and not Path(config.model).exists():
         from featurizer.tiny_model import build_tiny_checkpoint
 
