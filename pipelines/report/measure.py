@@ -1,0 +1,251 @@
+"""What the report measures or looks up when it is written: the store version, extraction
+timing, item-encoding speed, dataset statistics and provenance."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.extract import EXTRACTION_RUNS_FILE
+from pipelines.report.layout import REPO_ROOT
+
+# =============================================================================================
+# Store, extractor, efficiency
+
+
+def store_version(config: dict[str, Any]) -> tuple[Path | None, str]:
+    """The store version the run was trained on, or None and why not."""
+    store = config.get("store") or {}
+    path, fingerprint = store.get("path"), store.get("fingerprint")
+    if not path or not fingerprint:
+        return None, "the run was trained without a feature store"
+    version = Path(path) / fingerprint
+    if not (version / "extractor.json").is_file():
+        return None, f"store version {version} not found"
+    return version, ""
+
+
+def open_store(version: Path) -> Any:
+    from featurizer.store import FeatureStore
+
+    return FeatureStore.open(version)
+
+
+def random_weights_reason(
+    extractor: dict[str, Any], checkpoints: Sequence[Path] | None = None
+) -> str | None:
+    """Why the extractor's features carry no world knowledge, or None. Either extractor.json
+    records `random_weights`, or its model identity (featurizer.config.model_identity: a hash
+    of a local checkpoint's config and weight files) is that of a local checkpoint whose
+    README says its weights are random: by default the demo preset's checkpoint
+    (data/tiny-model, from the working directory or the repository)."""
+    if extractor.get("random_weights"):
+        return (
+            "extractor.json records `random_weights: true` (the model was built from its "
+            "architecture with random weights)"
+        )
+    from featurizer.config import load_preset, model_identity
+
+    model = str(extractor.get("model", ""))
+    if checkpoints is None:
+        try:
+            demo = Path(load_preset("demo").model)
+        except (OSError, ValueError):
+            return None
+        checkpoints = [demo] if demo.is_absolute() else [Path.cwd() / demo, REPO_ROOT / demo]
+    for candidate in dict.fromkeys(Path(c).resolve() for c in checkpoints):
+        readme = candidate / "README.md"
+        if not readme.is_file() or model_identity(str(candidate)) != model:
+            continue
+        if re.search(
+            r"random(ly initiali[sz]ed)?\W+weights|weights\W+\**random",
+            readme.read_text(errors="replace"),
+            re.I,
+        ):
+            return (
+                f"the extractor's model (`{model}`) is the checkpoint at `{candidate}`, whose "
+                "README says its weights are random"
+            )
+    return None
+
+
+def read_extraction_runs(version: Path) -> list[dict[str, Any]]:
+    """The extraction summaries the extractor appended to extraction_runs.jsonl (empty when
+    the file is absent); unreadable lines are skipped."""
+    path = Path(version) / EXTRACTION_RUNS_FILE
+    if not path.is_file():
+        return []
+    runs = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            runs.append(value)
+    return runs
+
+
+def commit_interval_estimate(store: Any) -> float | None:
+    """Median seconds between consecutive commits in index.parquet: the steady-state
+    extraction time per video (start-up excluded; gaps between runs ignored by the median)."""
+    column = store.index_table().column("extracted_at")
+    if len(column) < 3:
+        return None
+    times = np.sort(column.cast(pa.int64()).to_numpy()) / 1e6
+    return float(np.median(np.diff(times)))
+
+
+def measure_item_encoding(run: Path, version: Path | None, batch: int = 64) -> dict[str, Any]:
+    """Time the run's item encoder on `batch` items read from the store: ms per item in the
+    batch, one item alone, and the store read per item."""
+    import torch
+
+    from recmodel.data import FEATURE_VIEWS, reduce_features
+    from recmodel.serving import load_model_file, read_item_ids
+    from recmodel.variants import build_model
+
+    cfg, state = load_model_file(run)
+    if not cfg.uses_features:
+        what = "an ID-embedding lookup" if cfg.variant == "id_only" else "no item encoder"
+        return {"skipped": f"variant {cfg.variant} has {what}"}
+    if version is None:
+        return {"skipped": "no feature store"}
+    model = build_model(cfg)
+    model.load_state_dict(state)
+    model.eval()
+    store = open_store(version)
+    index = store.index()
+    pairs = [(i, index[item]) for i, item in enumerate(read_item_ids(run)) if item in index]
+    pairs = pairs[:batch]
+    if not pairs:
+        return {"skipped": "no item of the catalog has features in the store"}
+    rows = np.array([r for _, r in pairs], dtype=np.int64)
+    t0 = time.perf_counter()
+    block = store.read_rows(rows)
+    read_s = time.perf_counter() - t0
+    features = torch.from_numpy(
+        np.ascontiguousarray(reduce_features(block, FEATURE_VIEWS[cfg.variant]))
+    )
+    items = torch.tensor([i for i, _ in pairs])
+    has = torch.ones(len(pairs), dtype=torch.bool)
+
+    def timed(n: int, repeats: int) -> float:
+        samples = []
+        with torch.inference_mode():
+            model.items(items[:n], features[:n], has[:n])  # warm-up
+            for _ in range(repeats):
+                t = time.perf_counter()
+                model.items(items[:n], features[:n], has[:n])
+                samples.append(time.perf_counter() - t)
+        return float(np.median(samples))
+
+    batch_s = timed(len(pairs), 5)
+    single_s = timed(1, 15)
+    return {
+        "batch": len(pairs),
+        "per_item_s": batch_s / len(pairs),
+        "single_s": single_s,
+        "read_per_item_s": read_s / len(pairs),
+        "threads": torch.get_num_threads(),
+    }
+
+
+# =============================================================================================
+# Dataset statistics
+
+
+def dataset_stats(
+    config: dict[str, Any], metrics: dict[str, Any], run: Path, store: Any
+) -> dict[str, Any]:
+    from pipelines.ingest import read_interactions
+
+    dataset = Path(config.get("dataset", ""))
+    stats: dict[str, Any] = {"path": dataset}
+    table = read_interactions(dataset)
+    users = table.column("user").to_numpy(zero_copy_only=False)
+    _, lengths = np.unique(users, return_counts=True)
+    splits = table.column("split").to_numpy(zero_copy_only=False)
+    stats["users"] = len(lengths)
+    stats["interactions"] = table.num_rows
+    stats["interaction_items"] = len(set(table.column("item").to_pylist()))
+    for name in ("train", "valid", "test"):
+        stats[name] = int((splits == name).sum())
+    stats["seq_mean"] = float(lengths.mean()) if len(lengths) else 0.0
+    stats["seq_median"] = float(np.median(lengths)) if len(lengths) else 0.0
+    stats["seq_min"] = int(lengths.min()) if len(lengths) else 0
+    stats["seq_max"] = int(lengths.max()) if len(lengths) else 0
+    max_history = int(config.get("model", {}).get("max_history", 10))
+    stats["test_history_mean"] = float(np.minimum(lengths - 1, max_history).mean())
+    stats["max_history"] = max_history
+    ids = pq.read_table(run / "item_ids.parquet")
+    stats["catalog"] = ids.num_rows
+    stats["cold_items"] = int((ids.column("train_count").to_numpy() == 0).sum())
+    test = metrics.get("test", {})
+    n_test = test.get("overall", {}).get("n") or 0
+    stats["cold_targets"] = test.get("cold_start", {}).get("n") or 0
+    stats["cold_share"] = stats["cold_targets"] / n_test if n_test else 0.0
+    stats["terciles"] = test.get("popularity_thresholds")
+    videos_dir = dataset / "videos"
+    video_items = (
+        {p.name[:-4] for p in videos_dir.iterdir() if p.name.endswith(".mp4")}
+        if videos_dir.is_dir()
+        else set()
+    )
+    catalog_items = set(ids.column("item").to_pylist())
+    stats["with_video"] = len(catalog_items & video_items)
+    stats["without_video"] = len(catalog_items - video_items)
+    stats["synthetic"] = (dataset / "topics.csv").is_file()
+    if store is not None:
+        failures = store.failures_table()
+        stats["failures"] = failures.num_rows
+        stats["failure_rows"] = list(
+            zip(
+                failures.column("item").to_pylist(),
+                failures.column("stage").to_pylist(),
+                failures.column("error").to_pylist(),
+                strict=True,
+            )
+        )
+        indexed = set(store.index())
+        stats["with_features"] = len(catalog_items & indexed)
+        stats["store_only"] = len(indexed - set(table.column("item").to_pylist()))
+    return stats
+
+
+# =============================================================================================
+# Provenance
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def code_commit() -> str:
+    """`git rev-parse HEAD` of the code, "+ uncommitted changes" when the tree is dirty;
+    "unknown" outside a git checkout."""
+    sha = _git("rev-parse", "HEAD")
+    if not sha:
+        return "unknown"
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return f"{sha} (+ uncommitted changes)" if dirty else sha

@@ -1,0 +1,70 @@
+"""Reading run directories: metrics, configs, and which sibling runs share the main run's split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import PipelineError
+from pipelines.report.layout import SWEEP_VARIANTS
+
+# =============================================================================================
+# Reading runs
+
+
+def read_metrics(run: Path) -> dict[str, Any]:
+    path = Path(run) / "metrics.json"
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: train or evaluate the run first")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise PipelineError(f"{path} is not valid JSON: {exc}") from None
+
+
+def read_config(run: Path) -> dict[str, Any]:
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return {}
+
+
+def variant_of(name: str, config: dict[str, Any], metrics: dict[str, Any]) -> str:
+    return str(config.get("variant") or metrics.get("variant") or name)
+
+
+def same_split_runs(
+    run: Path, config: dict[str, Any], metrics: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The sibling run directories trained on the same dataset and catalog as `run` (itself
+    included), sweep variants first, keyed by directory name; and those left out, with why."""
+    found: dict[str, dict[str, Any]] = {}
+    excluded: dict[str, str] = {}
+    n_test = metrics.get("test", {}).get("overall", {}).get("n")
+    for d in sorted(run.parent.iterdir()):
+        if not d.is_dir() or not (d / "metrics.json").is_file():
+            continue
+        if d.resolve() == run.resolve():
+            found[d.name] = metrics
+            continue
+        try:
+            other = read_metrics(d)
+        except PipelineError as exc:
+            excluded[d.name] = str(exc)
+            continue
+        other_config = read_config(d)
+        if other_config.get("dataset") != config.get("dataset"):
+            excluded[d.name] = "trained on another dataset"
+        elif other_config.get("n_items") != config.get("n_items"):
+            excluded[d.name] = "another catalog (item count differs)"
+        elif other.get("test", {}).get("overall", {}).get("n") != n_test:
+            excluded[d.name] = "another test split"
+        else:
+            found[d.name] = other
+    order = {v: i for i, v in enumerate(SWEEP_VARIANTS)}
+    names = sorted(found, key=lambda n: (order.get(n, len(order)), n))
+    return {n: found[n] for n in names}, excluded
