@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from pipelines.errors import PipelineError
+from pipelines.errors import PipelineError, one_line
 
 log = logging.getLogger("linkedout")
 
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (PipelineError, OSError, ValueError) as exc:  # OSError: a full disk, a missing file
-        _error(args, _one_line(exc))
+        _error(args, one_line(exc))
         return 1
     except pickle.UnpicklingError as exc:
         _error(args, _refused_pickle(exc, args))
@@ -261,19 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unforeseen failure: still one line; -v shows where
         if args.verbose:
             raise
-        text = _one_line(exc)
-        text = text if len(text) <= 300 else text[:300] + "..."
-        _error(args, f"{type(exc).__name__}: {text} (run with -v for the traceback)")
+        _error(args, f"{type(exc).__name__}: {one_line(exc, 300)} (run with -v for the traceback)")
         return 1
     return 0
 
 
 def _error(args: argparse.Namespace, message: str) -> None:
     print(f"linkedout {args.command}: error: {message}", file=sys.stderr)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _refused_pickle(exc: pickle.UnpicklingError, args: argparse.Namespace) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from featurizer.config import ExtractorConfig, hidden_size_of, load_preset
 from featurizer.store import FeatureStore, RowWriter, StoreError, read_current, set_current
 from pipelines.catalog import scan_videos
-from pipelines.errors import PipelineError
+from pipelines.errors import PipelineError, one_line
 from pipelines.ray_runtime import cluster_gpus, ensure_ray
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def extract_catalog(
     except StoreError as exc:
         raise PipelineError(str(exc)) from None
     except OSError as exc:  # e.g. a full or read-only disk under the store
-        raise PipelineError(f"feature store {store}: {_one_line(exc)}") from None
+        raise PipelineError(f"feature store {store}: {one_line(exc, 500)}") from None
     summary = ExtractSummary(store=store, fingerprint=version.fingerprint)
     try:
         with version.writer(wait=0.0) as writer:
@@ -208,7 +208,7 @@ def extract_catalog(
         raise PipelineError(str(exc)) from None
     except OSError as exc:  # the store's disk (full, read-only, gone): what was published stays
         raise PipelineError(
-            f"feature store {version.path}: {_one_line(exc)}; the rows published before stay "
+            f"feature store {version.path}: {one_line(exc, 500)}; the rows published before stay "
             "valid, the rest are extracted by the next run"
         ) from None
     summary.seconds = time.perf_counter() - started
@@ -226,7 +226,7 @@ def extract_catalog(
                 set_current(store, version.fingerprint)
             except OSError as exc:
                 raise PipelineError(
-                    f"feature store {store}: extracted, but CURRENT not updated: {_one_line(exc)}"
+                    f"feature store {store}: extracted, but CURRENT not updated: {one_line(exc, 500)}"
                 ) from None
     summary.is_current = read_current(store) == version.fingerprint
     log.info(summary.describe().splitlines()[0])
@@ -405,7 +405,7 @@ class DecodeVideo:
             record["error"] = ""
         except Exception as exc:  # noqa: BLE001 - any decoder failure is this video's failure row
             record["frames"] = np.zeros((self.frames, self.size, self.size, 3), np.uint8)
-            record["error"] = _one_line(exc)
+            record["error"] = one_line(exc, 500)
         return record
 
 
@@ -458,13 +458,13 @@ class ExtractVideos:
                 self.row_writer.write(int(batch["row"][i]), video.features)
                 n_old[i], n_new[i], stage[i] = video.n_old, video.n_new, ""
             except OSError as exc:
-                error[i] = _one_line(exc)
+                error[i] = one_line(exc, 500)
                 # No space or quota left, or a read-only store: not this video's fault, and
                 # every other video would fail the same way; the driver stops the run.
                 if exc.errno in _STORAGE_ERRNOS:
                     fatal[i] = "storage"
             except Exception as exc:  # noqa: BLE001 - one video's failure must not stop the others
-                error[i] = _one_line(exc)
+                error[i] = one_line(exc, 500)
         return {
             "item": batch["item"],
             "row": batch["row"],
@@ -491,13 +491,8 @@ def _model_error(model: str, exc: BaseException) -> str:
             f"model {model}: refused to load a pickled weight file that holds more than tensors"
             f"{calls}; it was read with weights_only=True, so nothing in it ran"
         )
-    text = _one_line(exc)
+    text = one_line(exc, 500)
     return text if str(model) in text else f"model {model}: cannot load: {text}"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:500]
 
 
 def store_info(store: Path) -> str:

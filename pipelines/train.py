@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from pipelines.errors import PipelineError
+from pipelines.errors import PipelineError, one_line
 from recmodel.config import VARIANTS, ModelConfig, TrainConfig, check_variant
 from recmodel.data import FEATURE_VIEWS, ItemFeatureBank, ItemFeatures, Splits, build_splits
 from recmodel.serving import (
@@ -514,12 +514,7 @@ def _fit_with_ray(
     try:
         trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; one line for the CLI
-        raise PipelineError(f"Ray Train run failed: {_one_line(exc)}") from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:500] + ("..." if len(text) > 500 else "")
+        raise PipelineError(f"Ray Train run failed: {one_line(exc, 500)}") from exc
 
 
 # ---------------------------------------------------------------------------------------------
