@@ -21,7 +21,8 @@ import pytest
 
 from featurizer.decode import sha256_file
 from featurizer.store import FeatureStore
-from pipelines.extract import INVOCATION_LOG_ENV, ExtractSummary, extract_catalog
+from pipelines.extract import ExtractSummary, extract_catalog
+from pipelines.extract_workers import INVOCATION_LOG_ENV
 from tests.faults import media
 from tests.faults.conftest import REPO, assert_one_line_error, run_cli, tree_snapshot
 

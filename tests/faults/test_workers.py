@@ -19,14 +19,12 @@ import numpy as np
 import pytest
 
 from featurizer.store import FeatureStore
-from pipelines.extract import (
-    ACTOR_RETRIES,
+from pipelines.extract import ACTOR_RETRIES, ExtractSummary, extract_catalog
+from pipelines.extract_workers import (
     FAULT_MARKER_DIR_ENV,
     INVOCATION_LOG_ENV,
     KILL_ITEMS_ENV,
     KILL_ONCE_ITEMS_ENV,
-    ExtractSummary,
-    extract_catalog,
 )
 
 pytestmark = pytest.mark.slow
