@@ -91,13 +91,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from pipelines.train import evaluate_run
+    from pipelines.serve import evaluate_run
 
     print(evaluate_run(args.run).describe())
 
 
 def cmd_recommend(args: argparse.Namespace) -> None:
-    from pipelines.train import recommend
+    from pipelines.serve import recommend
 
     for rank, (item, score) in enumerate(recommend(args.run, args.history, k=args.k), start=1):
         print(f"{rank:>3}  {item}  {score:.4f}")

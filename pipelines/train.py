@@ -32,7 +32,6 @@ file system on a cluster): rank 0 writes the checkpoint there, and a restarted w
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -53,10 +52,8 @@ from recmodel.serving import (
     CONFIG_FILE,
     METRICS_FILE,
     Recommender,
-    UnknownItemsError,
     evaluate_recommender,
     export_run,
-    read_item_ids,
     write_json,
 )
 from recmodel.train import (
@@ -99,27 +96,12 @@ class TrainResult:
             f"{', stopped early' if self.stopped_early else ''}, {self.seconds:.1f} s, "
             f"{self.workers} worker{'s' * (self.workers != 1)}; {self.n_items} items, "
             f"{self.n_missing_features} without features)",
-            *_metric_lines(test),
+            *metric_lines(test),
         ]
         return "\n".join(lines)
 
 
-@dataclass
-class EvaluationResult:
-    run_dir: Path
-    variant: str
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        return "\n".join(
-            [
-                f"evaluated {self.variant} run {self.run_dir} (wrote {METRICS_FILE})",
-                *_metric_lines(self.metrics["test"]),
-            ]
-        )
-
-
-def _metric_lines(split: dict[str, Any]) -> list[str]:
+def metric_lines(split: dict[str, Any]) -> list[str]:
     lines = []
     for group in ("overall", "cold_start", "head", "mid", "tail"):
         m = split[group]
@@ -555,56 +537,6 @@ def train_sweep(
     return out
 
 
-def _run_config(run: Path) -> dict[str, Any]:
-    path = Path(run) / CONFIG_FILE
-    if not path.is_file():
-        raise PipelineError(f"{run} is not a run directory (no {CONFIG_FILE}): train one first")
-    return json.loads(path.read_text())
-
-
-def evaluate_run(run: Path) -> EvaluationResult:
-    """Recompute metrics.json of a run from its saved model and item vectors (keeping the
-    training section), on the interactions of the dataset it was trained on."""
-    run = Path(run)
-    config = _run_config(run)
-    table = _interactions(Path(config["dataset"]))
-    try:
-        splits = build_splits(table, read_item_ids(run), int(config["model"]["max_history"]))
-    except ValueError as exc:
-        raise PipelineError(f"{config['dataset']} changed since {run} was trained: {exc}") from None
-    metrics = evaluate_recommender(Recommender.load(run), splits)
-    previous = run / METRICS_FILE
-    if previous.is_file():
-        metrics["training"] = json.loads(previous.read_text()).get("training")
-    metrics["variant"] = config["variant"]
-    write_json(previous, metrics)
-    return EvaluationResult(run_dir=run, variant=config["variant"], metrics=metrics)
-
-
-@functools.lru_cache(maxsize=4)
-def _recommender(run: str, mtime_ns: int) -> Recommender:
-    return Recommender.load(run)
-
-
-def recommend(run: Path, history: Sequence[str], k: int = 10) -> list[tuple[str, float]]:
-    """Top-k items for a watch history, history excluded; unknown items are one error."""
-    run = Path(run)
-    _run_config(run)
-    model_file = run / "model.pt"
-    if not model_file.is_file():
-        raise PipelineError(f"{run} has no model.pt: its training did not finish")
-    if k < 1:
-        raise PipelineError(f"k must be >= 1, got {k}")
-    try:
-        return _recommender(str(run.resolve()), model_file.stat().st_mtime_ns).recommend(
-            list(history), k
-        )
-    except UnknownItemsError as exc:
-        raise PipelineError(str(exc)) from None
-    except ValueError as exc:
-        raise PipelineError(f"{run}: {exc}") from None
-
-
 def _discard_run(run: Path) -> None:
     """Remove a previous run's files (only a run directory's own files: never a stray path)."""
     if not run.exists():
@@ -612,40 +544,3 @@ def _discard_run(run: Path) -> None:
     if not (run / CONFIG_FILE).is_file() and any(run.iterdir()):
         raise PipelineError(f"{run} exists and is not a run directory; not replacing it")
     shutil.rmtree(run)
-
-
-@dataclass
-class ServingSummary:
-    path: Path
-    n_items: int
-    dim: int
-    bytes: int
-    p50_ms: float
-
-
-def serving_summary(run: Path, queries: int = 200, seed: int = 0) -> ServingSummary:
-    """The run's precomputed item vectors and the measured latency of one query (a 10-item
-    history -> top-10 over the whole catalog), the median of `queries` random histories."""
-    run = Path(run)
-    path = run / "item_embeddings.npy"
-    if not path.is_file():
-        raise PipelineError(f"{path} not found: train the run first")
-    vectors = np.load(path, mmap_mode="r")
-    recommender = Recommender.load(run)
-    items = read_item_ids(run)
-    rng = np.random.default_rng(seed)
-    timings = []
-    for _ in range(queries):
-        history = [
-            items[i] for i in rng.choice(len(items), size=min(10, len(items) - 1), replace=False)
-        ]
-        t0 = time.perf_counter()
-        recommender.recommend(history, 10)
-        timings.append(time.perf_counter() - t0)
-    return ServingSummary(
-        path,
-        vectors.shape[0],
-        vectors.shape[1],
-        path.stat().st_size,
-        float(np.median(timings)) * 1e3,
-    )

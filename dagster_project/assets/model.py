@@ -6,7 +6,8 @@ from dagster_project.assets.dataset import interactions
 from dagster_project.assets.features import video_features
 from dagster_project.resources import LinkedOutPaths
 from pipelines.report import metrics_markdown, read_metrics
-from pipelines.train import serving_summary, train_run
+from pipelines.serve import serving_summary
+from pipelines.train import train_run
 
 GROUP = "linkedout"
 MAIN_VARIANT = "full"

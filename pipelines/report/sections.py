@@ -69,7 +69,7 @@ from pipelines.report.render import (
     rel,
 )
 from pipelines.report.runs import read_config, read_metrics, same_split_runs, variant_of
-from pipelines.train import serving_summary
+from pipelines.serve import serving_summary
 
 # =============================================================================================
 # The report

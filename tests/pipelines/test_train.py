@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pipelines.errors import PipelineError
-from pipelines.train import evaluate_run, recommend, train_run, train_sweep
+from pipelines.serve import evaluate_run, recommend
+from pipelines.train import train_run, train_sweep
 from tests.synthetic import write_topic_dataset
 
 RUN_FILES = {
