@@ -97,7 +97,7 @@ def write_report(run: Path) -> ReportPaths:
     _atomic_write(md_path, markdown.encode())
     heading = f"Run `{run.name}` on `{dataset_name}`"
     footer = (
-        f"Written by `pipelines/report.py` at {ctx.written_at} from the files of "
+        f"Written by `pipelines.report` at {ctx.written_at} from the files of "
         f"`{run.resolve()}`. † marks the paper's figures (MicroLens-100K), measured on other "
         "data."
     )
