@@ -1,5 +1,5 @@
-"""Resources: where the data lives, which Ray to use, which extractor. Every field can come from
-run config or an environment variable; the defaults are the demo's."""
+"""Resources: where the data lives, which Ray to use, which extractor, which training settings.
+Every field can come from run config or an environment variable; the defaults are the demo's."""
 
 from pathlib import Path
 
@@ -53,6 +53,13 @@ class ExtractorPreset(dg.ConfigurableResource):
         return resolve_extractor(preset=self.preset, model=self.model)
 
 
+class TrainingSettings(dg.ConfigurableResource):
+    """Training's settings file: a shipped name (`demo`) or a YAML/JSON path (see
+    pipelines/train_config.py). The `ranker` asset's run config overrides single fields."""
+
+    config: str = "demo"
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "paths": LinkedOutPaths(
@@ -64,5 +71,8 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "extractor": ExtractorPreset(
             preset=dg.EnvVar("LINKEDOUT_PRESET").get_value("demo"),
             model=dg.EnvVar("LINKEDOUT_MODEL").get_value() or None,
+        ),
+        "training": TrainingSettings(
+            config=dg.EnvVar("LINKEDOUT_TRAIN_CONFIG").get_value("demo") or "demo"
         ),
     }

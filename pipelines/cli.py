@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import logging
 import pickle
 import re
@@ -11,8 +12,10 @@ import sys
 from pathlib import Path
 
 from pipelines.errors import PipelineError, one_line
+from recmodel.config import TrainConfig
 
 log = logging.getLogger("linkedout")
+TRAIN_FLAG_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def _csv_list(value: str) -> list[str]:
@@ -76,6 +79,15 @@ def cmd_store(args: argparse.Namespace) -> None:
             raise SystemExit(1)
 
 
+def _training_flags(args: argparse.Namespace) -> dict[str, object]:
+    """The training settings given as flags (None: not given)."""
+    return {
+        name: getattr(args, f"train_{name}")
+        for name in TRAIN_FLAG_NAMES
+        if getattr(args, f"train_{name}") is not None
+    }
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from pipelines.train import train_run
 
@@ -84,8 +96,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         store=args.store,
         out=args.out,
         variant=args.variant,
-        epochs=args.epochs,
         workers=args.workers,
+        config=args.config,
+        train_overrides=_training_flags(args),
+        fresh=args.fresh,
     )
     print(result.describe())
 
@@ -118,9 +132,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         args.store,
         args.out,
         variants=args.variants,
-        epochs=args.epochs,
         main_variant=args.main,
         fresh=args.fresh,
+        config=args.config,
+        train_overrides=_training_flags(args),
     )
     print(paths.table_markdown)
     print(f"report written: {paths.html} and {paths.markdown}")
@@ -130,6 +145,34 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from pipelines.demo import run_demo
 
     run_demo(args.root)
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    """--config and one flag per TrainConfig field, documented by the field's own help."""
+    group = p.add_argument_group(
+        "training settings",
+        "Defaults are the supplementary's Table 6. --config names a YAML/JSON file (any of "
+        "these fields, `workers`, and a `model:` mapping of model widths) or a shipped config "
+        "(demo); flags override the file.",
+    )
+    group.add_argument(
+        "--config", default=None, metavar="FILE|NAME", help="training config file or name"
+    )
+    for f in dataclasses.fields(TrainConfig):
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        convert = {"int": int, "float": float}.get(kind, str)
+        if f.name.endswith("_bytes"):
+            convert = str  # "12GiB" as well as a number; TrainConfig parses it
+        choices = f.metadata.get("choices")
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f"train_{f.name}",
+            type=convert,
+            default=None,
+            choices=choices,
+            metavar=None if choices else "SIZE" if f.name.endswith("_bytes") else kind.upper(),
+            help=f"{f.metadata['help']} (default: {f.default})",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,8 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--variant", default="full")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (1: this process)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="Ray Train workers (default 1: this process)"
+    )
+    p.add_argument(
+        "--fresh", action="store_true", help="discard a previous run in --out instead of resuming"
+    )
+    _add_training_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="recompute metrics.json of a run")
@@ -225,13 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated variants (default: all seven)",
     )
-    p.add_argument("--epochs", type=int, default=None)
     p.add_argument(
         "--main", default=None, help="the run the report is written into (default: full)"
     )
     p.add_argument(
         "--fresh", action="store_true", help="retrain finished runs instead of reusing them"
     )
+    _add_training_flags(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("demo", help="the whole demo through Dagster")

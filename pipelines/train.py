@@ -1,5 +1,5 @@
-"""Training, evaluation and queries over a whole dataset: the glue between interactions.parquet,
-the feature store and recmodel, writing the run directory.
+"""Training over a whole dataset: the glue between interactions.parquet, the feature store and
+recmodel, writing the run directory.
 
     RUN/ config.json  model.pt  metrics.json  item_embeddings.npy  item_ids.parquet
          gates.parquet  checkpoint.pt (the resumable training state)
@@ -9,24 +9,18 @@ same for all variants trained on the same dataset and store, so their full-ranki
 comparable. Items of the catalog without features take the content variants' learned
 "missing content" vector; config.json reports how many.
 
-Demo training settings (DEMO_TRAINING): Table 6's learning rates (1e-4 encoders, 1e-5 head)
-are for 100 epochs on 8 GPUs; at 1e-5 the ranker barely moves in the few CPU epochs a demo
-has. The demo trains both groups at 1e-3 after a 10-step linear warmup, with early stopping
-(patience 10, at most 80 epochs). Why not faster: at 3e-3 (id_only reaches its best validation
-NDCG@10 on bench/train.py's 100k-interaction dataset at epoch 6 instead of 14) the content
-encoders (attention pools, per-layer experts, gate) do not converge on the demo dataset: the
-loss jumps from 4.3 to 7-11 in the second epoch and keeps oscillating, and `full` early-stopped
-on its first epoch, below id_only. The demo has ~2-3 optimizer steps per epoch at batch 256,
-so AdamW's first steps, which move every weight by about lr whatever its gradient, land in the
-first epochs: the warmup removes that spike at 1e-3 too. The content variants' validation
-NDCG@10 on the demo's ~100-item catalog is noisy from epoch to epoch, hence a patience of 10
-rather than 5. Everything else is Table 6. `train_overrides` / `model_overrides` change any
-field.
+Settings: TrainConfig's defaults (Table 6), then a config file (`config`: a YAML/JSON path or
+a shipped name such as `demo`, train_config.py), then explicit values (CLI flags, Dagster run
+config). config.json records every value used, with the automatic ones resolved (memory
+budget, device, precision, exact or cached negatives) and the memory plan.
+
+Nothing is written until every check has passed: a refused run (another variant's run
+directory, a checkpoint of another configuration) leaves the directory as it was.
 
 With workers > 1 the loop runs under Ray Train's TorchTrainer (gloo on CPU, one CPU per
 worker); the run directory must be on storage the workers share (one machine, or a shared
 file system on a cluster): rank 0 writes the checkpoint there, and a restarted worker group
-(FailureConfig) resumes from it.
+(FailureConfig) resumes from it. Each worker plans its own memory under the budget.
 """
 
 from __future__ import annotations
@@ -45,8 +39,12 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from pipelines.errors import PipelineError, one_line
+from pipelines.train_config import TrainingValues, training_values
+from recmodel.checkpoint import CheckpointMismatchError, EpochLog, load_checkpoint
 from recmodel.config import VARIANTS, ModelConfig, TrainConfig, check_variant
-from recmodel.data import FEATURE_VIEWS, ItemFeatureBank, ItemFeatures, Splits, build_splits
+from recmodel.data import Splits, build_splits
+from recmodel.features import FEATURE_VIEWS, ItemFeatureBank, ItemFeatures
+from recmodel.memory import BudgetError, MemoryPlan
 from recmodel.serving import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -54,25 +52,13 @@ from recmodel.serving import (
     Recommender,
     evaluate_recommender,
     export_run,
+    read_json,
     write_json,
 )
-from recmodel.train import (
-    CheckpointMismatchError,
-    EpochLog,
-    FitResult,
-    fit,
-    load_checkpoint,
-    loss_kind,
-)
+from recmodel.train import FitResult, feature_bank, fit, loss_kind, plan_training
 from recmodel.variants import build_model
 
-DEMO_TRAINING: dict[str, Any] = {
-    "lr_encoder": 1e-3,
-    "lr_head": 1e-3,
-    "warmup_steps": 10,
-    "epochs": 80,
-    "patience": 10,
-}
+PROGRESS_LINE_SECONDS = 60.0  # a step-progress line in non-interactive logs at most this often
 
 
 @dataclass
@@ -190,27 +176,35 @@ def _load_inputs(dataset: Path, store: Path | None, variant: str, max_history: i
 
 
 def _configs(
-    variant: str,
-    n_items: int,
-    store_info: dict[str, Any],
-    epochs: int | None,
-    model_overrides: dict[str, Any] | None,
-    train_overrides: dict[str, Any] | None,
+    variant: str, n_items: int, store_info: dict[str, Any], values: TrainingValues
 ) -> tuple[ModelConfig, TrainConfig]:
     shape: dict[str, Any] = {}
     if store_info.get("shape"):
         L, K, D = store_info["shape"]
         shape = {"n_layers": L, "n_tokens": K, "feature_dim": D, "n_new": store_info["new_tokens"]}
     try:
-        model_cfg = ModelConfig(
-            variant=variant, n_items=n_items, **{**shape, **(model_overrides or {})}
-        )
-        values = {**DEMO_TRAINING, **(train_overrides or {})}
-        if epochs is not None:
-            values["epochs"] = epochs
-        return model_cfg, TrainConfig(**values)
+        model_cfg = ModelConfig(variant=variant, n_items=n_items, **{**shape, **values.model})
+        return model_cfg, TrainConfig(**values.train)
     except (TypeError, ValueError) as exc:
-        raise PipelineError(f"training configuration: {exc}") from None
+        raise PipelineError(f"training configuration ({values.source}): {exc}") from None
+
+
+def settings(
+    config: str | Path | None = None,
+    epochs: int | None = None,
+    workers: int | None = None,
+    model_overrides: dict[str, Any] | None = None,
+    train_overrides: dict[str, Any] | None = None,
+) -> TrainingValues:
+    """A config file's values with explicit ones on top (train_config.py)."""
+    explicit: dict[str, Any] = dict(train_overrides or {})
+    if model_overrides:
+        explicit["model"] = dict(model_overrides)
+    if epochs is not None:
+        explicit["epochs"] = epochs
+    if workers is not None:
+        explicit["workers"] = workers
+    return training_values(config, explicit)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,40 +217,48 @@ def train_run(
     out: Path,
     variant: str = "full",
     epochs: int | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     *,
+    config: str | Path | None = None,
     model_overrides: dict[str, Any] | None = None,
     train_overrides: dict[str, Any] | None = None,
     progress: bool = True,
     fresh: bool = False,
 ) -> TrainResult:
     """Train `variant` on `dataset` (and `store`'s current version) into the run directory `out`,
-    evaluate it on the test split and write every run file. Rerunning into the same `out`
-    resumes from its checkpoint (a finished run is only re-exported); `fresh` discards a previous
-    run there first (scheduled retraining on new data)."""
+    evaluate it on the test split and write every run file. Settings: `config` (a file or a
+    shipped name), then the explicit arguments. Rerunning into the same `out` resumes from its
+    checkpoint (a finished run is only re-exported); `fresh` discards a previous run there
+    first (scheduled retraining on new data)."""
     try:
         check_variant(variant)
     except ValueError as exc:
         raise PipelineError(str(exc)) from None
-    if workers < 1:
-        raise PipelineError(f"workers must be >= 1, got {workers}")
+    values = settings(config, epochs, workers, model_overrides, train_overrides)
+    workers = values.workers or 1
     out = Path(out)
-    if fresh:
-        _discard_run(out)
     started = time.perf_counter()
-    max_history = int((model_overrides or {}).get("max_history", ModelConfig.max_history))
+    max_history = int(values.model.get("max_history", ModelConfig.max_history))
     inputs = _load_inputs(Path(dataset), store, variant, max_history)
     splits = inputs.splits
-    model_cfg, train_cfg = _configs(
-        variant, splits.n_items, inputs.store_info, epochs, model_overrides, train_overrides
-    )
-    bank = None
-    if inputs.features is not None:
-        bank = ItemFeatureBank(
-            inputs.features, FEATURE_VIEWS[variant], train_cfg.feature_memory_bytes
-        )
-    missing = _missing_features(variant, bank, splits, inputs.failed)
+    model_cfg, train_cfg = _configs(variant, splits.n_items, inputs.store_info, values)
+    shape = inputs.features.shape if inputs.features is not None else None
+    try:
+        plan = plan_training(model_cfg, train_cfg, splits, shape, workers_per_machine=workers)
+    except BudgetError as exc:
+        raise PipelineError(f"training configuration ({values.source}): {exc}") from None
+    train_cfg = plan.train
+    checkpoint = out / CHECKPOINT_FILE
+    if fresh:
+        _discard_run(out)
+    else:
+        _check_run_dir(out, variant, model_cfg, train_cfg)
+
+    missing = _missing_features(variant, inputs.features, splits, inputs.failed)
     n_missing = missing["total"] if missing else 0
+    bank = None
+    if inputs.features is not None and plan.memory is not None and workers == 1:
+        bank = feature_bank(inputs.features, model_cfg, plan.memory, splits)
     out.mkdir(parents=True, exist_ok=True)
     write_json(
         out / CONFIG_FILE,
@@ -264,26 +266,29 @@ def train_run(
             "variant": variant,
             "dataset": str(Path(dataset).resolve()),
             "store": inputs.store_info,
+            "settings_from": values.source,
             "model": model_cfg.to_dict(),
             "train": train_cfg.to_dict(),
             "workers": workers,
             "n_items": splits.n_items,
-            "n_items_with_features": splits.n_items - n_missing if bank is not None else 0,
+            "n_items_with_features": splits.n_items - n_missing if shape is not None else 0,
             "n_missing_features": n_missing,
             "missing_features": missing,
-            "feature_bank": None
-            if bank is None
-            else {"view": bank.view, "in_memory": bank.in_memory, "bytes": bank.table_bytes},
+            "memory_plan": plan.memory.to_dict() if plan.memory is not None else None,
+            "feature_bank": _bank_summary(bank, plan.memory),
             "created_at": datetime.now(timezone.utc).isoformat(),
         },
     )
+    if progress and plan.memory is not None:
+        tqdm.write(f"{variant}: {plan.memory.describe()}; negatives {train_cfg.negatives}")
 
     result: FitResult | None = None
     if variant != "popularity":
-        checkpoint = out / CHECKPOINT_FILE
         try:
             if workers == 1:
-                result = _fit_here(model_cfg, train_cfg, splits, bank, checkpoint, progress)
+                result = _fit_here(
+                    model_cfg, train_cfg, splits, bank, plan.memory, checkpoint, progress
+                )
             else:
                 features_factory = functools.partial(store_features, store, splits.items)
                 _fit_with_ray(
@@ -295,6 +300,8 @@ def train_run(
                         tqdm.write(_epoch_line(variant, log))
         except CheckpointMismatchError as exc:
             raise PipelineError(str(exc)) from None
+    if bank is None and inputs.features is not None and plan.memory is not None:
+        bank = feature_bank(inputs.features, model_cfg, plan.memory, splits)
 
     layers = inputs.store_info.get("layers")
     export_run(
@@ -304,9 +311,21 @@ def train_run(
         bank,
         splits,
         layers,
-        train_cfg.encode_batch_size,
+        plan.memory.encode_batch if plan.memory else train_cfg.encode_batch_size,
+        plan.memory.readahead_bytes if plan.memory else 256 << 20,
     )
-    metrics = evaluate_recommender(Recommender.load(out), splits, train_cfg.eval_batch_size)
+    eval_started = time.perf_counter()
+    eval_bytes = plan.memory.activation_bytes if plan.memory else 1 << 30
+    metrics = evaluate_recommender(
+        Recommender.load(out), splits, train_cfg.eval_batch_size, max_bytes=eval_bytes
+    )
+    if progress:
+        n_users = len(splits.valid) + len(splits.test)
+        seconds = time.perf_counter() - eval_started
+        tqdm.write(
+            f"{variant}: evaluated {n_users} users (valid + test) over {splits.n_items} items "
+            f"in {seconds:.1f} s ({n_users / max(seconds, 1e-9):.0f} users/s)"
+        )
     metrics["variant"] = variant
     metrics["training"] = _training_summary(result, train_cfg, time.perf_counter() - started)
     metrics["training"]["n_missing_features"] = n_missing
@@ -325,14 +344,50 @@ def train_run(
     )
 
 
+def _check_run_dir(out: Path, variant: str, model_cfg: ModelConfig, train: TrainConfig) -> None:
+    """Refuse, before anything is written, to train into another variant's run or over a
+    checkpoint of another configuration."""
+    config_file = out / CONFIG_FILE
+    if config_file.is_file():
+        try:
+            previous = read_json(config_file).get("variant")
+        except ValueError as exc:
+            raise PipelineError(str(exc)) from None
+        if previous not in (None, variant):
+            raise PipelineError(
+                f"{out} holds a run of variant {previous}; train {variant} into another "
+                "directory, or pass --fresh to replace it"
+            )
+    checkpoint = out / CHECKPOINT_FILE
+    if checkpoint.is_file() and variant != "popularity":
+        try:
+            load_checkpoint(checkpoint, model_cfg, train)
+        except CheckpointMismatchError as exc:
+            raise PipelineError(str(exc)) from None
+        except ValueError as exc:  # a refused or unreadable file: named by load_tensors
+            raise PipelineError(one_line(exc)) from None
+
+
+def _bank_summary(bank: ItemFeatureBank | None, memory: MemoryPlan | None) -> dict | None:
+    if memory is None:
+        return None
+    summary: dict[str, Any] = {"item_bytes": memory.item_bytes, "hot_bytes": memory.hot_bytes}
+    if bank is not None:
+        summary.update(
+            view=bank.view, hot_items=bank.n_hot, all_in_memory=bank.all_hot, bytes=bank.hot_bytes
+        )
+    return summary
+
+
 def _missing_features(
-    variant: str, bank: ItemFeatureBank | None, splits: Splits, failed: set[str]
+    variant: str, features: ItemFeatures | None, splits: Splits, failed: set[str]
 ) -> dict[str, int] | None:
     """How many catalog items have no features, and why; said once on the console."""
-    if bank is None:
+    if features is None:
         return None
-    n_missing = bank.n_missing
-    missing_items = [splits.items[i] for i in np.flatnonzero(~bank.has)]
+    without = np.flatnonzero(features.item_rows < 0)
+    missing_items = [splits.items[i] for i in without]
+    n_missing = len(missing_items)
     n_failed = sum(item in failed for item in missing_items)
     if n_missing:
         shown = ", ".join(missing_items[:10]) + (", ..." if n_missing > 10 else "")
@@ -349,9 +404,16 @@ def _missing_features(
 
 
 def _epoch_line(variant: str, log: EpochLog) -> str:
+    rates = f"{log.sequences / log.train_seconds:.0f} seq/s" if log.train_seconds else ""
+    if log.items_encoded and log.train_seconds:
+        rates += f", {log.items_per_second:.0f} items/s encoded"
+    if log.io_wait_seconds >= 0.05 * max(log.train_seconds, 1e-9):
+        rates += f", {log.io_wait_seconds:.1f} s waiting for features"
     return (
         f"{variant} epoch {log.epoch:>3}: loss {log.loss:.4f}  val NDCG@10 {log.valid_ndcg10:.4f}"
-        f"{' *' if log.improved else ''}  ({log.seconds:.1f} s)"
+        f"{' *' if log.improved else ''}  ({log.seconds:.1f} s; {log.steps} step"
+        f"{'s' * (log.steps != 1)}"
+        f"{', ' + rates if rates else ''})"
     )
 
 
@@ -360,27 +422,49 @@ def _fit_here(
     train_cfg: TrainConfig,
     splits: Splits,
     bank: ItemFeatureBank | None,
+    memory: MemoryPlan | None,
     checkpoint: Path,
     progress: bool,
 ) -> FitResult:
-    # the bar on a terminal only (disable=None); the per-epoch lines whenever progress is on
-    bar = tqdm(
-        total=train_cfg.epochs,
-        desc=f"train {model_cfg.variant}",
-        unit="epoch",
-        disable=None if progress else True,
-    )
+    # a bar of the epoch's steps on a terminal only (disable=None); in a log, a line per epoch
+    # and per refresh, and a step line at most every PROGRESS_LINE_SECONDS in long epochs
+    bar = tqdm(desc=f"train {model_cfg.variant}", unit="step", disable=None if progress else True)
+    interactive = progress and not bar.disable
+    last_line = [time.perf_counter()]
+
+    def on_step(epoch: int, step: int, steps: int) -> None:
+        if step == 1:
+            bar.reset(total=steps)
+            bar.set_description(f"{model_cfg.variant} epoch {epoch}")
+        bar.update(1)
+        now = time.perf_counter()
+        if progress and not interactive and now - last_line[0] >= PROGRESS_LINE_SECONDS:
+            tqdm.write(f"{model_cfg.variant} epoch {epoch}: step {step}/{steps}")
+            last_line[0] = now
 
     def on_epoch(log: EpochLog) -> None:
-        if bar.n == 0 and log.epoch > 1:
-            bar.update(log.epoch - 1)  # resumed: the epochs before were done earlier
-        bar.update(1)
         bar.set_postfix(loss=f"{log.loss:.4f}", val_ndcg10=f"{log.valid_ndcg10:.4f}")
+        last_line[0] = time.perf_counter()
         if progress:
             tqdm.write(_epoch_line(model_cfg.variant, log))
 
+    def on_event(line: str) -> None:
+        last_line[0] = time.perf_counter()
+        if progress:
+            tqdm.write(line)
+
     try:
-        return fit(model_cfg, train_cfg, splits, bank, checkpoint, on_epoch=on_epoch)
+        return fit(
+            model_cfg,
+            train_cfg,
+            splits,
+            bank,
+            checkpoint,
+            memory=memory,
+            on_epoch=on_epoch,
+            on_event=on_event,
+            on_step=on_step,
+        )
     finally:
         bar.close()
 
@@ -402,6 +486,8 @@ def fit_result_from_checkpoint(
         seconds=float(blob["elapsed"]),
         time_to_best=float(blob["time_to_best"]),
         loss_kind=loss_kind(model_cfg, train_cfg),
+        negatives=train_cfg.negatives,
+        steps=int(blob["global_step"]),
     )
 
 
@@ -411,6 +497,8 @@ def _training_summary(result: FitResult | None, train: TrainConfig, seconds: flo
     return {
         "learned": True,
         "loss": result.loss_kind,
+        "negatives": result.negatives,
+        "steps": result.steps,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
@@ -419,7 +507,13 @@ def _training_summary(result: FitResult | None, train: TrainConfig, seconds: flo
         "time_to_best_s": result.time_to_best,
         "sequences_per_s": result.sequences_per_second,
         "history": [
-            {"epoch": h.epoch, "loss": h.loss, "valid_ndcg@10": h.valid_ndcg10}
+            {
+                "epoch": h.epoch,
+                "loss": h.loss,
+                "valid_ndcg@10": h.valid_ndcg10,
+                "items_per_s": h.items_per_second,
+                "refreshes": h.refreshes,
+            }
             for h in result.history
         ],
         "seconds": seconds,
@@ -433,18 +527,19 @@ def _training_summary(result: FitResult | None, train: TrainConfig, seconds: flo
 
 def _ray_worker(config: dict[str, Any]) -> None:
     """TorchTrainer's train_loop_per_worker: the same recmodel loop, in a gloo process group
-    that Ray Train has already set up; every worker reports each epoch to Ray."""
+    that Ray Train has already set up; every worker plans its memory, opens the store itself
+    and reports each epoch to Ray."""
     import ray.train
 
     model_cfg = ModelConfig.from_dict(config["model"])
     train_cfg = TrainConfig.from_dict(config["train"])
-    bank = None
+    splits = config["splits"]
+    bank = memory = None
     if model_cfg.uses_features:
-        bank = ItemFeatureBank(
-            config["features_factory"](),
-            FEATURE_VIEWS[model_cfg.variant],
-            train_cfg.feature_memory_bytes,
-        )
+        features = config["features_factory"]()
+        memory = plan_training(model_cfg, train_cfg, splits, features.shape).memory
+        assert memory is not None
+        bank = feature_bank(features, model_cfg, memory, splits)
 
     def on_epoch(log: EpochLog) -> None:
         ray.train.report({"epoch": log.epoch, "loss": log.loss, "valid_ndcg10": log.valid_ndcg10})
@@ -452,9 +547,10 @@ def _ray_worker(config: dict[str, Any]) -> None:
     fit(
         model_cfg,
         train_cfg,
-        config["splits"],
+        splits,
         bank,
         Path(config["checkpoint"]),
+        memory=memory,
         on_epoch=on_epoch,
     )
 
@@ -474,6 +570,7 @@ def _fit_with_ray(
     from pipelines.ray_runtime import ensure_ray
 
     ensure_ray()
+    gpu = train_cfg.device == "cuda"  # one GPU a worker, reduced over NCCL
     trainer = TorchTrainer(
         _ray_worker,
         train_loop_config={
@@ -483,9 +580,11 @@ def _fit_with_ray(
             "features_factory": features_factory if model_cfg.uses_features else None,
             "checkpoint": str(checkpoint.resolve()),
         },
-        torch_config=TorchConfig(backend="gloo"),
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1}
+            num_workers=workers,
+            use_gpu=gpu,
+            resources_per_worker={"CPU": 1, "GPU": 1} if gpu else {"CPU": 1},
         ),
         run_config=RunConfig(
             name=f"train-{model_cfg.variant}",
@@ -510,13 +609,15 @@ def train_sweep(
     variants: Sequence[str] = VARIANTS,
     epochs: int | None = None,
     *,
+    config: str | Path | None = None,
     model_overrides: dict[str, Any] | None = None,
     train_overrides: dict[str, Any] | None = None,
     progress: bool = True,
     fresh: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Every variant on the same split and catalog into out_root/<variant>/; variant ->
-    metrics. Content variants are skipped (with a note) when there is no store."""
+    """Every variant on the same split and catalog, with the same settings, into
+    out_root/<variant>/; variant -> metrics. Content variants are skipped (with a note) when
+    there is no store."""
     out: dict[str, dict[str, Any]] = {}
     for variant in variants:
         if variant in FEATURE_VIEWS and store is None:
@@ -528,6 +629,7 @@ def train_sweep(
             Path(out_root) / variant,
             variant=variant,
             epochs=epochs,
+            config=config,
             model_overrides=model_overrides,
             train_overrides=train_overrides,
             progress=progress,

@@ -7,7 +7,9 @@ as-is and come back with `from_dict` (no pickled classes, so `torch.load(weights
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import math
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 # The ablation table's rows (paper Table 4 plus two baselines), in the order a report shows them.
@@ -30,6 +32,30 @@ def check_variant(variant: str) -> str:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
     return variant
+
+
+NEGATIVES = ("auto", "exact", "cached")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _field(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = 0,
+    positive: bool = False,
+) -> Any:
+    """A TrainConfig field: its default, the help text the CLI and Dagster show, its check."""
+    meta: dict[str, Any] = {"help": help}
+    if choices is not None:
+        meta["choices"] = choices
+    elif minimum is not None:
+        meta["minimum"] = minimum
+    if positive:
+        meta["positive"] = True
+    return field(default=default, metadata=meta)
 
 
 class _Serializable:
@@ -96,57 +122,84 @@ class ModelConfig(_Serializable):
 
 @dataclass
 class TrainConfig(_Serializable):
-    """Defaults follow the supplementary's Table 6 (AdamW, lr 1e-4 encoders / 1e-5 head, weight
-    decay 0.1, clip 5.0, batch 256, history <= 10, seed 42, 100 epochs, constant schedule).
+    """How a variant is trained. Defaults follow the supplementary's Table 6 (AdamW, lr 1e-4
+    encoders / 1e-5 head, weight decay 0.1, clip 5.0, batch 256, history <= 10, seed 42, 100
+    epochs, constant schedule); a dataset's tuned values belong in its own config file (the
+    demo's: pipelines/configs/demo.yaml).
 
     Parameter groups: "encoder" = everything that turns an item into a vector (ID embeddings,
     Token Compressor Experts, layer experts, gate, ID-fusion gate, missing-content vector);
-    "head" = the recommendation module (the SASRec ranker: positions, blocks, final norm).
-    Table 6's lrs assume 100 epochs on 8 GPUs; a few CPU epochs need larger ones (the demo uses
-    1e-3 for both groups after a short warmup, see pipelines/train.py).
+    "head" = the recommendation module (the SASRec ranker).
 
-    Training negatives (full or sampled softmax) are the items with at least one training
-    interaction; items without one are cold-start items and stay out of the loss (train.py)."""
+    Negatives (full or sampled softmax) are the items with at least one training interaction;
+    cold-start items stay out of the loss (train.py says why). `negatives` says where their
+    vectors come from: "exact" encodes every negative with gradients at every step (the
+    one-shot computation; its cost grows with the catalog), "cached" takes them from a no-grad
+    cache of every item's vector refreshed every `cache_refresh_steps` steps or once per epoch
+    (cross-batch negatives, negatives.py), "auto" is exact while a step's items fit the memory
+    budget's activation share, else cached.
 
-    lr_encoder: float = 1e-4
-    lr_head: float = 1e-5
-    weight_decay: float = 0.1  # on matrices and embeddings; not on biases, norms, queries' 1-D
-    grad_clip: float = 5.0
-    lr_gamma: float = 1.0  # step_schedule_with_warmup: lr *= gamma every epoch (1.0: constant)
-    # linear warmup over the first warmup_steps optimizer steps (0: none, Table 6's constant
-    # schedule); AdamW's first steps move every weight by about lr whatever its gradient
-    warmup_steps: int = 0
-    batch_size: int = 256  # sequences per optimizer step, over all workers
-    epochs: int = 100
-    patience: int = 10  # early stopping: epochs without a better validation NDCG@10
-    seed: int = 42
-    # loss: softmax cross-entropy over the whole catalog (its items seen in training) while it
-    # has at most this many items (the encoder then runs on every such item each step), else
-    # sampled softmax with log-Q correction
-    full_softmax_max_items: int = 4096
-    n_negatives: int = 1024  # shared sampled negatives per step (sampled softmax only)
-    negative_power: float = 0.75  # proposal q(i) ~ train count ** power (0 for unseen items)
-    # the paper's alignment / uniformity terms (Wang & Isola 2020, as in DirectAU); 0 = off.
-    # The paper gives no weights; they are off by default so the loss is plain cross-entropy.
-    align_weight: float = 0.0
-    uniform_weight: float = 0.0
-    # feature access: keep the (variant-reduced) feature table in memory up to this many bytes,
-    # else read rows per batch through the store
-    feature_memory_bytes: int = 2 << 30
-    eval_batch_size: int = 512
-    encode_batch_size: int = 256  # items per encoder call when encoding the whole catalog
+    Each field's help text is what `linkedout train --help` and the Dagster launchpad show."""
+
+    lr_encoder: float = _field(1e-4, "learning rate of the item encoder group")
+    lr_head: float = _field(1e-5, "learning rate of the ranker (head) group")
+    weight_decay: float = _field(0.1, "AdamW weight decay on matrices and embeddings")
+    grad_clip: float = _field(5.0, "clip the global gradient norm to this", positive=True)
+    lr_gamma: float = _field(
+        1.0, "multiply the learning rates by this every epoch (1: constant)", positive=True
+    )
+    warmup_steps: int = _field(0, "linear learning-rate warmup over this many optimizer steps")
+    batch_size: int = _field(
+        256, "training sequences per optimizer step, over all workers", minimum=1
+    )
+    epochs: int = _field(100, "most epochs to train", minimum=1)
+    max_steps: int = _field(0, "stop after this many optimizer steps in all (0: no limit)")
+    patience: int = _field(
+        10, "stop after this many epochs without a better valid NDCG@10", minimum=1
+    )
+    seed: int = _field(42, "seed of weights, shuffling, negatives and dropout")
+    full_softmax_max_items: int = _field(
+        4096, "full softmax while at most this many items are negatives, else sampled"
+    )
+    n_negatives: int = _field(1024, "shared negatives per step of the sampled softmax", minimum=1)
+    negative_power: float = _field(0.75, "sampled negatives ~ training count ** this")
+    negatives: str = _field(
+        "auto", "where negatives' vectors come from: exact | cached | auto", choices=NEGATIVES
+    )
+    cache_refresh_steps: int = _field(
+        0, "cached negatives: recompute the item-vector cache every N steps (0: once per epoch)"
+    )
+    align_weight: float = _field(0.0, "weight of the alignment term (0: off)")
+    uniform_weight: float = _field(0.0, "weight of the uniformity term (0: off)")
+    memory_budget_bytes: int = _field(
+        0,
+        "resident memory of one training process: bytes, or 12GiB, 512M (0: half of this "
+        "machine's memory, shared by its training processes)",
+    )
+    micro_batch_items: int = _field(
+        0, "most items per encoder call with gradients (0: what the budget's share holds)"
+    )
+    device: str = _field("auto", "cpu | cuda | auto (cuda where available)", choices=DEVICES)
+    precision: str = _field(
+        "auto",
+        "item encoder precision: fp32 | bf16 | auto (bf16 on cuda, fp32 on cpu)",
+        choices=PRECISIONS,
+    )
+    eval_batch_size: int = _field(512, "most users scored at once in evaluation", minimum=1)
+    encode_batch_size: int = _field(256, "most items per encoder call without gradients", minimum=1)
 
     def __post_init__(self) -> None:
-        if min(self.batch_size, self.epochs, self.patience) < 1:
-            raise ValueError("batch_size, epochs and patience must be >= 1")
-        if self.warmup_steps < 0:
-            raise ValueError("warmup_steps must be >= 0")
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _checked(f, getattr(self, f.name)))
 
-    # Fields that may change between an interrupted run and its resumption.
+    # Fields that may change between an interrupted run and its resumption: they change how
+    # much is held or computed at once, not what is computed.
     RESUMABLE_CHANGES = (
         "epochs",
+        "max_steps",
         "patience",
-        "feature_memory_bytes",
+        "memory_budget_bytes",
+        "micro_batch_items",
         "eval_batch_size",
         "encode_batch_size",
     )
@@ -157,3 +210,48 @@ class TrainConfig(_Serializable):
         for name in self.RESUMABLE_CHANGES:
             values.pop(name)
         return values
+
+
+def parse_bytes(value: str | int) -> int:
+    """A byte count: an integer, or a number with a unit ("12GiB", "512M", "1.5 GB")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    found = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?B?)\s*", str(value), re.IGNORECASE)
+    if not found:
+        raise ValueError(f"not a byte count: {value!r} (e.g. 12GiB, 512M, 1000000)")
+    number, prefix, binary = found.groups()
+    power = "KMGT".find(prefix.upper()) + 1 if prefix else 0
+    base = 1024 if binary.lower().startswith("i") or not binary else 1000
+    return int(float(number) * base**power)
+
+
+def _checked(f: dataclasses.Field, value: Any) -> Any:
+    """`value` for field `f`, converted where a config file may spell it as text (YAML reads
+    1e-4 as a string), or a ValueError naming the field."""
+    meta = f.metadata
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    try:
+        if kind == "int" and f.name.endswith("_bytes"):
+            value = parse_bytes(value)
+        elif kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"must be an integer, got {value!r}")
+        elif kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ValueError(f"must be a number, got {value!r}")
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"must be finite, got {value!r}")
+        elif kind == "str" and not isinstance(value, str):
+            raise ValueError(f"must be a string, got {value!r}")
+    except ValueError as exc:
+        if "could not convert" in str(exc):
+            raise ValueError(f"{f.name}: must be a number, got {value!r}") from None
+        raise ValueError(f"{f.name}: {exc}") from None
+    if "choices" in meta and value not in meta["choices"]:
+        raise ValueError(f"{f.name}: must be one of {', '.join(meta['choices'])}, got {value!r}")
+    if "minimum" in meta and value < meta["minimum"]:
+        raise ValueError(f"{f.name}: must be >= {meta['minimum']}, got {value!r}")
+    if meta.get("positive") and not value > 0:
+        raise ValueError(f"{f.name}: must be > 0, got {value!r}")
+    return value

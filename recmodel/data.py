@@ -1,4 +1,4 @@
-"""Interactions -> sequences, evaluation sets and batches; store rows -> item features.
+"""Interactions -> sequences, evaluation sets and batches (item features: features.py).
 
 Split protocol (leave-one-out by timestamp; the `split` column of interactions.parquet is
 authoritative, timestamps only order the rows of a user):
@@ -7,21 +7,15 @@ authoritative, timestamps only order the rows of a user):
 - test: target = the test row, history = the train and valid rows before it.
 History items are masked out of the ranking (all of them, not only the last max_history the
 ranker reads), except the target itself when the user saw it before.
-
-Feature access (ItemFeatureBank): a batch asks for the unique items it needs once; the rows are
-reduced on load to what the variant reads (FEATURE_VIEWS: e.g. last_token_moe keeps (L, D) of
-an item's (L, K, D)), held in memory when that table fits a byte budget, else read from the
-store per batch through `read_rows`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 PAD = -1  # padding / "no target" in item-index arrays
 SPLITS = ("train", "valid", "test")
@@ -182,113 +176,3 @@ def batch_order(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[n
     order = rng.permutation(n)
     for start in range(0, n, batch_size):
         yield order[start : start + batch_size]
-
-
-# ---------------------------------------------------------------------------------------------
-# Item features
-
-
-@dataclass
-class ItemFeatures:
-    """What the feature store gives training, without importing it: per catalog item its store
-    row (-1: no features: no video, or extraction failed), and a reader of rows."""
-
-    item_rows: np.ndarray  # (n_items,) int64, -1 = no features
-    read_rows: Callable[[np.ndarray], np.ndarray]  # rows (n,) -> (n, L, K, D) float16
-    shape: tuple[int, int, int]  # (L, K, D)
-    n_new: int  # G: the last G of the K rows of each layer are generated tokens
-
-    def __post_init__(self) -> None:
-        self.item_rows = np.asarray(self.item_rows, dtype=np.int64)
-        self.shape = tuple(int(s) for s in self.shape)  # type: ignore[assignment]
-
-
-# The part of an item's (L, K, D) features each content variant reads; reducing on load keeps
-# the in-memory table small (last_token_moe holds 1/K of the bytes).
-FEATURE_VIEWS: dict[str, str] = {
-    "last_layer_last_token": "last_layer_last_token",  # (D,)
-    "mean_pool_moe": "mean",  # (L, D)
-    "last_token_moe": "last",  # (L, D)
-    "full": "tokens",  # (L, K, D)
-    "full_id_fusion": "tokens",
-}
-
-
-def view_shape(view: str, shape: tuple[int, int, int]) -> tuple[int, ...]:
-    L, K, D = shape
-    return {"tokens": (L, K, D), "mean": (L, D), "last": (L, D), "last_layer_last_token": (D,)}[
-        view
-    ]
-
-
-def reduce_features(x: np.ndarray, view: str) -> np.ndarray:
-    """(n, L, K, D) float16 -> (n, *view_shape) float16."""
-    if view == "tokens":
-        return x
-    if view == "mean":
-        return x.mean(axis=2, dtype=np.float32).astype(np.float16)
-    if view == "last":
-        return x[:, :, -1]
-    if view == "last_layer_last_token":
-        return x[:, -1, -1]
-    raise ValueError(f"unknown feature view {view!r}")
-
-
-class ItemFeatureBank:
-    """Features by catalog index for one variant's view: `gather(items)` returns the features
-    of those of `items` that have any, once per item, and which of them do."""
-
-    def __init__(
-        self,
-        features: ItemFeatures,
-        view: str,
-        memory_bytes: int = 2 << 30,
-        read_chunk_bytes: int = 64 << 20,
-    ) -> None:
-        self.features = features
-        self.view = view
-        self.view_shape = view_shape(view, features.shape)
-        self.has = features.item_rows >= 0  # (n_items,)
-        self.n_missing = int((~self.has).sum())
-        L, K, D = features.shape
-        self._rows_per_read = max(1, read_chunk_bytes // (L * K * D * 2))
-        item_bytes = int(np.prod(self.view_shape)) * 2
-        self.table_bytes = int(self.has.sum()) * item_bytes
-        self.in_memory = self.table_bytes <= memory_bytes
-        self._slot = np.full(len(self.has), -1, dtype=np.int64)  # item -> row of _table
-        self._table: np.ndarray | None = None
-        if self.in_memory:
-            with_features = np.flatnonzero(self.has)
-            self._slot[with_features] = np.arange(len(with_features))
-            self._table = self._read(features.item_rows[with_features])
-
-    @property
-    def n_items(self) -> int:
-        return len(self.has)
-
-    def _read(self, rows: np.ndarray) -> np.ndarray:
-        """Store rows -> reduced features, read in chunks of about read_chunk_bytes."""
-        out = np.empty((len(rows), *self.view_shape), dtype=np.float16)
-        for start in range(0, len(rows), self._rows_per_read):
-            chunk = rows[start : start + self._rows_per_read]
-            block = np.asarray(self.features.read_rows(chunk))
-            if block.shape != (len(chunk), *self.features.shape):
-                raise ValueError(
-                    f"read_rows returned {block.shape}, expected "
-                    f"{(len(chunk), *self.features.shape)}"
-                )
-            out[start : start + len(chunk)] = reduce_features(block, self.view)
-        return out
-
-    def gather(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """items: (U,) unique catalog indices -> features (F, *view) float16 (as stored; the
-        encoder converts one layer at a time) of the F items with features, in the order of
-        `items`, and has_features (U,) bool."""
-        items = np.asarray(items, dtype=np.int64)
-        has = self.has[items]
-        wanted = items[has]
-        if self._table is not None:
-            block = self._table[self._slot[wanted]]
-        else:
-            block = self._read(self.features.item_rows[wanted])
-        return torch.from_numpy(np.ascontiguousarray(block)), torch.from_numpy(has)

@@ -113,10 +113,15 @@ def rank_eval_set(
     evalset: EvalSet,
     batch_size: int = 512,
     ties: str = "pessimistic",
+    max_bytes: int = 1 << 30,
 ) -> np.ndarray:
-    """Ranks of every target of `evalset` by dot-product scores, in batches of users."""
+    """Ranks of every target of `evalset` by dot-product scores, in chunks of at most
+    `batch_size` users whose (users, items) scores and masks take at most about `max_bytes`
+    (a float32 score matrix, its masked copy and two comparisons: 16 bytes per score)."""
     ranks = []
     ptr = evalset.seen_indptr
+    n_items = max(1, item_vectors.shape[0])
+    batch_size = max(1, min(batch_size, max_bytes // (16 * n_items)))
     for start in range(0, len(evalset), batch_size):
         stop = min(start + batch_size, len(evalset))
         scores = user_vectors[start:stop] @ item_vectors.T  # (b, N)

@@ -29,7 +29,9 @@ import pyarrow.parquet as pq
 import torch
 
 from recmodel.config import ModelConfig
-from recmodel.data import PAD, ItemFeatureBank, Splits
+from recmodel.data import PAD, Splits
+from recmodel.encoding import encode_catalog
+from recmodel.features import ItemFeatureBank
 from recmodel.metrics import rank_eval_set, summarize
 from recmodel.ranker import SASRec
 from recmodel.variants import ItemEncoding, LinkedOutModel
@@ -59,44 +61,19 @@ class UnknownItemsError(ValueError):
 
 
 @torch.no_grad()
-def encode_catalog(
-    model: LinkedOutModel, bank: ItemFeatureBank | None, n_items: int, batch_size: int = 256
-) -> ItemEncoding:
-    """Every catalog item through the item encoder, in eval mode, batch by batch."""
-    was_training = model.training
-    model.eval()
-    parts: list[ItemEncoding] = []
-    for start in range(0, n_items, batch_size):
-        items = np.arange(start, min(start + batch_size, n_items))
-        features, has = bank.gather(items) if bank is not None else (None, None)
-        parts.append(model.items(torch.from_numpy(items), features, has))
-    model.train(was_training)
-
-    def cat(name: str) -> torch.Tensor | None:
-        values = [getattr(p, name) for p in parts]
-        return None if not values or values[0] is None else torch.cat(values)
-
-    return ItemEncoding(
-        vectors=cat("vectors"),  # type: ignore[arg-type]
-        has_features=cat("has_features"),
-        gates=cat("gates"),
-        h_norm=cat("h_norm"),
-        id_gate=cat("id_gate"),
-    )
-
-
-@torch.no_grad()
 def history_user_vectors(
     ranker: SASRec, item_vectors: torch.Tensor, history: np.ndarray, batch_size: int = 512
 ) -> torch.Tensor:
-    """history: (M, T) item indices, left-padded with PAD -> user vectors (M, d)."""
+    """history: (M, T) item indices, left-padded with PAD -> user vectors (M, d) on the CPU;
+    the ranker runs where its weights are."""
     was_training = ranker.training
     ranker.eval()
+    device = next(ranker.parameters()).device
     out = []
     for start in range(0, len(history), batch_size):
         h = torch.from_numpy(history[start : start + batch_size])
-        valid = h != PAD
-        out.append(ranker.user_vector(item_vectors[h.clamp(min=0)], valid))
+        valid = (h != PAD).to(device)
+        out.append(ranker.user_vector(item_vectors[h.clamp(min=0)].to(device), valid).cpu())
     ranker.train(was_training)
     if not out:
         return torch.empty(0, item_vectors.shape[1])
@@ -118,6 +95,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def write_json(path: Path, value: Any) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    """A run file's JSON; a ValueError naming the file when it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
 
 
 def save_model(run_dir: Path, cfg: ModelConfig, state_dict: dict[str, torch.Tensor]) -> Path:
@@ -221,6 +206,7 @@ def export_run(
     splits: Splits,
     layers: Sequence[int] | None = None,
     encode_batch_size: int = 256,
+    readahead_bytes: int = 256 << 20,
 ) -> np.ndarray:
     """Write model.pt, item_embeddings.npy, item_ids.parquet and gates.parquet of a trained
     model (None for popularity). Returns the item vectors."""
@@ -231,7 +217,9 @@ def export_run(
         vectors = popularity_vectors(splits.train_counts)
         save_model(run_dir, cfg, {"train_counts": torch.from_numpy(splits.train_counts)})
     else:
-        encoding = encode_catalog(model, bank, splits.n_items, encode_batch_size)
+        encoding = encode_catalog(
+            model, bank, splits.n_items, encode_batch_size, readahead_bytes=readahead_bytes
+        )
         vectors = encoding.vectors.numpy()
         save_model(run_dir, cfg, model.state_dict())
     has = bank.has if bank is not None else np.zeros(splits.n_items, dtype=bool)
@@ -323,7 +311,7 @@ class Recommender:
 
 
 def evaluate_recommender(
-    recommender: Recommender, splits: Splits, batch_size: int = 512
+    recommender: Recommender, splits: Splits, batch_size: int = 512, max_bytes: int = 1 << 30
 ) -> dict[str, Any]:
     """metrics.summarize of the valid and test sets, scored the way queries are served."""
     if recommender.items != splits.items:
@@ -331,6 +319,8 @@ def evaluate_recommender(
     out: dict[str, Any] = {}
     for name, evalset in (("valid", splits.valid), ("test", splits.test)):
         users = recommender.user_vectors(evalset.history, batch_size)
-        ranks = rank_eval_set(users, recommender.item_vectors, evalset, batch_size)
+        ranks = rank_eval_set(
+            users, recommender.item_vectors, evalset, batch_size, max_bytes=max_bytes
+        )
         out[name] = summarize(ranks, evalset.target, splits.train_counts)
     return out

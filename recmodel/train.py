@@ -1,13 +1,14 @@
 """The training loop: AdamW over the encoder and head groups, early stopping on validation
-NDCG@10, a checkpoint every epoch, and resumption that reproduces an uninterrupted run.
+NDCG@10, a checkpoint every epoch (checkpoint.py), and resumption that reproduces an
+uninterrupted run.
 
-Checkpoint (`checkpoint.pt`, written atomically after every epoch; tensors and plain values
-only, so `torch.load(weights_only=True)` reads it): model and optimizer state, the best
-model's state, epoch, best metric and epoch, epochs without improvement, the per-epoch log,
-elapsed time, and the RNG states of every worker (torch, the shared shuffling generator and
-each worker's negative-sampling generator). A run resumed from it after epoch e continues
-exactly as the uninterrupted run would have after epoch e: same batches, same negatives, same
-dropout masks, so the same final metrics (up to float round-off).
+Per epoch: the shuffled batches are planned first (step.py: each step's gradient-carrying
+items and micro-batches), so a background reader (prefetch.py) reads the rows of the coming
+steps while the current one computes; then one optimizer step per batch; then validation,
+whose item vectors are also the next epoch's negative cache when it refreshes once per epoch.
+Memory follows the plan memory.py makes from `memory_budget_bytes`; the device and precision
+follow `device` and `precision` (bf16 autocast for the item encoder on a GPU, float32 on the
+CPU; stored rows stay float16 and travel in pinned host buffers to a GPU).
 
 Several workers (torch.distributed already initialised, e.g. by Ray Train's TorchTrainer on
 gloo): every worker shuffles identically and takes its share of each global batch; losses are
@@ -22,53 +23,50 @@ from __future__ import annotations
 
 import copy
 import json
-import math
-import os
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from recmodel.checkpoint import (
+    CheckpointMismatchError,
+    EpochLog,
+    LoopState,
+    gather_rng_states,
+    load_checkpoint,
+    save_checkpoint,
+    world,
+)
 from recmodel.config import ModelConfig, TrainConfig
-from recmodel.data import (
-    PAD,
-    ItemFeatureBank,
-    Splits,
-    batch_order,
-    training_examples,
-)
-from recmodel.losses import (
-    alignment_loss,
-    full_softmax_loss,
-    sampled_softmax_loss,
-    uniformity_loss,
-)
+from recmodel.data import PAD, Splits, batch_order, training_examples
+from recmodel.encoding import encode_catalog
+from recmodel.features import FEATURE_VIEWS, ItemFeatureBank, ItemFeatures, view_shape
+from recmodel.memory import MemoryPlan, default_budget, plan_memory
 from recmodel.metrics import ndcg_at, rank_eval_set
-from recmodel.serving import encode_catalog, history_user_vectors, load_tensors
+from recmodel.negatives import ItemVectorCache, negative_proposal
+from recmodel.prefetch import Prefetcher
+from recmodel.serving import history_user_vectors
+from recmodel.step import Step
 from recmodel.variants import LinkedOutModel, build_model
 
-CHECKPOINT_FORMAT = 1
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint from a run with another model, data or training configuration."""
-
-
-@dataclass
-class EpochLog:
-    epoch: int
-    loss: float  # mean training loss per target
-    valid_ndcg10: float
-    improved: bool
-    seconds: float  # this epoch, training and validation
-    train_seconds: float  # this epoch's optimizer steps only
-    elapsed: float  # since the run started, over all resumptions
-    sequences: int  # training sequences seen this epoch (all workers)
+__all__ = [
+    "CheckpointMismatchError",
+    "EpochLog",
+    "FitResult",
+    "TrainingPlan",
+    "feature_bank",
+    "fit",
+    "load_checkpoint",
+    "loss_kind",
+    "plan_training",
+    "resolve_config",
+    "validate",
+]
 
 
 @dataclass
@@ -82,6 +80,8 @@ class FitResult:
     seconds: float = 0.0
     time_to_best: float = 0.0  # elapsed seconds at the end of the best epoch
     loss_kind: str = "full_softmax"
+    negatives: str = "exact"
+    steps: int = 0
 
     @property
     def sequences_per_second(self) -> float:
@@ -90,15 +90,89 @@ class FitResult:
         return sum(log.sequences for log in self.history) / train_seconds if train_seconds else 0.0
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def loss_kind(model_cfg: ModelConfig, train: TrainConfig) -> str:
     full = model_cfg.n_items <= train.full_softmax_max_items
     return "full_softmax" if full else "sampled_softmax"
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup: the memory plan, the feature bank, every "auto" resolved
+
+
+@dataclass
+class TrainingPlan:
+    train: TrainConfig  # every "auto" and 0-means-default resolved: what config.json records
+    memory: MemoryPlan | None  # None: the variant reads no features
+
+
+def plan_training(
+    model_cfg: ModelConfig,
+    train: TrainConfig,
+    splits: Splits,
+    feature_shape: tuple[int, int, int] | None,
+    workers_per_machine: int = 1,
+) -> TrainingPlan:
+    """The memory plan for `train`'s budget (default: half this machine's memory, shared by
+    its training processes) and the config with every automatic value resolved."""
+    budget = train.memory_budget_bytes or default_budget(workers_per_machine)
+    train = replace(train, memory_budget_bytes=budget)
+    memory = None
+    if model_cfg.uses_features:
+        if feature_shape is None:
+            raise ValueError(f"variant {model_cfg.variant} needs item features")
+        shape = view_shape(FEATURE_VIEWS[model_cfg.variant], feature_shape)
+        memory = plan_memory(
+            budget,
+            shape,
+            model_cfg.d_model,
+            train.encode_batch_size,
+            micro_batch_items=train.micro_batch_items,
+        )
+    return TrainingPlan(resolve_config(model_cfg, train, splits, memory), memory)
+
+
+def feature_bank(
+    features: ItemFeatures, model_cfg: ModelConfig, memory: MemoryPlan, splits: Splits
+) -> ItemFeatureBank:
+    """The variant's view of `features`, the most trained-on items held in memory up to the
+    plan's hot-row share."""
+    view = FEATURE_VIEWS[model_cfg.variant]
+    return ItemFeatureBank(features, view, memory.hot_bytes, priority=splits.train_counts)
+
+
+def resolve_config(
+    model_cfg: ModelConfig, train: TrainConfig, splits: Splits, memory: MemoryPlan | None
+) -> TrainConfig:
+    """`train` with its automatic values made concrete (idempotent)."""
+    values = train.to_dict()
+    if not values["memory_budget_bytes"]:
+        values["memory_budget_bytes"] = memory.budget if memory else default_budget()
+    if values["device"] == "auto":
+        values["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    if values["precision"] == "auto":
+        values["precision"] = "bf16" if values["device"] == "cuda" else "fp32"
+    if values["negatives"] == "auto":
+        values["negatives"] = "exact"
+        if memory is not None:
+            n = _exact_step_items(model_cfg, train, splits)
+            fits = (
+                n * memory.grad_bytes_per_item <= memory.activation_bytes
+                and n * memory.item_bytes <= memory.step_bytes
+            )
+            values["negatives"] = "exact" if fits else "cached"
+    return TrainConfig(**values)
+
+
+def _exact_step_items(model_cfg: ModelConfig, train: TrainConfig, splits: Splits) -> int:
+    """Most items an exact-negatives step encodes with gradients."""
+    n_seen = int((splits.train_counts > 0).sum())
+    if loss_kind(model_cfg, train) == "full_softmax":
+        return n_seen
+    return min(n_seen, train.batch_size * (model_cfg.max_history + 1) + train.n_negatives)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
 
 
 def fit(
@@ -108,116 +182,172 @@ def fit(
     bank: ItemFeatureBank | None,
     checkpoint_path: Path | None,
     *,
+    memory: MemoryPlan | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    on_event: Callable[[str], None] | None = None,
+    on_step: Callable[[int, int, int], None] | None = None,
     resume: bool = True,
 ) -> FitResult:
-    """Train one learned variant; resumes from `checkpoint_path` when it exists and `resume`."""
+    """Train one learned variant; resumes from `checkpoint_path` when it exists and `resume`.
+    `memory` defaults to the plan of `train.memory_budget_bytes`. `on_event` gets a line per
+    cache refresh; `on_step(epoch, step, steps)` is called after every optimizer step."""
     if model_cfg.uses_features and bank is None:
         raise ValueError(f"variant {model_cfg.variant} needs item features")
-    rank, world = _world()
+    if bank is not None and memory is None:
+        budget = train.memory_budget_bytes or default_budget()
+        memory = plan_memory(
+            budget,
+            bank.view_shape,
+            model_cfg.d_model,
+            train.encode_batch_size,
+            micro_batch_items=train.micro_batch_items,
+        )
+    train = resolve_config(model_cfg, train, splits, memory)
+    device, bf16 = torch.device(train.device), train.precision == "bf16"
+    rank, size = world()
+
     torch.manual_seed(train.seed)  # the same initial weights on every worker
     model = build_model(model_cfg)
-    if world > 1:
-        for tensor in model.state_dict().values():
-            dist.broadcast(tensor, src=0)
     if model.items.fusion is not None:
         model.items.fusion.set_known(torch.from_numpy(splits.train_counts > 0))
+    model.to(device)
+    if size > 1:  # on the device: NCCL reduces GPU tensors only
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
     optimizer = torch.optim.AdamW(
         model.param_groups(train), lr=train.lr_encoder, weight_decay=train.weight_decay
     )
     base_lrs = [group["lr"] for group in optimizer.param_groups]
 
-    state = _LoopState()
+    state = LoopState()
     shuffle_rng = np.random.default_rng(train.seed)  # identical on every worker
     sample_rng = np.random.default_rng([train.seed, rank])  # negatives differ per worker
     torch.manual_seed(train.seed + rank)  # dropout differs per worker
+    cache = ItemVectorCache(train.cache_refresh_steps) if train.negatives == "cached" else None
     if resume and checkpoint_path is not None and checkpoint_path.is_file():
         blob = load_checkpoint(checkpoint_path, model_cfg, train)
         model.load_state_dict(blob["model"])
         optimizer.load_state_dict(blob["optimizer"])
-        state = _LoopState.from_checkpoint(blob)
+        state = LoopState.from_checkpoint(blob)
         rng = blob["rng"]
         shuffle_rng.bit_generator.state = json.loads(rng["shuffle"])
-        if len(rng["sample"]) == world:  # else: a new worker count, fresh per-worker streams
+        if len(rng["sample"]) == size:  # else: a new worker count, fresh per-worker streams
             sample_rng.bit_generator.state = json.loads(rng["sample"][rank])
             torch.set_rng_state(rng["torch"][rank])
+        if cache is not None and blob.get("negative_cache"):
+            cache.load_state_dict(blob["negative_cache"], device)
 
     inputs, targets = training_examples(splits.train_sequences, model_cfg.max_history)
     kind = loss_kind(model_cfg, train)
-    # Negatives come from the items seen in training only (train count >= 1). An item with no
-    # training interaction is one the training window could not have shown anyone (a new item,
-    # the cold start); ranked below every target at every step, the model would learn "never
-    # recommend it" from the mere absence of data, and a content encoder, which tells items
-    # apart by their features, learns exactly that for the cold-start items' features. Left
-    # out of the loss, they are ranked by what their content (or untrained ID) says.
-    seen = splits.train_counts > 0
-    proposal = np.where(seen, splits.train_counts.astype(np.float64), 0.0) ** train.negative_power
-    if not seen.any():  # no training interaction at all: there are no steps either
-        proposal = np.ones(len(seen))
-    proposal = proposal / proposal.sum()
-    step = _Step(model, bank, train, kind, proposal, sample_rng)
-    steps_per_epoch = math.ceil(len(inputs) / train.batch_size)
+    step = Step(
+        model,
+        bank,
+        train,
+        full_softmax=kind == "full_softmax",
+        proposal=negative_proposal(splits.train_counts, train.negative_power),
+        sample_rng=sample_rng,
+        cache=cache,
+        micro_batch=memory.micro_batch if memory else sys.maxsize,
+        step_bytes=memory.step_bytes if memory else 0,
+        device=device,
+        bf16=bf16,
+    )
+    encode = _CatalogEncoder(model, bank, splits.n_items, train, memory, device, bf16)
 
-    start_epoch = state.epoch + 1
-    for epoch in range(start_epoch, train.epochs + 1):
-        if state.stopped_early:
+    for epoch in range(state.epoch + 1, train.epochs + 1):
+        if state.stopped_early or (train.max_steps and state.global_step >= train.max_steps):
             break
         t0 = time.perf_counter()
         model.train()
+        batches = list(batch_order(len(inputs), train.batch_size, shuffle_rng))
+        if train.max_steps:
+            batches = batches[: train.max_steps - state.global_step]
+        plans = [step.plan(inputs[b[rank::size]], targets[b[rank::size]]) for b in batches]
+        log = EpochLog(epoch, 0.0, 0.0, False, 0.0, 0.0, 0.0, sequences=len(inputs))
         loss_sum, n_targets = 0.0, 0
-        for i, batch in enumerate(batch_order(len(inputs), train.batch_size, shuffle_rng)):
-            scale = train.lr_gamma ** (epoch - 1) * _warmup(
-                (epoch - 1) * steps_per_epoch + i, train.warmup_steps
-            )
-            for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = lr * scale
-            global_targets = int((targets[batch] != PAD).sum())
-            local = batch[rank::world]
-            optimizer.zero_grad(set_to_none=True)
-            loss = step(inputs[local], targets[local], global_targets)
-            if world > 1:
-                _sum_gradients(model)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-            optimizer.step()
-            loss_sum += loss
-            n_targets += global_targets
-        if world > 1:
-            total = torch.tensor([loss_sum], dtype=torch.float64)
+        reader = None
+        if bank is not None:
+            requests = (r for plan in plans for r in plan.requests())
+            reader = Prefetcher(bank, requests, encode.readahead, device.type == "cuda")
+        try:
+            for i, (batch, plan) in enumerate(zip(batches, plans, strict=True)):
+                if cache is not None and cache.due(state.global_step, epoch_start=i == 0):
+                    started = time.perf_counter()
+                    cache.update(encode().to(device), state.global_step)
+                    seconds = time.perf_counter() - started
+                    log.refreshes += 1
+                    log.refresh_seconds += seconds
+                    model.train()
+                    if on_event is not None:
+                        on_event(
+                            f"{model_cfg.variant} epoch {epoch}: item-vector cache refreshed at "
+                            f"step {state.global_step}: {splits.n_items} items in {seconds:.1f} s "
+                            f"({splits.n_items / max(seconds, 1e-9):.0f} items/s)"
+                        )
+                scale = train.lr_gamma ** (epoch - 1) * _warmup(
+                    state.global_step, train.warmup_steps
+                )
+                for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                    group["lr"] = lr * scale
+                global_targets = int((targets[batch] != PAD).sum())
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum += step(plan, reader, global_targets)
+                if size > 1:
+                    _sum_gradients(model)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+                optimizer.step()
+                n_targets += global_targets
+                state.global_step += 1
+                log.steps += 1
+                log.items_encoded += len(plan.items)
+                if on_step is not None:
+                    on_step(epoch, i + 1, len(plans))
+        finally:
+            if reader is not None:
+                log.io_wait_seconds = reader.wait_seconds
+                reader.close()
+        if size > 1:
+            total = torch.tensor([loss_sum], dtype=torch.float64, device=device)
             dist.all_reduce(total)
             loss_sum = float(total.item())
-        train_seconds = time.perf_counter() - t0
-        ndcg = validate(model, bank, splits, train.eval_batch_size, train.encode_batch_size)
-        seconds = time.perf_counter() - t0
-        state.elapsed += seconds
-        improved = ndcg > state.best_metric
-        if improved:
+        log.train_seconds = time.perf_counter() - t0 - log.refresh_seconds
+        ndcg, vectors = validate(
+            model, bank, splits, train.eval_batch_size, encode=encode, device=device
+        )
+        if cache is not None and train.cache_refresh_steps == 0:
+            cache.update(vectors.to(device), state.global_step, counted=False)
+        log.seconds = time.perf_counter() - t0
+        state.elapsed += log.seconds
+        log.elapsed, log.valid_ndcg10 = state.elapsed, ndcg
+        log.loss = loss_sum / max(n_targets, 1)
+        log.improved = ndcg > state.best_metric
+        if log.improved:
             state.best_metric, state.best_epoch, state.bad_epochs = ndcg, epoch, 0
-            state.best_model = copy.deepcopy(model.state_dict())
+            state.best_model = {k: v.cpu() for k, v in copy.deepcopy(model.state_dict()).items()}
             state.time_to_best = state.elapsed
         else:
             state.bad_epochs += 1
         state.epoch = epoch
         state.stopped_early = state.bad_epochs >= train.patience
-        log = EpochLog(
-            epoch=epoch,
-            loss=loss_sum / max(n_targets, 1),
-            valid_ndcg10=ndcg,
-            improved=improved,
-            seconds=seconds,
-            train_seconds=train_seconds,
-            elapsed=state.elapsed,
-            sequences=len(inputs),
-        )
         state.history.append(log)
         if checkpoint_path is not None:
-            rngs = _gather_rng_states(sample_rng)
+            rngs = gather_rng_states(sample_rng)
             if rank == 0:
                 save_checkpoint(
-                    checkpoint_path, model_cfg, train, model, optimizer, state, shuffle_rng, rngs
+                    checkpoint_path,
+                    model_cfg,
+                    train,
+                    model,
+                    optimizer,
+                    state,
+                    shuffle_rng,
+                    rngs,
+                    cache.state_dict() if cache is not None else None,
                 )
         if on_epoch is not None:
             on_epoch(log)
 
+    model.cpu()
     if state.best_model is not None:
         model.load_state_dict(state.best_model)
     return FitResult(
@@ -230,12 +360,46 @@ def fit(
         seconds=state.elapsed,
         time_to_best=state.time_to_best,
         loss_kind=kind,
+        negatives=train.negatives,
+        steps=state.global_step,
     )
 
 
 def _warmup(step: int, warmup_steps: int) -> float:
     """Linear warmup: the share of the base lr at optimizer step `step` (0-based)."""
     return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+class _CatalogEncoder:
+    """Every item's vector with the run's memory plan, device and precision: (n_items, d) on
+    the CPU. Used by validation and by cache refreshes."""
+
+    def __init__(
+        self,
+        model: LinkedOutModel,
+        bank: ItemFeatureBank | None,
+        n_items: int,
+        train: TrainConfig,
+        memory: MemoryPlan | None,
+        device: torch.device,
+        bf16: bool,
+    ) -> None:
+        self.model, self.bank, self.n_items = model, bank, n_items
+        self.batch = memory.encode_batch if memory else train.encode_batch_size
+        self.readahead = memory.readahead_bytes if memory else 0
+        self.eval_bytes = memory.activation_bytes if memory else 1 << 30
+        self.device, self.bf16 = device, bf16
+
+    def __call__(self) -> torch.Tensor:
+        return encode_catalog(
+            self.model,
+            self.bank,
+            self.n_items,
+            self.batch,
+            readahead_bytes=self.readahead,
+            device=self.device,
+            bf16=self.bf16,
+        ).vectors
 
 
 @torch.no_grad()
@@ -245,93 +409,29 @@ def validate(
     splits: Splits,
     batch_size: int = 512,
     encode_batch_size: int = 256,
-) -> float:
-    """Validation NDCG@10 (full ranking, history masked), split over workers and summed."""
-    rank, world = _world()
-    vectors = encode_catalog(model, bank, splits.n_items, encode_batch_size).vectors
+    *,
+    encode: _CatalogEncoder | None = None,
+    device: torch.device | None = None,
+) -> tuple[float, torch.Tensor]:
+    """Validation NDCG@10 (full ranking, history masked), split over workers and summed, and
+    the item vectors it ranked with."""
+    rank, size = world()
+    if encode is None:
+        vectors = encode_catalog(model, bank, splits.n_items, encode_batch_size).vectors
+        max_bytes = 1 << 30
+    else:
+        vectors, max_bytes = encode(), encode.eval_bytes
     part = (
-        splits.valid
-        if world == 1
-        else splits.valid.subset(np.arange(rank, len(splits.valid), world))
+        splits.valid if size == 1 else splits.valid.subset(np.arange(rank, len(splits.valid), size))
     )
     users = history_user_vectors(model.ranker, vectors, part.history, batch_size)
-    ranks = rank_eval_set(users, vectors, part, batch_size)
-    total = torch.tensor([ndcg_at(ranks, 10) * len(ranks), len(ranks)], dtype=torch.float64)
-    if world > 1:
+    ranks = rank_eval_set(users, vectors, part, batch_size, max_bytes=max_bytes)
+    total = torch.tensor(
+        [ndcg_at(ranks, 10) * len(ranks), len(ranks)], dtype=torch.float64, device=device
+    )
+    if size > 1:
         dist.all_reduce(total)
-    return float(total[0] / total[1]) if total[1] else 0.0
-
-
-class _Step:
-    """One optimizer step's forward and backward on one worker's share of a global batch."""
-
-    def __init__(
-        self,
-        model: LinkedOutModel,
-        bank: ItemFeatureBank | None,
-        train: TrainConfig,
-        kind: str,
-        proposal: np.ndarray,
-        sample_rng: np.random.Generator,
-    ) -> None:
-        self.model, self.bank, self.train, self.kind = model, bank, train, kind
-        self.proposal = proposal
-        # log(S q(i)); 0 where q(i) = 0: such an item is never a target nor a negative
-        expected = train.n_negatives * proposal
-        self.log_q = torch.from_numpy(np.log(np.where(expected > 0, expected, 1.0))).float()
-        self.sample_rng = sample_rng
-        self.n_items = len(proposal)
-        self.negative_pool = np.flatnonzero(proposal > 0)  # the full softmax's items
-
-    def __call__(self, x: np.ndarray, y: np.ndarray, global_targets: int) -> float:
-        """x, y: (b, T) inputs and targets (PAD-padded). Returns this worker's loss sum."""
-        negatives = None
-        if self.kind == "sampled_softmax":
-            # drawn on every worker and every step, so the generators advance identically
-            # whether or not this worker's share is empty
-            negatives = self.sample_rng.choice(
-                self.n_items, self.train.n_negatives, p=self.proposal
-            )
-        if len(x) == 0:  # more workers than sequences in the last batch: zero gradients
-            for p in self.model.parameters():
-                p.grad = torch.zeros_like(p)
-            return 0.0
-        if negatives is None:
-            needed = self.negative_pool  # every seen item; sorted, holds every x and y
-        else:
-            needed = np.unique(np.concatenate([x[x != PAD], y[y != PAD], negatives]))
-        features, has = self.bank.gather(needed) if self.bank is not None else (None, None)
-        vectors = self.model.items(torch.from_numpy(needed), features, has).vectors  # (U, d)
-
-        def rows(a: np.ndarray) -> torch.Tensor:  # catalog indices -> rows of `vectors`
-            return torch.from_numpy(np.searchsorted(needed, a))
-
-        history = vectors[rows(np.where(x == PAD, needed[0], x))]  # (b, T, d)
-        states = self.model.ranker(history, torch.from_numpy(x != PAD))  # (b, T, d)
-        at = torch.from_numpy(y != PAD)
-        users = states[at]  # (m, d)
-        target = y[y != PAD]  # (m,)
-        positives = vectors[rows(target)]  # (m, d)
-        if negatives is None:
-            loss = full_softmax_loss(users, vectors, rows(target))
-        else:
-            loss = sampled_softmax_loss(
-                users,
-                positives,
-                vectors[rows(negatives)],
-                self.log_q[target],
-                self.log_q[negatives],
-                torch.from_numpy(target[:, None] == negatives[None, :]),
-            )
-        m = len(target)
-        if self.train.align_weight:
-            loss = loss + self.train.align_weight * alignment_loss(users, positives)
-        if self.train.uniform_weight:
-            # a mean-type term, weighted by this worker's share of the batch's targets
-            uniform = (uniformity_loss(users) + uniformity_loss(vectors)) / 2
-            loss = loss + self.train.uniform_weight * m * uniform
-        (loss / global_targets).backward()
-        return float(loss.detach())
+    return (float(total[0] / total[1]) if total[1] else 0.0), vectors
 
 
 def _sum_gradients(model: LinkedOutModel) -> None:
@@ -345,97 +445,3 @@ def _sum_gradients(model: LinkedOutModel) -> None:
         n = p.numel()
         p.grad = flat[offset : offset + n].view_as(p).clone()
         offset += n
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-@dataclass
-class _LoopState:
-    epoch: int = 0
-    best_metric: float = -math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    stopped_early: bool = False
-    elapsed: float = 0.0
-    time_to_best: float = 0.0
-    best_model: dict[str, torch.Tensor] | None = None
-    history: list[EpochLog] = field(default_factory=list)
-
-    @classmethod
-    def from_checkpoint(cls, blob: dict[str, Any]) -> _LoopState:
-        return cls(
-            epoch=int(blob["epoch"]),
-            best_metric=float(blob["best_metric"]),
-            best_epoch=int(blob["best_epoch"]),
-            bad_epochs=int(blob["bad_epochs"]),
-            stopped_early=bool(blob["stopped_early"]),
-            elapsed=float(blob["elapsed"]),
-            time_to_best=float(blob["time_to_best"]),
-            best_model=blob["best_model"],
-            history=[EpochLog(**log) for log in blob["history"]],
-        )
-
-
-def _gather_rng_states(sample_rng: np.random.Generator) -> dict[str, list]:
-    mine = (json.dumps(sample_rng.bit_generator.state), torch.get_rng_state())
-    rank, world = _world()
-    if world == 1:
-        states = [mine]
-    else:
-        states = [None] * world
-        dist.all_gather_object(states, mine)
-    return {"sample": [s[0] for s in states], "torch": [s[1] for s in states]}  # type: ignore[index]
-
-
-def save_checkpoint(
-    path: Path,
-    model_cfg: ModelConfig,
-    train: TrainConfig,
-    model: LinkedOutModel,
-    optimizer: torch.optim.Optimizer,
-    state: _LoopState,
-    shuffle_rng: np.random.Generator,
-    rngs: dict[str, list],
-) -> None:
-    blob = {
-        "format": CHECKPOINT_FORMAT,
-        "model_config": model_cfg.to_dict(),
-        "train_fingerprint": train.fingerprint(),
-        "epoch": state.epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "best_model": state.best_model,
-        "best_metric": state.best_metric,
-        "best_epoch": state.best_epoch,
-        "bad_epochs": state.bad_epochs,
-        "stopped_early": state.stopped_early,
-        "elapsed": state.elapsed,
-        "time_to_best": state.time_to_best,
-        "history": [asdict(log) for log in state.history],
-        "rng": {"shuffle": json.dumps(shuffle_rng.bit_generator.state), **rngs},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, model_cfg: ModelConfig, train: TrainConfig) -> dict[str, Any]:
-    """The checkpoint at `path`, after checking it belongs to this configuration."""
-    blob = load_tensors(path)
-    if blob.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointMismatchError(f"{path}: unsupported checkpoint format {blob.get('format')}")
-    for name, saved, current in (
-        ("model", blob["model_config"], model_cfg.to_dict()),
-        ("training", blob["train_fingerprint"], train.fingerprint()),
-    ):
-        differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-        if differ:
-            shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ)
-            raise CheckpointMismatchError(
-                f"{path} belongs to a run with another {name} configuration ({shown}); "
-                "use a fresh output directory or delete the checkpoint"
-            )
-    return blob

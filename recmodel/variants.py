@@ -77,7 +77,8 @@ class ItemEncoder(nn.Module):
             if isinstance(out, MoEOutput):
                 gates, h_norm = out.gates, out.h.norm(dim=-1)
                 out = out.z
-            content = content.index_copy(0, idx, out)  # (U, d)
+            # float32 whatever the encoder ran in (bf16 under autocast)
+            content = content.index_copy(0, idx, out.to(content.dtype))  # (U, d)
         # items without features: the learned missing-content vector
         content = content + (~has_features).unsqueeze(1).to(content.dtype) * self.missing
         id_gate = None

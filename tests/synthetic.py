@@ -32,3 +32,36 @@ def write_topic_dataset(
                 writer.writerow([f"u{u:0{user_digits}d}", f"i{item:03d}", 1_700_000_000 + t])
     ingest(root)
     return root
+
+
+def write_topic_store(
+    root: Path,
+    items: list[str],
+    *,
+    n_topics: int,
+    failed: tuple[str, ...] = (),
+    layers: tuple[int, ...] = (0, 4, 8),
+    k_tokens: int = 6,
+    hidden: int = 8,
+) -> Path:
+    """A feature store written through the real FeatureStore writer, CURRENT set: a row for each
+    of `items` (ids "i<number>") whose topic (number % n_topics) shows in the features, and a
+    decode failure for each of `failed`."""
+    from featurizer.config import ExtractorConfig
+    from featurizer.store import FeatureStore, set_current
+
+    config = ExtractorConfig(model="synthetic-test", layers=layers, k_tokens=k_tokens, new_tokens=2)
+    store = FeatureStore.create_or_open(root, config, hidden_size=hidden)
+    rng = np.random.default_rng(0)
+    with store.writer() as writer:
+        rows = writer.allocate(len(items))
+        row_writer = writer.row_writer(durable=False)
+        for item, row in zip(items, rows, strict=True):
+            features = rng.standard_normal((len(layers), k_tokens, hidden)).astype(np.float16)
+            features[:, :, int(item[1:]) % n_topics] += 3.0
+            row_writer.write(row, features)
+            writer.commit(item, row, source_sha256=f"sha-{item}", n_old=k_tokens - 2, n_new=2)
+        for item in failed:
+            writer.fail(item, "decode", "Error reading video")
+    set_current(root, config.fingerprint())
+    return root

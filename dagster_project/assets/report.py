@@ -4,7 +4,7 @@ import dagster as dg
 
 from dagster_project.assets.features import video_features
 from dagster_project.assets.model import MAIN_VARIANT, item_embeddings, ranker
-from dagster_project.resources import LinkedOutPaths
+from dagster_project.resources import LinkedOutPaths, TrainingSettings
 from pipelines.report import build_evaluation_report
 
 
@@ -15,13 +15,13 @@ from pipelines.report import build_evaluation_report
     kinds={"html"},
 )
 def evaluation_report(
-    context: dg.AssetExecutionContext, paths: LinkedOutPaths
+    context: dg.AssetExecutionContext, paths: LinkedOutPaths, training: TrainingSettings
 ) -> dg.MaterializeResult:
     """Trains the comparison variants on the same split, then writes report.html (self-contained)
     and report.md: the ablation table (overall, cold-start, long-tail), the layer-gate analysis
     and the efficiency figures."""
     report = build_evaluation_report(
-        paths.dataset, paths.store, paths.runs, main_variant=MAIN_VARIANT
+        paths.dataset, paths.store, paths.runs, main_variant=MAIN_VARIANT, config=training.config
     )
     context.log.info(f"report written to {report.html}")
     return dg.MaterializeResult(

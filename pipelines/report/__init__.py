@@ -146,6 +146,7 @@ def sweep(
     *,
     fresh: bool = False,
     progress: bool = True,
+    config: str | Path | None = None,
     model_overrides: dict[str, Any] | None = None,
     train_overrides: dict[str, Any] | None = None,
 ) -> ReportPaths:
@@ -169,6 +170,7 @@ def sweep(
         out,
         variants,
         epochs=epochs,
+        config=config,
         model_overrides=model_overrides,
         train_overrides=train_overrides,
         progress=progress,
@@ -180,11 +182,18 @@ def sweep(
 
 
 def build_evaluation_report(
-    dataset: Path, store: Path, runs: Path, main_variant: str = "full", epochs: int | None = None
+    dataset: Path,
+    store: Path,
+    runs: Path,
+    main_variant: str = "full",
+    epochs: int | None = None,
+    config: str | Path | None = None,
 ) -> ReportPaths:
     """Train every other variant of the sweep on the same split, then write the main run's report."""
     others = [v for v in SWEEP_VARIANTS if v != main_variant]
-    train_sweep(dataset, store, runs, others, epochs=epochs, progress=False, fresh=True)
+    train_sweep(
+        dataset, store, runs, others, epochs=epochs, config=config, progress=False, fresh=True
+    )
     return write_report(Path(runs) / main_variant)
 
 

@@ -110,7 +110,7 @@ def measure_item_encoding(run: Path, version: Path | None, batch: int = 64) -> d
     batch, one item alone, and the store read per item."""
     import torch
 
-    from recmodel.data import FEATURE_VIEWS, reduce_features
+    from recmodel.features import FEATURE_VIEWS, reduce_features
     from recmodel.serving import load_model_file, read_item_ids
     from recmodel.variants import build_model
 

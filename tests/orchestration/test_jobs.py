@@ -8,7 +8,12 @@ import dagster as dg
 import pytest
 
 from dagster_project.definitions import build_definitions
-from dagster_project.resources import ExtractorPreset, LinkedOutPaths, RayCluster
+from dagster_project.resources import (
+    ExtractorPreset,
+    LinkedOutPaths,
+    RayCluster,
+    TrainingSettings,
+)
 from featurizer.config import PRESET_DIR
 from featurizer.store import read_current
 from tests.orchestration import ASSETS
@@ -36,6 +41,7 @@ def _defs(root: Path, preset: str) -> dg.Definitions:
             ),
             "ray": RayCluster(),
             "extractor": ExtractorPreset(preset=preset),
+            "training": TrainingSettings(),
         }
     )
 

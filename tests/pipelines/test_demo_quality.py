@@ -22,6 +22,7 @@ from pipelines.demo_data import make_demo_dataset
 from pipelines.extract import extract_catalog
 from pipelines.ingest import ingest
 from pipelines.train import train_sweep
+from pipelines.train_config import DEMO_CONFIG
 from recmodel.config import VARIANTS
 
 pytestmark = pytest.mark.slow
@@ -48,7 +49,9 @@ def demo_metrics(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> 
         ray.shutdown()  # training runs in this process; Ray is only the extraction's
     assert summary.extracted == DEMO_VIDEOS and summary.failed == 0
 
-    metrics = train_sweep(dataset, store, root / "runs", VARIANTS, progress=False)
+    metrics = train_sweep(
+        dataset, store, root / "runs", VARIANTS, config=DEMO_CONFIG, progress=False
+    )
     return {variant: m["test"] for variant, m in metrics.items()}
 
 

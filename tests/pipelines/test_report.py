@@ -26,7 +26,7 @@ from pipelines.report import (
     sweep,
     write_report,
 )
-from tests.synthetic import write_topic_dataset
+from tests.synthetic import write_topic_dataset, write_topic_store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("comparison", "gate_density", "gate_boxplot", "gate_heatmap")
@@ -39,26 +39,9 @@ def _write_dataset(root: Path, n_users: int = 40) -> Path:
 
 
 def _write_store(root: Path) -> Path:
-    """A store written through the real FeatureStore writer: every item but i005 (a decode
-    failure) has a (3, 6, 8) row whose topic shows in the features."""
-    from featurizer.config import ExtractorConfig
-    from featurizer.store import FeatureStore, set_current
-
-    config = ExtractorConfig(model="synthetic-test", layers=LAYERS, k_tokens=6, new_tokens=2)
-    store = FeatureStore.create_or_open(root, config, hidden_size=8)
-    rng = np.random.default_rng(0)
+    """Every item but i005 (a decode failure) has a (3, 6, 8) row whose topic shows."""
     items = [f"i{i:03d}" for i in range(N_ITEMS) if i != 5]
-    with store.writer() as writer:
-        rows = writer.allocate(len(items))
-        row_writer = writer.row_writer(durable=False)
-        for item, row in zip(items, rows, strict=True):
-            features = rng.standard_normal((len(LAYERS), 6, 8)).astype(np.float16)
-            features[:, :, int(item[1:]) % N_TOPICS] += 3.0
-            row_writer.write(row, features)
-            writer.commit(item, row, source_sha256=f"sha-{item}", n_old=4, n_new=2)
-        writer.fail("i005", "decode", "Error reading video")
-    set_current(root, config.fingerprint())
-    return root
+    return write_topic_store(root, items, n_topics=N_TOPICS, failed=("i005",), layers=LAYERS)
 
 
 @pytest.fixture(scope="module")

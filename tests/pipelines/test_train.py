@@ -14,7 +14,7 @@ import torch
 from pipelines.errors import PipelineError
 from pipelines.serve import evaluate_run, recommend
 from pipelines.train import train_run, train_sweep
-from tests.synthetic import write_topic_dataset
+from tests.synthetic import write_topic_dataset, write_topic_store
 
 RUN_FILES = {
     "config.json",
@@ -42,24 +42,9 @@ def _write_dataset(root: Path, n_users: int = 48, seed: int = 0) -> Path:
 
 
 def _write_store(root: Path) -> Path:
-    from featurizer.config import ExtractorConfig
-    from featurizer.store import FeatureStore, set_current
-
-    config = ExtractorConfig(model="synthetic-test", layers=(0, 4, 8), k_tokens=6, new_tokens=2)
-    store = FeatureStore.create_or_open(root, config, hidden_size=8)
-    rng = np.random.default_rng(0)
     items = [f"i{i:03d}" for i in range(N_ITEMS) if f"i{i:03d}" not in NO_VIDEO]
-    with store.writer() as writer:
-        rows = writer.allocate(len(items) + 1)
-        rows_writer = writer.row_writer(durable=False)
-        for item, row in zip([*items, STORE_ONLY], rows, strict=True):
-            features = rng.standard_normal((3, 6, 8)).astype(np.float16)
-            features[:, :, int(item[1:]) % N_TOPICS] += 3.0  # the topic shows in the features
-            rows_writer.write(row, features)
-            writer.commit(item, row, source_sha256=f"sha-{item}", n_old=4, n_new=2)
-        writer.fail(NO_VIDEO[0], "decode", "Error reading video")  # the other has no video
-    set_current(root, config.fingerprint())
-    return root
+    # the other item of NO_VIDEO has no video at all
+    return write_topic_store(root, [*items, STORE_ONLY], n_topics=N_TOPICS, failed=NO_VIDEO[:1])
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow as pa
 
 from recmodel.config import ModelConfig, TrainConfig
-from recmodel.data import FEATURE_VIEWS, ItemFeatureBank, ItemFeatures, Splits, build_splits
+from recmodel.data import Splits, build_splits
+from recmodel.features import FEATURE_VIEWS, ItemFeatureBank, ItemFeatures
 
 L, K, D, G = 3, 6, 8, 2  # tapped layers, tokens per layer, hidden size, new tokens
 

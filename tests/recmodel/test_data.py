@@ -3,14 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from recmodel.data import (
-    PAD,
-    ItemFeatureBank,
-    ItemFeatures,
-    build_splits,
-    training_examples,
-)
-from tests.recmodel.helpers import D, G, K, L, features
+from recmodel.data import PAD, build_splits, training_examples
 
 
 def _table(rows: list[tuple[str, str, int, str]]) -> pa.Table:
@@ -67,58 +60,3 @@ def test_training_examples_predict_each_next_item_once():
     assert targets == list(range(2, 14))
     assert x.tolist()[0] == [8, 9, 10, 11, 12] and y.tolist()[0] == [9, 10, 11, 12, 13]
     assert x.tolist()[-1] == [PAD, PAD, PAD, 1, 2] and y.tolist()[-1] == [PAD, PAD, PAD, 2, 3]
-
-
-def test_feature_bank_in_memory_reads_the_store_once_in_chunks():
-    item_features, table = features(10, missing=(2,))
-    calls = []
-    reader = ItemFeatures(
-        item_features.item_rows, lambda r: calls.append(len(r)) or table[r], (L, K, D), G
-    )
-    row_bytes = L * K * D * 2
-
-    bank = ItemFeatureBank(reader, "tokens", memory_bytes=1 << 20, read_chunk_bytes=4 * row_bytes)
-    feats, has = bank.gather(np.array([0, 2, 5]))
-
-    assert bank.in_memory and calls == [4, 4, 1]  # 9 items with features, 4 rows a read
-    assert has.tolist() == [True, False, True]
-    assert feats.shape == (2, L, K, D) and feats.dtype.is_floating_point
-    assert np.array_equal(feats.numpy(), table[[0, 5]].astype(np.float32))
-    bank.gather(np.array([0, 1]))
-    assert calls == [4, 4, 1]  # later batches come from memory
-
-
-def test_feature_bank_reads_per_batch_past_its_memory_budget():
-    item_features, table = features(10)
-    calls = []
-    reader = ItemFeatures(
-        item_features.item_rows, lambda r: calls.append(list(r)) or table[r], (L, K, D), G
-    )
-
-    bank = ItemFeatureBank(reader, "tokens", memory_bytes=100)
-    feats, _ = bank.gather(np.array([1, 4, 7]))
-
-    assert not bank.in_memory
-    assert calls == [[1, 4, 7]]  # only the batch's unique items, once each
-    assert np.array_equal(feats.numpy(), table[[1, 4, 7]].astype(np.float32))
-
-
-def test_feature_bank_keeps_only_what_the_variant_reads():
-    item_features, table = features(4)
-
-    mean = ItemFeatureBank(item_features, "mean").gather(np.arange(4))[0]
-    last = ItemFeatureBank(item_features, "last").gather(np.arange(4))[0]
-    final = ItemFeatureBank(item_features, "last_layer_last_token").gather(np.arange(4))[0]
-
-    assert mean.shape == (4, L, D) and last.shape == (4, L, D) and final.shape == (4, D)
-    expected_mean = table.astype(np.float32).mean(axis=2)
-    assert np.allclose(mean.numpy(), expected_mean, atol=1e-2)
-    assert np.array_equal(last.numpy(), table[:, :, -1].astype(np.float32))
-    assert np.array_equal(final.numpy(), table[:, -1, -1].astype(np.float32))
-
-
-def test_feature_bank_counts_items_without_features():
-    bank = ItemFeatureBank(features(8, missing=(1, 6))[0], "last")
-
-    assert bank.n_missing == 2
-    assert bank.has.tolist() == [True, False, True, True, True, True, False, True]

@@ -1,0 +1,135 @@
+"""A background reader: features for a known sequence of requests, read ahead of the compute.
+
+Training knows an epoch's batches before it starts them, so the items every step will encode
+are known too. `Prefetcher` reads them on one thread, in request order (each request's rows
+sorted), and keeps at most `max_bytes` of finished blocks waiting, so I/O runs while the
+previous step computes and memory stays bounded. Reads release the GIL (file reads, numpy
+copies), so the thread costs the compute little.
+
+A request larger than `max_bytes` is still read, once nothing else is waiting: the bound is
+then that one block, which the caller sized.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from recmodel.features import ItemFeatureBank
+
+_DONE = object()
+
+
+class Block:
+    """The features of one request, as tensors (pinned host memory where asked)."""
+
+    __slots__ = ("items", "features", "has", "nbytes")
+
+    def __init__(self, items: np.ndarray, features: torch.Tensor, has: torch.Tensor) -> None:
+        self.items = items  # (U,) catalog indices, as requested
+        self.features = features  # (F, *view) float16, F = has.sum()
+        self.has = has  # (U,) bool
+        self.nbytes = features.numel() * features.element_size()
+
+
+class Prefetcher:
+    """Iterate over Blocks of `requests` (each an array of catalog indices), read ahead."""
+
+    def __init__(
+        self,
+        bank: ItemFeatureBank,
+        requests: Iterable[np.ndarray],
+        max_bytes: int,
+        pin_memory: bool = False,
+    ) -> None:
+        self.bank = bank
+        self.max_bytes = max(0, int(max_bytes))
+        self.pin_memory = pin_memory
+        self.wait_seconds = 0.0  # time the consumer spent waiting for a block
+        self.read_seconds = 0.0  # time the thread spent reading
+        self.bytes_read = 0
+        self._requests = iter(requests)
+        self._ready: deque = deque()
+        self._waiting_bytes = 0
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="feature-prefetch", daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[Block]:
+        return self
+
+    def __next__(self) -> Block:
+        started = time.perf_counter()
+        with self._cond:
+            while not self._ready:
+                self._cond.wait()
+            entry = self._ready.popleft()
+            if entry is _DONE:
+                self._ready.appendleft(_DONE)  # iteration stays over
+                raise StopIteration
+            if isinstance(entry, BaseException):
+                self._ready.appendleft(entry)
+                raise entry
+            self._waiting_bytes -= entry.nbytes
+            self._cond.notify_all()
+        self.wait_seconds += time.perf_counter() - started
+        return entry
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._ready.clear()
+            self._waiting_bytes = 0
+            self._cond.notify_all()
+        self._thread.join()
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        try:
+            for items in self._requests:
+                items = np.asarray(items, dtype=np.int64)
+                size = self.bank.nbytes(items)
+                with self._cond:
+                    while (
+                        not self._stop
+                        and self._ready
+                        and self._waiting_bytes + size > self.max_bytes
+                    ):
+                        self._cond.wait()
+                    if self._stop:
+                        return
+                block = self._read(items)
+                with self._cond:
+                    if self._stop:
+                        return
+                    self._ready.append(block)
+                    self._waiting_bytes += block.nbytes
+                    self._cond.notify_all()
+            final: object = _DONE
+        except BaseException as exc:  # handed to the consumer, raised there
+            final = exc
+        with self._cond:
+            self._ready.append(final)
+            self._cond.notify_all()
+
+    def _read(self, items: np.ndarray) -> Block:
+        started = time.perf_counter()
+        n = int(self.bank.has[items].sum())
+        out = torch.empty(
+            (n, *self.bank.view_shape), dtype=torch.float16, pin_memory=self.pin_memory
+        )
+        _, has = self.bank.read(items, out=out.numpy())
+        self.read_seconds += time.perf_counter() - started
+        self.bytes_read += out.numel() * 2
+        return Block(items, out, torch.from_numpy(has))

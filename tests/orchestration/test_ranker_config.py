@@ -1,0 +1,49 @@
+"""The `ranker` asset takes training's settings as run config, under TrainConfig's names, on top
+of the `training` resource's settings file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from dagster_project.assets.model import RankerConfig, ranker
+from dagster_project.resources import LinkedOutPaths, TrainingSettings
+from pipelines.train_config import train_fields
+from tests.synthetic import write_topic_dataset, write_topic_store
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ranker-config")
+    write_topic_dataset(root / "dataset", n_users=40, n_items=24, n_topics=3)
+    write_topic_store(root / "store", [f"i{i:03d}" for i in range(24)], n_topics=3)
+    return root
+
+
+def test_ranker_run_config_has_every_training_field():
+    assert set(RankerConfig.model_fields) == {f.name for f in train_fields()} | {"workers"}
+
+
+def test_ranker_run_config_reaches_config_json(workspace):
+    settings = workspace / "train.yaml"
+    settings.write_text("batch_size: 16\nlr_head: 2e-3\n")
+    resources = {
+        "paths": LinkedOutPaths(
+            dataset_dir=str(workspace / "dataset"),
+            store_dir=str(workspace / "store"),
+            runs_dir=str(workspace / "runs"),
+        ),
+        "training": TrainingSettings(config=str(settings)),
+    }
+    run_config = {"ops": {"ranker": {"config": {"epochs": 1, "negatives": "cached", "seed": 3}}}}
+
+    result = dg.materialize([ranker], resources=resources, run_config=run_config)
+
+    assert result.success
+    train = json.loads((workspace / "runs" / "full" / "config.json").read_text())["train"]
+    assert (train["epochs"], train["negatives"], train["seed"]) == (1, "cached", 3)  # run config
+    assert (train["batch_size"], train["lr_head"]) == (16, 2e-3)  # the settings file
+    assert train["lr_encoder"] == 1e-4  # neither: Table 6

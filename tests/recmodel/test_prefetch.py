@@ -1,0 +1,71 @@
+"""Prefetcher: blocks in request order, read ahead within a byte bound, errors raised where
+the consumer is."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from recmodel.features import ItemFeatureBank, ItemFeatures
+from recmodel.prefetch import Prefetcher
+from tests.recmodel.helpers import D, G, K, L, features
+
+ROW_BYTES = L * K * D * 2
+
+
+def _cold_bank(n_items: int, read_rows=None) -> tuple[ItemFeatureBank, np.ndarray]:
+    item_features, table = features(n_items)
+    reader = ItemFeatures(
+        item_features.item_rows, read_rows or (lambda r: table[np.asarray(r)]), (L, K, D), G
+    )
+    return ItemFeatureBank(reader, "tokens", hot_bytes=0), table
+
+
+def test_prefetcher_yields_blocks_in_request_order():
+    bank, table = _cold_bank(8)
+    requests = [np.array([3, 1]), np.array([7]), np.array([0, 5, 6])]
+
+    with Prefetcher(bank, requests, max_bytes=1 << 20) as reader:
+        blocks = list(reader)
+
+    assert [b.items.tolist() for b in blocks] == [r.tolist() for r in requests]
+    for block, request in zip(blocks, requests, strict=True):
+        assert np.array_equal(block.features.numpy(), table[request])
+
+
+def test_prefetcher_reads_ahead_at_most_max_bytes():
+    bank, _ = _cold_bank(10)
+    requests = [np.array([i]) for i in range(10)]
+
+    reader = Prefetcher(bank, requests, max_bytes=3 * ROW_BYTES)
+    time.sleep(0.3)  # let the thread run as far ahead as it may
+
+    assert bank.rows_read == 3
+    next(reader)
+    time.sleep(0.3)
+    assert bank.rows_read == 4  # one block taken: room for one more
+    reader.close()
+
+
+def test_prefetcher_raises_a_read_error_in_the_consumer():
+    def broken(rows):
+        raise OSError("feature store /x: chunk c/3/0/0/0 is truncated")
+
+    bank, _ = _cold_bank(4, read_rows=broken)
+
+    with Prefetcher(bank, [np.array([3])], max_bytes=1 << 20) as reader:
+        with pytest.raises(OSError, match="truncated"):
+            next(reader)
+
+
+def test_prefetcher_close_stops_the_thread_before_its_requests_end():
+    bank, _ = _cold_bank(10)
+    reader = Prefetcher(bank, ([i] for i in range(10_000)), max_bytes=ROW_BYTES)
+
+    next(reader)
+    reader.close()
+
+    assert not any(t.name == "feature-prefetch" and t.is_alive() for t in threading.enumerate())
