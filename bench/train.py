@@ -3,8 +3,8 @@
 - a generated dataset in MicroLens layout (pairs.csv; no videos), ~100k interactions of
   users with 5-15 interactions each, items in clusters with Zipf-like popularity and users whose
   cluster preference drifts; then the real ingest (validation + leave-one-out split);
-- `id_only` trained through pipelines.train.train_run with the demo settings
-  (pipelines.train.DEMO_TRAINING: lr 1e-3 both groups after a 10-step warmup, patience 10),
+- `id_only` trained through pipelines.train.train_run with the demo's settings
+  (pipelines/configs/demo.yaml: lr 1e-3 both groups after a 10-step warmup, patience 10),
   one process;
 - training sequences/s (optimizer steps only), time to the best validation NDCG@10 (training and
   validation time up to the end of the best epoch), and the ratio time-to-best / 120 s budget
@@ -16,53 +16,14 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from microlens import write_pairs
 
 BUDGET_S = 120.0
-
-
-def write_pairs(root: Path, n_users: int, n_items: int, n_clusters: int, seed: int) -> int:
-    """MicroLens-layout pairs.csv; returns the number of interactions."""
-    rng = np.random.default_rng(seed)
-    clusters = rng.integers(0, n_clusters, n_items)
-    members = [np.flatnonzero(clusters == c) for c in range(n_clusters)]
-    # Zipf-like popularity inside each cluster
-    weights = [1.0 / np.arange(1, len(m) + 1) ** 1.1 for m in members]
-    weights = [w / w.sum() for w in weights]
-    root.mkdir(parents=True, exist_ok=True)
-    n_rows = 0
-    with open(root / "pairs.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["user", "item", "timestamp"])
-        for u in range(n_users):
-            liked = rng.choice(n_clusters, int(rng.integers(1, 4)), replace=False)
-            n = int(rng.integers(5, 16))
-            drift = np.linspace(0.0, 1.0, n)
-            seen: set[int] = set()
-            t = 1_600_000_000 + int(rng.integers(0, 10_000_000))
-            for step in range(n):
-                if rng.random() < 0.1:  # exploration
-                    cluster = int(rng.integers(n_clusters))
-                else:  # the first liked cluster fades, the last one grows
-                    p = np.linspace(1.0 - drift[step], drift[step], len(liked)) + 0.2
-                    cluster = int(liked[rng.choice(len(liked), p=p / p.sum())])
-                for _ in range(10):
-                    item = int(rng.choice(members[cluster], p=weights[cluster]))
-                    if item not in seen:
-                        break
-                if item in seen:
-                    continue
-                seen.add(item)
-                t += int(rng.integers(60, 86_400))
-                writer.writerow([f"u{u:06d}", f"v{item:05d}", t])
-                n_rows += 1
-    return n_rows
 
 
 def main() -> None:
@@ -89,7 +50,9 @@ def main() -> None:
         print(f"({time.perf_counter() - t0:.1f} s)")
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-        result = train_run(work / "dataset", None, work / "run", "id_only", epochs=args.epochs)
+        result = train_run(
+            work / "dataset", None, work / "run", "id_only", epochs=args.epochs, config="demo"
+        )
         training = result.metrics["training"]
         time_to_best = training["time_to_best_s"]
         test = result.metrics["test"]["overall"]

@@ -1,0 +1,102 @@
+"""Quality of `full` trained through the scale path (cached negatives, micro-batched exact
+gradients) against exact full-softmax training, on the demo dataset as `make demo` builds it,
+for several training seeds, with id_only beside them:
+
+- per seed, test HR@10 / NDCG@10 overall and HR@10 on cold-start targets of each path;
+- the seed noise: the spread (max - min) of the exact path's figures over the seeds;
+- the largest gap between the two paths of the same seed, which should fall within that noise;
+- whether each path keeps the demo's claims (full > id_only overall, >= 2x on cold start).
+
+    python bench/negatives_quality.py [--seeds 42 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+PATHS = {
+    "exact": {"negatives": "exact"},
+    # the scale path: negatives from the item-vector cache, refreshed every 2 steps (the demo
+    # has ~13 steps an epoch), and gradient-carrying items in micro-batches of 16
+    "cached": {"negatives": "cached", "cache_refresh_steps": 2, "micro_batch_items": 16},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
+    args = parser.parse_args()
+
+    import ray
+
+    from featurizer.config import load_preset
+    from featurizer.tiny_model import build_tiny_checkpoint
+    from pipelines.demo import DEMO_SEED, DEMO_USERS, DEMO_VIDEOS
+    from pipelines.demo_data import make_demo_dataset
+    from pipelines.extract import extract_catalog
+    from pipelines.ingest import ingest
+    from pipelines.ray_runtime import ensure_ray
+    from pipelines.train import train_run
+    from pipelines.train_config import DEMO_CONFIG
+
+    work = Path(tempfile.mkdtemp(prefix="bench-negatives-"))
+    try:
+        dataset, store = work / "dataset", work / "store"
+        make_demo_dataset(dataset, n_videos=DEMO_VIDEOS, n_users=DEMO_USERS, seed=DEMO_SEED)
+        ingest(dataset)
+        model = build_tiny_checkpoint(work / "tiny-model")
+        ensure_ray()
+        try:
+            extract_catalog(dataset, store, load_preset("demo").replace(model=str(model)))
+        finally:
+            ray.shutdown()
+
+        table: dict[tuple[str, int], dict] = {}
+        for seed in args.seeds:
+            for name, values in [("id_only", {}), *PATHS.items()]:
+                variant = "id_only" if name == "id_only" else "full"
+                result = train_run(
+                    dataset, store, work / "runs" / f"{name}-{seed}", variant,
+                    config=DEMO_CONFIG, train_overrides={"seed": seed, **values},
+                    progress=False,
+                )  # fmt: skip
+                table[name, seed] = result.metrics["test"]
+                print(f"seed {seed:>3} {name:<8} {_figures(table[name, seed])}", flush=True)
+
+        print("\nseed noise (exact path, max - min over seeds) and the paths' largest gap:")
+        for key, label in (("hr@10", "HR@10"), ("ndcg@10", "NDCG@10")):
+            for group in ("overall", "cold_start"):
+                exact = [table["exact", s][group][key] for s in args.seeds]
+                gap = max(
+                    abs(table["cached", s][group][key] - table["exact", s][group][key])
+                    for s in args.seeds
+                )
+                noise = max(exact) - min(exact)
+                print(
+                    f"  {group:<10} {label:<7} noise {noise:.4f}  gap {gap:.4f}  "
+                    f"{'within' if gap <= noise else 'OUTSIDE'} the noise"
+                )
+        for name in PATHS:
+            claims = all(
+                table[name, s]["overall"]["hr@10"] > table["id_only", s]["overall"]["hr@10"]
+                and table[name, s]["cold_start"]["hr@10"]
+                >= 2 * table["id_only", s]["cold_start"]["hr@10"]
+                for s in args.seeds
+            )
+            print(
+                f"{name}: full > id_only overall and >= 2x on cold start for every seed: {claims}"
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _figures(test: dict) -> str:
+    o, c = test["overall"], test["cold_start"]
+    return f"HR@10 {o['hr@10']:.4f}  NDCG@10 {o['ndcg@10']:.4f}  cold HR@10 {c['hr@10']:.4f}"
+
+
+if __name__ == "__main__":
+    main()
