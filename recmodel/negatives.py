@@ -12,11 +12,14 @@ Where from, TrainConfig.negatives:
   Training Two-Tower Recommenders"), a memory bank of every item's vector computed without
   gradients (ItemVectorCache). A step encodes with gradients only the items it needs them
   for, its histories and targets, and puts those fresh vectors in place of their cached
-  ones; every other negative comes from the cache.
+  ones; every other negative comes from the cache. After the step, its fresh vectors
+  (detached) overwrite their rows of the cache, as CBNS reuses the embeddings of recent
+  mini-batches, so the items trained on most are also the freshest negatives.
 
-What caching changes. The cached vectors are stale: computed by the encoder as it was at the
-last refresh (up to `cache_refresh_steps` steps ago, or at the start of the epoch), in eval
-mode (no dropout). Negatives therefore push the user vectors away from slightly old item
+What caching changes. The cached vectors are stale: an item's row was computed when the item
+was last in a batch or at the last refresh (every `cache_refresh_steps` steps, or at the start
+of the epoch), whichever came later; refreshed rows come from eval mode (no dropout), batch
+rows from train mode. Negatives therefore push the user vectors away from slightly old item
 vectors, and no gradient reaches an item's encoder through its role as a negative, only
 through its appearances as a history item or a target. With a slowly moving encoder (the
 paper's learning rates) the lag is small; XBM/CBNS report that it costs little once the

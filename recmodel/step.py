@@ -113,17 +113,22 @@ class Step:
             return 0.0
         blocks = self._take(plan.micro, reader)
         if len(plan.micro) == 1:
-            vectors = encode_block(self.model, plan.items, blocks[0], self.device, self.bf16)
-            loss = self._loss(plan, vectors.vectors.float())
+            out = encode_block(self.model, plan.items, blocks[0], self.device, self.bf16)
+            vectors = out.vectors.float()
+            loss = self._loss(plan, vectors)
             (loss / global_targets).backward()
         else:
-            leaves = self.gradcache.forward(plan.micro, blocks)
-            loss = self._loss(plan, leaves)
+            vectors = self.gradcache.forward(plan.micro, blocks)
+            loss = self._loss(plan, vectors)
             (loss / global_targets).backward()
             if not plan.keep:
                 blocks = self._take(plan.micro, reader)
-            assert leaves.grad is not None
-            self.gradcache.backward(leaves.grad, plan.micro, blocks)
+            assert vectors.grad is not None
+            self.gradcache.backward(vectors.grad, plan.micro, blocks)
+        if self.cache is not None and self.cache.vectors is not None:
+            # the step's fresh vectors replace their cached ones (negatives.py: cross-batch)
+            items = torch.from_numpy(plan.items).to(self.device)
+            self.cache.vectors[items] = vectors.detach()
         return float(loss.detach())
 
     def _take(self, micro: list[np.ndarray], reader: Prefetcher | None) -> list[Block | None]:
