@@ -72,6 +72,17 @@ class ExtractorConfig:
         blob = json.dumps(self.fingerprint_fields(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+    def item_prompt(self, title: str | None) -> str:
+        """One item's prompt text: the template with its title ("" if none) filled in. The
+        extractor renders exactly this with the processor's chat template, which is the same
+        for every item of a model, so this text is what differs per item."""
+        return self.prompt_template.replace("{title}", "" if title is None else str(title))
+
+    def prompt_sha256(self, title: str | None) -> str:
+        """The prompt half of an item's source identity (the video's sha256 is the other):
+        a changed title changes it, and with it that item's row only."""
+        return hashlib.sha256(self.item_prompt(title).encode("utf-8")).hexdigest()
+
     def replace(self, **changes: Any) -> ExtractorConfig:
         return dataclasses.replace(self, **changes)
 

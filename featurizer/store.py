@@ -6,12 +6,14 @@ Layout (a contract: training, the CLI and the Dagster checks read it)::
       <fingerprint>/
         features.zarr      zarr v3 group; array "features": (N, L, K, D) float16,
                            chunks (1, L, K, D), no compressor, fill value NaN
-        index.parquet      item, row, source_sha256, n_old, n_new, extracted_at
+        index.parquet      item, row, source_sha256, n_old, n_new, extracted_at,
+                           prompt_sha256, checksum
         failures.parquet   item, stage (decode|extract|write), error, at
         extractor.json     the fingerprinted settings (config.fingerprint_fields()), plus
                            hidden_size, L, K, G, the old/new token split, created_at
         .lock              held by the one writer of this version
-      CURRENT              the fingerprint training reads by default
+      CURRENT              the fingerprint training reads by default: the name of a version
+                           directly under STORE, nothing else
 
 Commit protocol. Workers write whole rows (one chunk each, so writers never share a chunk);
 the single writer process (the driver) then records them, flushes their chunks to disk (one
@@ -19,13 +21,23 @@ syncfs on Linux) and publishes index.parquet by write-temp, fsync, rename, fsync
 named in the published index and never take the lock. A crash leaves at most rows that no
 index names; the next writer allocates from max(committed row) + 1, so it overwrites them.
 
+Identity and integrity. An index row names the item's source identity: `source_sha256` (the
+video file's bytes) and `prompt_sha256` (the item's prompt text, title filled in; see
+ExtractorConfig.item_prompt), so a changed video or title makes the item pending again; and the
+`checksum` of the row's bytes (featurizer.store_rows), taken by the worker from the array it
+wrote. Reads check it (read_rows), verify() checks it for every row and names each bad item and
+its chunk file. A version is created with an empty index.parquet, so an index that is missing
+while chunk files exist has been lost: the version is a failed store (every read raises
+StoreError), never an empty one. Rows written before checksums existed (no `checksum` value)
+stay readable; verify() checks them for NaN/Inf only.
+
 Rows are never overwritten while an index names them: a changed video (new source_sha256) gets
 a new row and its old row becomes garbage, unreferenced and never read (no compaction yet;
 garbage is bounded by the re-extracted and crashed items). The fill value is NaN, so a
 committed row whose chunk is missing reads as NaN and verify() flags it.
 
 Failures. failures.parquet holds one row per item (the latest failure). A failure never blocks a
-retry: pending() lists every item not committed with its current sha256, failed or not, and an
+retry: pending() lists every item not committed with its current identity, failed or not, and an
 item's failure row is removed when it succeeds. An item that fails after its video changed is
 dropped from the index (its stale features describe a video that no longer exists), so no item
 is ever both in the index and in the failures. failures.parquet is published just before the
@@ -36,7 +48,6 @@ the next run repairs.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import shutil
@@ -45,7 +56,6 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -57,6 +67,31 @@ import pyarrow.parquet as pq
 import zarr
 
 from featurizer.config import ExtractorConfig
+from featurizer.errors import MissingItemsError, StoreBusyError, StoreError
+from featurizer.store_rows import (
+    CHECKSUM,
+    DTYPE,
+    all_finite,
+    chunk_path,
+    direct_io,
+    is_raw_little_endian,
+    read_chunk,
+    row_checksum,
+)
+from featurizer.store_verify import VerifyReport, verify_version
+
+__all__ = [
+    "FeatureStore",
+    "MissingItemsError",
+    "RowWriter",
+    "StoreBusyError",
+    "StoreError",
+    "StoreWriter",
+    "VerifyReport",
+    "list_versions",
+    "read_current",
+    "set_current",
+]
 
 FEATURES_DIR = "features.zarr"
 ARRAY_NAME = "features"
@@ -65,7 +100,6 @@ FAILURES_FILE = "failures.parquet"
 EXTRACTOR_FILE = "extractor.json"
 LOCK_FILE = ".lock"
 CURRENT_FILE = "CURRENT"
-DTYPE = np.dtype("float16")
 STAGES = ("decode", "extract", "write")
 
 INDEX_SCHEMA = pa.schema(
@@ -76,6 +110,9 @@ INDEX_SCHEMA = pa.schema(
         ("n_old", pa.int32()),
         ("n_new", pa.int32()),
         ("extracted_at", pa.timestamp("us", tz="UTC")),
+        # Added later: null in rows written before them (read as "unknown").
+        ("prompt_sha256", pa.string()),
+        ("checksum", pa.uint64()),  # CHECKSUM of the row's bytes
     ]
 )
 FAILURES_SCHEMA = pa.schema(
@@ -86,21 +123,7 @@ FAILURES_SCHEMA = pa.schema(
         ("at", pa.timestamp("us", tz="UTC")),
     ]
 )
-
-
-class StoreError(Exception):
-    """A feature-store problem the user can act on; the message is one line naming the path."""
-
-
-class StoreBusyError(StoreError):
-    """Another process holds the writer lock of a store version."""
-
-
-class MissingItemsError(StoreError, KeyError):
-    """Items asked for that the committed index does not hold."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
+_EXTRACTOR_KEYS = ("fingerprint", "hidden_size", "L", "K", "G")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,9 +138,12 @@ class FeatureStore:
         self._extractor = _read_extractor(self._path)
         self._array: Any = None
         self._array_key: tuple[int, int, int] | None = None
+        self._index_loaded = False
         self._index_key: tuple[int, int, int] | None = None
         self._index_table = pa.Table.from_pylist([], schema=INDEX_SCHEMA)
         self._index: dict[str, int] = {}
+        self._row_items: dict[int, str] = {}
+        self._row_checksums: dict[int, int] = {}
 
     # -- construction --------------------------------------------------------------------------
 
@@ -148,6 +174,7 @@ class FeatureStore:
                     f"feature store {root}: no {CURRENT_FILE} file; pass a fingerprint "
                     f"(versions: {versions})"
                 )
+        _check_version_name(root, fingerprint, "a fingerprint")
         path = root / fingerprint
         if not (path / EXTRACTOR_FILE).is_file():
             versions = ", ".join(list_versions(root)) or "none"
@@ -187,6 +214,10 @@ class FeatureStore:
             self._array_key = key
         return self._array
 
+    def chunk_path(self, row: int) -> Path:
+        """The chunk file that holds `row` (whether or not it exists)."""
+        return chunk_path(self._path / FEATURES_DIR / ARRAY_NAME, self.array, row)
+
     # -- index ---------------------------------------------------------------------------------
 
     def index(self) -> dict[str, int]:
@@ -201,18 +232,45 @@ class FeatureStore:
     def failures_table(self) -> pa.Table:
         return _read_table(self._path / FAILURES_FILE, FAILURES_SCHEMA)
 
-    def pending(self, sources: Mapping[str, str]) -> list[str]:
-        """Items of `sources` (item -> sha256 of the video) not committed with that sha256, in
-        the order given. Recorded failures are retried (see the module docstring)."""
+    def pending(
+        self, sources: Mapping[str, str], prompts: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """Items of `sources` (item -> sha256 of the video) not committed with that identity, in
+        the order given; see pending_reasons(). Recorded failures are retried (see the module
+        docstring)."""
+        return list(self.pending_reasons(sources, prompts))
+
+    def pending_reasons(
+        self, sources: Mapping[str, str], prompts: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """item -> why it needs extracting, in the order of `sources` (item -> sha256 of the
+        video): "new" (not committed), "video changed", or, where `prompts` (item -> sha256 of
+        its prompt text) is given, "prompt changed" or "prompt unknown" (a row committed before
+        prompt identities were recorded: nothing shows it was extracted from this prompt)."""
         table = self.index_table()
         committed = dict(
             zip(
                 table.column("item").to_pylist(),
-                table.column("source_sha256").to_pylist(),
+                zip(
+                    table.column("source_sha256").to_pylist(),
+                    table.column("prompt_sha256").to_pylist(),
+                    strict=True,
+                ),
                 strict=True,
             )
         )
-        return [item for item, sha in sources.items() if committed.get(item) != sha]
+        reasons: dict[str, str] = {}
+        for item, sha in sources.items():
+            stored = committed.get(item)
+            if stored is None:
+                reasons[item] = "new"
+            elif stored[0] != sha:
+                reasons[item] = "video changed"
+            elif prompts is not None and stored[1] is None:
+                reasons[item] = "prompt unknown"
+            elif prompts is not None and stored[1] != prompts.get(item):
+                reasons[item] = "prompt changed"
+        return reasons
 
     # -- features ------------------------------------------------------------------------------
 
@@ -229,8 +287,13 @@ class FeatureStore:
             )
         return self.read_rows(np.array([index[item] for item in items], dtype=np.int64))
 
-    def read_rows(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
-        """(n, L, K, D) float16 features of array rows, in the order given (no index check)."""
+    def read_rows(self, rows: np.ndarray | Sequence[int], *, check: bool = True) -> np.ndarray:
+        """(n, L, K, D) float16 features of array rows, in the order given (no index check).
+
+        A row the committed index names is checked against its checksum unless `check` is
+        False; a mismatch, or a chunk file that is missing or of the wrong size, raises
+        StoreError naming the item and the file. Rows no index names (garbage) are read
+        unchecked; a never-written one reads as NaN."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if rows.size == 0:
             return np.empty((0, *self.shape_per_item), dtype=DTYPE)
@@ -240,12 +303,26 @@ class FeatureStore:
                 f"feature store {self._path}: rows out of range [0, {array.shape[0]}): "
                 f"{rows[(rows < 0) | (rows >= array.shape[0])][:5].tolist()}"
             )
-        unique, inverse = np.unique(rows, return_inverse=True)
-        if unique[-1] - unique[0] + 1 == unique.size:  # contiguous: one slice
-            block = array[int(unique[0]) : int(unique[-1]) + 1]
-        else:
-            block = array.oindex[unique]
-        return np.ascontiguousarray(block[inverse])
+        self._refresh_index()
+        if not direct_io(array):
+            return self._read_rows_zarr(rows, check)
+        out = np.empty((rows.size, *array.shape[1:]), dtype=DTYPE)
+        for i, row in enumerate(rows.tolist()):
+            buffer = memoryview(out[i]).cast("B")
+            path = self.chunk_path(row)
+            problem = read_chunk(path, buffer)
+            expected = self._row_checksums.get(row) if check else None
+            if problem == "is missing" and expected is None:
+                out[i] = np.nan  # the fill value: a row never written
+            elif problem:
+                raise StoreError(self._bad_row_message(row, f"chunk file {path} {problem}"))
+            elif expected is not None and row_checksum(buffer) != expected:
+                raise StoreError(
+                    self._bad_row_message(
+                        row, f"chunk file {path} does not match the checksum recorded at commit"
+                    )
+                )
+        return out
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -281,78 +358,18 @@ class FeatureStore:
 
     # -- checks and summaries ------------------------------------------------------------------
 
-    def verify(self, check_values: bool = True) -> VerifyReport:
-        """Integrity checks; see VerifyReport. Reads every committed row if `check_values`."""
-        problems: list[str] = []
-        e = self._extractor
-        fields = {key: e.get(key) for key in e.get("fingerprinted", [])}
-        expected = _hash_fields(fields)
-        if e.get("fingerprint") != self._path.name:
-            problems.append(f"extractor.json fingerprint {e.get('fingerprint')!r} != directory")
-        if expected != self._path.name:
-            problems.append(f"extractor.json fields hash to {expected}, not {self._path.name}")
-
-        array = self.array
-        L, K, D = self.shape_per_item
-        if array.dtype != DTYPE:
-            problems.append(f"features dtype is {array.dtype}, expected float16")
-        if tuple(array.shape[1:]) != (L, K, D):
-            problems.append(f"features shape {array.shape} does not end in (L, K, D)={(L, K, D)}")
-        if tuple(array.chunks) != (1, L, K, D):
-            problems.append(f"features chunks {array.chunks}, expected {(1, L, K, D)}")
-        if array.compressors:
-            problems.append(f"features are compressed ({array.compressors}); expected none")
-
-        index = self.index_table()
-        items = index.column("item").to_pylist()
-        rows = np.asarray(index.column("row").to_numpy(zero_copy_only=False), dtype=np.int64)
-        shas = index.column("source_sha256").to_pylist()
-        if len(set(items)) != len(items):
-            problems.append(f"index has {len(items) - len(set(items))} duplicate item(s)")
-        if len(np.unique(rows)) != len(rows):
-            problems.append(f"index has {len(rows) - len(np.unique(rows))} duplicate row(s)")
-        bad = [(i, int(r)) for i, r in zip(items, rows, strict=True) if not 0 <= r < array.shape[0]]
-        if bad:
-            problems.append(
-                f"{len(bad)} index row(s) outside [0, {array.shape[0]}), "
-                f"e.g. {bad[0][0]}: {bad[0][1]}"
-            )
-        no_sha = [i for i, s in zip(items, shas, strict=True) if not s]
-        if no_sha:
-            problems.append(f"{len(no_sha)} index item(s) without source_sha256, e.g. {no_sha[0]}")
-
-        failures = self.failures_table()
-        failed = set(failures.column("item").to_pylist())
-        both = sorted(failed & set(items))
-        if both:
-            problems.append(f"{len(both)} item(s) both in index and failures, e.g. {both[0]}")
-        stages = set(failures.column("stage").to_pylist()) - set(STAGES)
-        if stages:
-            problems.append(f"failures has unknown stage(s) {sorted(stages)}")
-
-        if check_values and not bad and len(rows):
-            order = np.argsort(rows)
-            batch = max(1, (64 << 20) // (L * K * D * DTYPE.itemsize))  # about 64 MB a read
-            non_finite: list[str] = []
-            for start in range(0, len(order), batch):
-                take = order[start : start + batch]
-                block = self.read_rows(rows[take])
-                finite = np.isfinite(block).reshape(len(take), -1).all(axis=1)
-                non_finite += [items[i] for i in take[~finite]]
-            if non_finite:
-                problems.append(
-                    f"{len(non_finite)} committed row(s) hold NaN/Inf (or were never written), "
-                    f"e.g. {non_finite[0]}"
-                )
-        return VerifyReport(
-            path=self._path, problems=problems, n_rows=len(items), n_failures=failures.num_rows
-        )
+    def verify(self, check_values: bool = True, items: Sequence[str] | None = None) -> VerifyReport:
+        """Integrity checks; see VerifyReport. With `check_values`, reads every committed row
+        (or only those of `items`) and checks its checksum (NaN/Inf for rows without one)."""
+        return verify_version(self, check_values=check_values, items=items)
 
     def info(self) -> str:
         """A human-readable summary of this version."""
         e = self._extractor
         L, K, D = self.shape_per_item
-        n_items = self.index_table().num_rows
+        index = self.index_table()
+        n_items = index.num_rows
+        n_checksums = n_items - index.column("checksum").null_count
         n_failures = self.failures_table().num_rows
         n_rows = self.array.shape[0]
         disk = _du(self._path)
@@ -374,6 +391,7 @@ class FeatureStore:
                 f"  hidden size   D={D}",
                 f"  items         {n_items} committed, {n_failures} failed, "
                 f"{n_rows} rows allocated",
+                f"  checksums     {n_checksums} of {n_items} committed rows ({CHECKSUM})",
                 f"  on disk       {_human(disk)} ({_human(features_disk)} features)",
                 f"  per item      {_human(raw)} raw (L*K*D*2), {_human(per_item)} per chunk file "
                 f"({len(chunks)} chunk files)",
@@ -384,13 +402,54 @@ class FeatureStore:
 
     def _refresh_index(self) -> None:
         key = _file_key(self._path / INDEX_FILE)
-        if key == self._index_key:
+        if self._index_loaded and key == self._index_key:
             return
-        table = _read_table(self._path / INDEX_FILE, INDEX_SCHEMA)
-        self._index_table = table
+        table = _read_index(self._path)
         items, rows = table.column("item").to_pylist(), table.column("row").to_pylist()
+        checksums = table.column("checksum").to_pylist()
+        self._index_table = table
         self._index = dict(zip(items, rows, strict=True))
+        self._row_items = dict(zip(rows, items, strict=True))
+        self._row_checksums = {
+            row: checksum
+            for row, checksum in zip(rows, checksums, strict=True)
+            if checksum is not None
+        }
         self._index_key = key
+        self._index_loaded = True
+
+    def _bad_row_message(self, row: int, problem: str) -> str:
+        item = self._row_items.get(row)
+        who = f"item {item} (row {row})" if item is not None else f"row {row} (no committed item)"
+        return (
+            f"feature store {self._path}: {who}: {problem}; `linkedout extract` extracts it "
+            "again (`linkedout store verify` lists every bad row)"
+        )
+
+    def _read_rows_zarr(self, rows: np.ndarray, check: bool) -> np.ndarray:
+        """read_rows for arrays whose chunks are not raw rows (another codec chain)."""
+        array = self.array
+        unique, inverse = np.unique(rows, return_inverse=True)
+        try:
+            if unique[-1] - unique[0] + 1 == unique.size:  # contiguous: one slice
+                block = array[int(unique[0]) : int(unique[-1]) + 1]
+            else:
+                block = array.oindex[unique]
+        except (ValueError, OSError) as exc:  # e.g. a chunk that does not decode to its shape
+            raise StoreError(
+                f"feature store {self._path}: rows {unique[:5].tolist()} of "
+                f"{self._path / FEATURES_DIR / ARRAY_NAME}: {' '.join(str(exc).split())[:300]}"
+            ) from None
+        if check:
+            for row, features in zip(unique.tolist(), block, strict=True):
+                expected = self._row_checksums.get(row)
+                if expected is not None and row_checksum(features) != expected:
+                    raise StoreError(
+                        self._bad_row_message(
+                            row, f"chunk {self.chunk_path(row)} does not match its checksum"
+                        )
+                    )
+        return np.ascontiguousarray(block[inverse])
 
     def _check_matches(self, config: ExtractorConfig, hidden_size: int) -> None:
         e = self._extractor
@@ -412,29 +471,6 @@ class FeatureStore:
                 f"feature store {self._path}: features array is {array.dtype}{array.shape}, "
                 f"expected float16 (N, {shape[0]}, {shape[1]}, {shape[2]})"
             )
-
-
-@dataclass
-class VerifyReport:
-    """What verify() found: index rows unique and in range, dtype/shape/chunks, no NaN/Inf in
-    committed rows, a sha256 for every item, extractor.json matching the fingerprint, no item
-    both committed and failed."""
-
-    path: Path
-    problems: list[str] = field(default_factory=list)
-    n_rows: int = 0  # committed items
-    n_failures: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def describe(self) -> str:
-        head = (
-            f"{'OK' if self.ok else 'FAILED'}: feature store {self.path}: "
-            f"{self.n_rows} committed rows, {self.n_failures} failures"
-        )
-        return "\n".join([head, *(f"  - {p}" for p in self.problems)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,9 +496,10 @@ class RowWriter:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"], state["durable"])  # type: ignore[misc]
 
-    def write(self, row: int, features: np.ndarray) -> None:
-        """Write one item's (L, K, D) float16 features to `row`. Raises StoreError (one line)
-        for a wrong shape, an unallocated row or NaN/Inf (e.g. a float16 overflow)."""
+    def write(self, row: int, features: np.ndarray) -> int:
+        """Write one item's (L, K, D) float16 features to `row`; returns the row's checksum,
+        taken from the bytes written, for StoreWriter.commit. Raises StoreError (one line) for a
+        wrong shape, an unallocated row or NaN/Inf (e.g. a float16 overflow)."""
         if self._array is None or row >= self._array.shape[0]:
             self._array = _open_array(Path(self.path), mode="r+").with_config(
                 {"write_empty_chunks": True}
@@ -479,35 +516,35 @@ class RowWriter:
                 f"feature store {self.path}: row {row} not allocated (rows: {array.shape[0]})"
             )
         with np.errstate(over="ignore"):
-            features = features.astype(DTYPE, copy=False)
-        if not np.isfinite(features).all():
+            data = np.ascontiguousarray(features, dtype="<f2")
+        if not all_finite(data):
             raise StoreError(
                 f"feature store {self.path}: row {row} holds NaN/Inf (float16 overflow?)"
             )
-        if _is_raw_little_endian(array):
-            self._write_chunk_file(row, features)
+        checksum = row_checksum(data)
+        if is_raw_little_endian(array):
+            self._write_chunk_file(row, data)
         else:
-            array[row] = features
+            array[row] = data
         if self.durable:
             self._sync_chunk(row)
+        return checksum
 
-    def _write_chunk_file(self, row: int, features: np.ndarray) -> None:
+    def _write_chunk_file(self, row: int, data: np.ndarray) -> None:
         """The row's chunk file written directly. With the store's codec chain (bytes,
         little-endian, no compressor) a chunk file is exactly the row's raw bytes, so this is the
         file zarr itself would write, without its per-chunk event-loop round trip (which cost
         up to half of the write rate). Written to a temp name and renamed, like zarr's store."""
-        key = self._array.metadata.encode_chunk_key((row,) + (0,) * (self._array.ndim - 1))
-        chunk = Path(self.path) / FEATURES_DIR / ARRAY_NAME / key
+        chunk = chunk_path(Path(self.path) / FEATURES_DIR / ARRAY_NAME, self._array, row)
         chunk.parent.mkdir(parents=True, exist_ok=True)
         tmp = chunk.with_name(f".{chunk.name}.{os.getpid()}.partial")
         with open(tmp, "wb") as f:
-            f.write(np.ascontiguousarray(features, dtype="<f2").tobytes())
+            f.write(memoryview(data).cast("B"))
         os.replace(tmp, chunk)
 
     def _sync_chunk(self, row: int) -> None:
-        key = self._array.metadata.encode_chunk_key((row,) + (0,) * (self._array.ndim - 1))
         array_dir = Path(self.path) / FEATURES_DIR / ARRAY_NAME
-        chunk = array_dir / key
+        chunk = chunk_path(array_dir, self._array, row)
         _fsync_path(chunk)
         for parent in chunk.relative_to(array_dir).parents:
             _fsync_path(array_dir / parent, directory=True)
@@ -522,11 +559,14 @@ class StoreWriter:
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
         self._path = store.path
-        index = _read_table(self._path / INDEX_FILE, INDEX_SCHEMA)
+        index = _read_index(self._path)  # a lost index stops the writer: see the module doc
         failures = _read_table(self._path / FAILURES_FILE, FAILURES_SCHEMA)
         self._index: dict[str, dict[str, Any]] = {r["item"]: r for r in index.to_pylist()}
         self._failures: dict[str, dict[str, Any]] = {r["item"]: r for r in failures.to_pylist()}
-        rows = [r["row"] for r in self._index.values()]
+        # Rows past the array's end were never allocated (an index edited or gone wrong):
+        # they do not push new rows out.
+        n_rows = store.array.shape[0]
+        rows = [r["row"] for r in self._index.values() if 0 <= r["row"] < n_rows]
         self._next_row = max(rows) + 1 if rows else 0
         self._allocated: set[int] = set()
         self._row_items: dict[int, str] = {}  # rows committed in this session -> item
@@ -556,9 +596,21 @@ class StoreWriter:
     def row_writer(self, durable: bool = False) -> RowWriter:
         return RowWriter(self._path, durable=durable)
 
-    def commit(self, item: str, row: int, source_sha256: str, n_old: int, n_new: int) -> None:
-        """Record that `row` (allocated in this session, fully written) holds `item`. Visible to
-        readers after the next publish(). Clears the item's failure row."""
+    def commit(
+        self,
+        item: str,
+        row: int,
+        source_sha256: str,
+        n_old: int,
+        n_new: int,
+        *,
+        prompt_sha256: str | None = None,
+        checksum: int | None = None,
+    ) -> None:
+        """Record that `row` (allocated in this session, fully written) holds `item`, extracted
+        from the video with `source_sha256` and the prompt text with `prompt_sha256`; `checksum`
+        is what RowWriter.write returned (without it the row is read back here to take it).
+        Visible to readers after the next publish(). Clears the item's failure row."""
         self._check_open()
         if row not in self._allocated:
             raise StoreError(
@@ -573,6 +625,8 @@ class StoreWriter:
                 f"feature store {self._path}: item {item}: row {row} was already committed "
                 f"for {taken} (rows are never reused)"
             )
+        if checksum is None:
+            checksum = self._checksum_of_written(item, row)
         self._index[item] = {
             "item": item,
             "row": int(row),
@@ -580,6 +634,8 @@ class StoreWriter:
             "n_old": int(n_old),
             "n_new": int(n_new),
             "extracted_at": _now(),
+            "prompt_sha256": prompt_sha256,
+            "checksum": int(checksum),
         }
         self._row_items[int(row)] = item
         self._unsynced_rows.append(int(row))
@@ -617,6 +673,17 @@ class StoreWriter:
         _publish_table(index, self._path / INDEX_FILE)
         self._dirty = False
 
+    def _checksum_of_written(self, item: str, row: int) -> int:
+        """The checksum of what `row` holds on disk, for a commit whose writer did not pass it;
+        refuses a row never written or holding NaN/Inf (the checksum would certify it)."""
+        features = self.store.read_rows([row], check=False)[0]
+        if not all_finite(features):
+            raise StoreError(
+                f"feature store {self._path}: item {item}: row {row} holds NaN/Inf or was "
+                "never written; not committed"
+            )
+        return row_checksum(features)
+
 
 # ---------------------------------------------------------------------------------------------
 # Versions and CURRENT
@@ -625,16 +692,27 @@ class StoreWriter:
 def set_current(root: Path, fingerprint: str) -> None:
     """Point root/CURRENT at `fingerprint` (atomically)."""
     root = Path(root)
+    _check_version_name(root, fingerprint, "CURRENT")
     if not (root / fingerprint / EXTRACTOR_FILE).is_file():
         raise StoreError(f"feature store {root / fingerprint} not found; cannot make it CURRENT")
     _atomic_write_bytes(root / CURRENT_FILE, (fingerprint + "\n").encode())
 
 
 def read_current(root: Path) -> str | None:
+    """The fingerprint root/CURRENT names, or None without one. Raises StoreError when it names
+    anything but a directory name (a path, "..", a hidden name): CURRENT never leads a reader
+    outside the store root."""
     path = Path(root) / CURRENT_FILE
     if not path.is_file():
         return None
-    return path.read_text().strip() or None
+    try:
+        name = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StoreError(f"feature store file {path} is unreadable: {exc}") from None
+    if not name:
+        return None
+    _check_version_name(Path(root), name, f"{path}")
+    return name
 
 
 def list_versions(root: Path) -> list[str]:
@@ -648,7 +726,7 @@ def list_versions(root: Path) -> list[str]:
             continue
         try:
             created = str(json.loads((path / EXTRACTOR_FILE).read_text()).get("created_at", ""))
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             created = ""
         found.append((created, path.name))
     return [name for _, name in sorted(found)]
@@ -676,9 +754,27 @@ def write_throughput_probe(
 # Helpers
 
 
+def _check_version_name(root: Path, name: str, what: str) -> None:
+    """A version is a directory directly under the store root: `name` must be one plain path
+    component (no separator, not "." or "..", not hidden)."""
+    if (
+        not name
+        or name in (".", "..")
+        or name.startswith(".")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+    ):
+        raise StoreError(
+            f"feature store {root}: {what} names {name!r}, which is not a version directory "
+            "directly under the store root"
+        )
+
+
 def _create_version(root: Path, config: ExtractorConfig, hidden_size: int) -> None:
     """Build the version in a hidden temp dir, then rename it into place: a version directory
-    is complete or absent, and concurrent creators agree (the loser opens the winner's)."""
+    is complete or absent, and concurrent creators agree (the loser opens the winner's). It is
+    born with an empty index, so a missing index later means a lost one."""
     fingerprint = config.fingerprint()
     L, K, G = len(config.layers), config.k_tokens, config.new_tokens
     fields = config.fingerprint_fields()
@@ -692,6 +788,7 @@ def _create_version(root: Path, config: ExtractorConfig, hidden_size: int) -> No
         "G": G,
         "token_split": {"old": [0, K - G], "new": [K - G, K]},  # half-open row ranges within K
         "dtype": "float16",
+        "checksum": CHECKSUM,
         "created_at": _now().isoformat(),
     }
     root.mkdir(parents=True, exist_ok=True)
@@ -708,6 +805,7 @@ def _create_version(root: Path, config: ExtractorConfig, hidden_size: int) -> No
             fill_value=float("nan"),
             dimension_names=["item", "layer", "token", "hidden"],
         )
+        _publish_table(pa.Table.from_pylist([], schema=INDEX_SCHEMA), tmp / INDEX_FILE)
         _atomic_write_bytes(tmp / EXTRACTOR_FILE, (json.dumps(extractor, indent=2) + "\n").encode())
         try:
             os.rename(tmp, root / fingerprint)
@@ -727,34 +825,58 @@ def _create_version(root: Path, config: ExtractorConfig, hidden_size: int) -> No
 def _read_extractor(path: Path) -> dict[str, Any]:
     file = path / EXTRACTOR_FILE
     try:
-        return json.loads(file.read_text())
+        extractor = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise StoreError(f"feature store {path} not found (no {EXTRACTOR_FILE})") from None
-    except ValueError as exc:
-        raise StoreError(
-            f"feature store {path}: {EXTRACTOR_FILE} is not valid JSON ({exc})"
-        ) from None
-
-
-def _is_raw_little_endian(array: Any) -> bool:
-    """Whether a chunk is stored as its raw little-endian bytes (one `bytes` codec, no
-    compressor or filter), so a writer may produce the chunk file itself."""
-    codecs = getattr(array.metadata, "codecs", ())
-    if len(codecs) != 1 or type(codecs[0]).__name__ != "BytesCodec":
-        return False
-    return str(getattr(codecs[0], "endian", "little")).endswith("little")
+    except (ValueError, OSError) as exc:
+        raise StoreError(f"feature store file {file} is not valid JSON: {exc}") from None
+    missing = [k for k in _EXTRACTOR_KEYS if not isinstance(extractor, dict) or k not in extractor]
+    if missing:
+        raise StoreError(f"feature store file {file} lacks {', '.join(missing)}")
+    return extractor
 
 
 def _open_array(path: Path, mode: str) -> Any:
+    meta = path / FEATURES_DIR / ARRAY_NAME / "zarr.json"
     try:
         return zarr.open_array(str(path / FEATURES_DIR), path=ARRAY_NAME, mode=mode)
     except FileNotFoundError:
         raise StoreError(f"feature store {path}: no array {FEATURES_DIR}/{ARRAY_NAME}") from None
+    except (ValueError, TypeError, KeyError, AttributeError, zarr.errors.BaseZarrError) as exc:
+        # a zarr.json that is not JSON, or JSON that is not array metadata
+        raise StoreError(
+            f"feature store file {meta} is unreadable: {' '.join(str(exc).split())[:200]}"
+        ) from None
 
 
-def _hash_fields(fields: dict[str, Any]) -> str:
-    """Must match ExtractorConfig.fingerprint()."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+def _read_index(path: Path) -> pa.Table:
+    """The committed index of the version at `path`. A missing index.parquet is an empty
+    index only while no chunk file exists; beside chunk files it was lost (StoreError)."""
+    file = path / INDEX_FILE
+    if not file.is_file():
+        if _has_chunk_files(path):
+            raise StoreError(
+                f"feature store {path}: {INDEX_FILE} is missing but {FEATURES_DIR} holds feature "
+                "rows, so nothing says which item a row belongs to: the store is FAILED, not "
+                f"empty; restore {INDEX_FILE}, or move {path} away and extract again"
+            )
+        return pa.Table.from_pylist([], schema=INDEX_SCHEMA)
+    table = _read_table(file, INDEX_SCHEMA)
+    for column in ("item", "row"):
+        if table.column(column).null_count:
+            raise StoreError(
+                f"feature store file {file} is unreadable: column {column!r} is missing or empty"
+            )
+    return table
+
+
+def _has_chunk_files(path: Path) -> bool:
+    chunks = path / FEATURES_DIR / ARRAY_NAME / "c"
+    try:
+        with os.scandir(chunks) as entries:
+            return next(entries, None) is not None
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def _read_table(path: Path, schema: pa.Schema) -> pa.Table:
@@ -794,7 +916,7 @@ def _sync_rows(path: Path, rows: list[int]) -> None:
     array = _open_array(path, mode="r")
     array_dir = path / FEATURES_DIR / ARRAY_NAME
     for row in rows:
-        chunk = array_dir / array.metadata.encode_chunk_key((row,) + (0,) * (array.ndim - 1))
+        chunk = chunk_path(array_dir, array, row)
         if chunk.exists():
             _fsync_path(chunk)
             _fsync_path(chunk.parent, directory=True)

@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+from featurizer.errors import StoreError
 from pipelines.errors import PipelineError, one_line
 
 log = logging.getLogger("linkedout")
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.func(args)
-    except (PipelineError, OSError, ValueError) as exc:  # OSError: a full disk, a missing file
+    except (PipelineError, StoreError, OSError, ValueError) as exc:  # OSError: a full disk
         _error(args, one_line(exc))
         return 1
     except pickle.UnpicklingError as exc:
