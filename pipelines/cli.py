@@ -25,14 +25,16 @@ def _csv_list(value: str) -> list[str]:
 def cmd_demo_data(args: argparse.Namespace) -> None:
     from pipelines.demo_data import make_demo_dataset
 
-    summary = make_demo_dataset(args.dir, n_videos=args.videos, n_users=args.users, seed=args.seed)
+    summary = make_demo_dataset(
+        args.dir, n_videos=args.videos, n_users=args.users, seed=args.seed, force=args.force
+    )
     print(summary.describe())
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> None:
     from featurizer.tiny_model import build_tiny_checkpoint
 
-    path = build_tiny_checkpoint(args.dir, seed=args.seed)
+    path = build_tiny_checkpoint(args.dir, seed=args.seed, force=args.force)
     print(f"tiny LLaVA-OneVision checkpoint (random weights, no world knowledge) written to {path}")
 
 
@@ -146,11 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=int, default=48)
     p.add_argument("--users", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty DIR, replacing its pairs.csv, titles.csv and videos/v*.mp4",
+    )
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("tiny-model", help="write the tiny local LLaVA-OneVision checkpoint")
     p.add_argument("dir", type=Path)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--force", action="store_true", help="overwrite a checkpoint (or other files) in DIR"
+    )
     p.set_defaults(func=cmd_tiny_model)
 
     p = sub.add_parser("ingest", help="validate pairs.csv/titles.csv into interactions.parquet")
