@@ -44,10 +44,22 @@ class EvaluationResult:
 
 
 def read_run_config(run: Path) -> dict[str, Any]:
+    """A run's config.json; PipelineError (one line naming the file) when it is missing or
+    is not a JSON object."""
     path = Path(run) / CONFIG_FILE
     if not path.is_file():
         raise PipelineError(f"{run} is not a run directory (no {CONFIG_FILE}): train one first")
-    return json.loads(path.read_text())
+    config = _read_json(path)
+    if not isinstance(config, dict):
+        raise PipelineError(f"{path} is not a run's config (a JSON object was expected)")
+    return config
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+        raise PipelineError(f"{path} is not valid JSON: {exc}") from None
 
 
 def evaluate_run(run: Path) -> EvaluationResult:
@@ -63,7 +75,8 @@ def evaluate_run(run: Path) -> EvaluationResult:
     metrics = evaluate_recommender(Recommender.load(run), splits)
     previous = run / METRICS_FILE
     if previous.is_file():
-        metrics["training"] = json.loads(previous.read_text()).get("training")
+        recorded = _read_json(previous)
+        metrics["training"] = recorded.get("training") if isinstance(recorded, dict) else None
     metrics["variant"] = config["variant"]
     write_json(previous, metrics)
     return EvaluationResult(run_dir=run, variant=config["variant"], metrics=metrics)
