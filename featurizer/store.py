@@ -711,7 +711,7 @@ def read_current(root: Path) -> str | None:
         raise StoreError(f"feature store file {path} is unreadable: {exc}") from None
     if not name:
         return None
-    _check_version_name(Path(root), name, f"{path}")
+    _check_version_name(Path(root), name, CURRENT_FILE)
     return name
 
 

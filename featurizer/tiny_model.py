@@ -318,8 +318,8 @@ def build_tiny_checkpoint(out: Path, seed: int = 0, force: bool = False) -> Path
     if not force and out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "a checkpoint" if (out / "config.json").is_file() else "files"
         raise CheckpointExistsError(
-            f"{out} already holds {what}: tiny-model would overwrite them; pass --force to do "
-            "that, or choose an empty directory"
+            f"{out} already holds {what}: tiny-model would overwrite its files there; pass "
+            "--force to do that, or choose an empty directory"
         )
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer("qwen2")

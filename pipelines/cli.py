@@ -67,16 +67,15 @@ def cmd_extract(args: argparse.Namespace) -> None:
     print(summary.describe())
 
 
-def cmd_store(args: argparse.Namespace) -> None:
+def cmd_store(args: argparse.Namespace) -> int:
     from pipelines.extract import store_info, store_verify
 
     if args.action == "info":
         print(store_info(args.store))
-    else:
-        report = store_verify(args.store)
-        print(report.describe())
-        if not report.ok:
-            raise SystemExit(1)
+        return 0
+    report = store_verify(args.store)
+    print(report.describe())
+    return 0 if report.ok else 1
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -259,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        args.func(args)
+        status = args.func(args)  # None, or an exit status (store verify: 1 when FAILED)
     except (PipelineError, StoreError, OSError, ValueError) as exc:  # OSError: a full disk
         _error(args, one_line(exc))
         return 1
@@ -274,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(args, f"{type(exc).__name__}: {one_line(exc, 300)} (run with -v for the traceback)")
         return 1
-    return 0
+    return int(status or 0)
 
 
 def _error(args: argparse.Namespace, message: str) -> None:

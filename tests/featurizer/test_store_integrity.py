@@ -41,7 +41,10 @@ def _flip_bit(path: Path, offset: int = 100) -> None:
 
 
 def test_commit_records_the_checksum_of_the_row_bytes(store: FeatureStore) -> None:
-    recorded = dict(zip(*(store.index_table().column(c).to_pylist() for c in ("item", "checksum"))))
+    index = store.index_table()
+    recorded = dict(
+        zip(index.column("item").to_pylist(), index.column("checksum").to_pylist(), strict=True)
+    )
 
     assert recorded["b"] == row_checksum(_features(1))
     assert recorded["b"] == row_checksum(store.chunk_path(1).read_bytes())
