@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from pipelines.errors import PipelineError
 from pipelines.ingest import read_interactions
@@ -19,6 +20,7 @@ from pipelines.train import metric_lines
 from recmodel.data import build_splits
 from recmodel.serving import (
     CONFIG_FILE,
+    ITEM_IDS_FILE,
     METRICS_FILE,
     Recommender,
     UnknownItemsError,
@@ -55,6 +57,15 @@ def read_run_config(run: Path) -> dict[str, Any]:
     return config
 
 
+def _item_ids(run: Path) -> list[str]:
+    try:
+        return read_item_ids(run)
+    except (OSError, pa.ArrowException) as exc:  # pyarrow's messages do not name the file
+        raise PipelineError(
+            f"{Path(run) / ITEM_IDS_FILE} is unreadable: {' '.join(str(exc).split())[:200]}"
+        ) from None
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -68,8 +79,9 @@ def evaluate_run(run: Path) -> EvaluationResult:
     run = Path(run)
     config = read_run_config(run)
     table = read_interactions(Path(config["dataset"]))
+    items = _item_ids(run)
     try:
-        splits = build_splits(table, read_item_ids(run), int(config["model"]["max_history"]))
+        splits = build_splits(table, items, int(config["model"]["max_history"]))
     except ValueError as exc:
         raise PipelineError(f"{config['dataset']} changed since {run} was trained: {exc}") from None
     metrics = evaluate_recommender(Recommender.load(run), splits)
@@ -123,8 +135,8 @@ def serving_summary(run: Path, queries: int = 200, seed: int = 0) -> ServingSumm
     if not path.is_file():
         raise PipelineError(f"{path} not found: train the run first")
     vectors = np.load(path, mmap_mode="r")
+    items = _item_ids(run)
     recommender = Recommender.load(run)
-    items = read_item_ids(run)
     rng = np.random.default_rng(seed)
     timings = []
     for _ in range(queries):
