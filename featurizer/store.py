@@ -24,7 +24,7 @@ index names; the next writer allocates from max(committed row) + 1, so it overwr
 Identity and integrity. An index row names the item's source identity: `source_sha256` (the
 video file's bytes) and `prompt_sha256` (the item's prompt text, title filled in; see
 ExtractorConfig.item_prompt), so a changed video or title makes the item pending again; and the
-`checksum` of the row's bytes (featurizer.store_rows), taken by the worker from the array it
+`checksum` of the row's bytes (featurizer.store_format), taken by the worker from the array it
 wrote. Reads check it (read_rows), verify() checks it for every row and names each bad item and
 its chunk file. A version is created with an empty index.parquet, so an index that is missing
 while chunk files exist has been lost: the version is a failed store (every read raises
@@ -43,42 +43,58 @@ dropped from the index (its stale features describe a video that no longer exist
 is ever both in the index and in the failures. failures.parquet is published just before the
 index; a crash between the two renames can leave one item in both, which verify() reports and
 the next run repairs.
+
+Modules: this one reads (FeatureStore) and handles versions and CURRENT; featurizer.store_writer
+writes (RowWriter, StoreWriter); featurizer.store_verify verifies; featurizer.store_format holds
+the file names, schemas, the chunk-file and checksum code and the durable small writes they share.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import filelock
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import zarr
 
 from featurizer.config import ExtractorConfig
 from featurizer.errors import MissingItemsError, StoreBusyError, StoreError
-from featurizer.store_rows import (
+from featurizer.store_format import (
+    ARRAY_NAME,
     CHECKSUM,
+    CURRENT_FILE,
     DTYPE,
-    all_finite,
+    EXTRACTOR_FILE,
+    FAILURES_FILE,
+    FAILURES_SCHEMA,
+    FEATURES_DIR,
+    INDEX_FILE,
+    INDEX_SCHEMA,
+    LOCK_FILE,
+    atomic_write_bytes,
     chunk_path,
     direct_io,
-    is_raw_little_endian,
+    file_key,
+    fsync_path,
+    now,
+    open_array,
+    publish_table,
     read_chunk,
+    read_index,
+    read_table,
     row_checksum,
 )
 from featurizer.store_verify import VerifyReport, verify_version
+from featurizer.store_writer import RowWriter, StoreWriter
 
 __all__ = [
     "FeatureStore",
@@ -93,36 +109,6 @@ __all__ = [
     "set_current",
 ]
 
-FEATURES_DIR = "features.zarr"
-ARRAY_NAME = "features"
-INDEX_FILE = "index.parquet"
-FAILURES_FILE = "failures.parquet"
-EXTRACTOR_FILE = "extractor.json"
-LOCK_FILE = ".lock"
-CURRENT_FILE = "CURRENT"
-STAGES = ("decode", "extract", "write")
-
-INDEX_SCHEMA = pa.schema(
-    [
-        ("item", pa.string()),
-        ("row", pa.int64()),
-        ("source_sha256", pa.string()),
-        ("n_old", pa.int32()),
-        ("n_new", pa.int32()),
-        ("extracted_at", pa.timestamp("us", tz="UTC")),
-        # Added later: null in rows written before them (read as "unknown").
-        ("prompt_sha256", pa.string()),
-        ("checksum", pa.uint64()),  # CHECKSUM of the row's bytes
-    ]
-)
-FAILURES_SCHEMA = pa.schema(
-    [
-        ("item", pa.string()),
-        ("stage", pa.string()),
-        ("error", pa.string()),
-        ("at", pa.timestamp("us", tz="UTC")),
-    ]
-)
 _EXTRACTOR_KEYS = ("fingerprint", "hidden_size", "L", "K", "G")
 
 
@@ -208,9 +194,9 @@ class FeatureStore:
     def array(self) -> Any:
         """The zarr array "features", opened read-only; reopened after another process resized
         it (its zarr.json changed)."""
-        key = _file_key(self._path / FEATURES_DIR / ARRAY_NAME / "zarr.json")
+        key = file_key(self._path / FEATURES_DIR / ARRAY_NAME / "zarr.json")
         if self._array is None or key != self._array_key:
-            self._array = _open_array(self._path, mode="r")
+            self._array = open_array(self._path, mode="r")
             self._array_key = key
         return self._array
 
@@ -230,7 +216,7 @@ class FeatureStore:
         return self._index_table
 
     def failures_table(self) -> pa.Table:
-        return _read_table(self._path / FAILURES_FILE, FAILURES_SCHEMA)
+        return read_table(self._path / FAILURES_FILE, FAILURES_SCHEMA)
 
     def pending(
         self, sources: Mapping[str, str], prompts: Mapping[str, str] | None = None
@@ -401,10 +387,10 @@ class FeatureStore:
     # -- internals -----------------------------------------------------------------------------
 
     def _refresh_index(self) -> None:
-        key = _file_key(self._path / INDEX_FILE)
+        key = file_key(self._path / INDEX_FILE)
         if self._index_loaded and key == self._index_key:
             return
-        table = _read_index(self._path)
+        table = read_index(self._path)
         items, rows = table.column("item").to_pylist(), table.column("row").to_pylist()
         checksums = table.column("checksum").to_pylist()
         self._index_table = table
@@ -474,218 +460,6 @@ class FeatureStore:
 
 
 # ---------------------------------------------------------------------------------------------
-# Writing
-
-
-class RowWriter:
-    """Writes whole rows of one store version; picklable (workers, Ray actors). The rows must
-    have been allocated by the StoreWriter; the array is opened on first use."""
-
-    def __init__(self, path: Path | str, durable: bool = False) -> None:
-        self.path = str(path)
-        # fsync each chunk file and its new directories as it is written. Not needed where the
-        # driver shares the workers' filesystem: StoreWriter.publish() flushes every committed
-        # row's chunk first, in one syncfs, which keeps the rows-before-index order at a
-        # fraction of the cost (one fsync per 3 MB row halves a disk's write rate).
-        self.durable = durable
-        self._array: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "durable": self.durable}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["durable"])  # type: ignore[misc]
-
-    def write(self, row: int, features: np.ndarray) -> int:
-        """Write one item's (L, K, D) float16 features to `row`; returns the row's checksum,
-        taken from the bytes written, for StoreWriter.commit. Raises StoreError (one line) for a
-        wrong shape, an unallocated row or NaN/Inf (e.g. a float16 overflow)."""
-        if self._array is None or row >= self._array.shape[0]:
-            self._array = _open_array(Path(self.path), mode="r+").with_config(
-                {"write_empty_chunks": True}
-            )
-        array = self._array
-        features = np.asarray(features)
-        if features.shape != tuple(array.shape[1:]):
-            raise StoreError(
-                f"feature store {self.path}: row {row} has shape {features.shape}, "
-                f"expected {tuple(array.shape[1:])}"
-            )
-        if not 0 <= row < array.shape[0]:
-            raise StoreError(
-                f"feature store {self.path}: row {row} not allocated (rows: {array.shape[0]})"
-            )
-        with np.errstate(over="ignore"):
-            data = np.ascontiguousarray(features, dtype="<f2")
-        if not all_finite(data):
-            raise StoreError(
-                f"feature store {self.path}: row {row} holds NaN/Inf (float16 overflow?)"
-            )
-        checksum = row_checksum(data)
-        if is_raw_little_endian(array):
-            self._write_chunk_file(row, data)
-        else:
-            array[row] = data
-        if self.durable:
-            self._sync_chunk(row)
-        return checksum
-
-    def _write_chunk_file(self, row: int, data: np.ndarray) -> None:
-        """The row's chunk file written directly. With the store's codec chain (bytes,
-        little-endian, no compressor) a chunk file is exactly the row's raw bytes, so this is the
-        file zarr itself would write, without its per-chunk event-loop round trip (which cost
-        up to half of the write rate). Written to a temp name and renamed, like zarr's store."""
-        chunk = chunk_path(Path(self.path) / FEATURES_DIR / ARRAY_NAME, self._array, row)
-        chunk.parent.mkdir(parents=True, exist_ok=True)
-        tmp = chunk.with_name(f".{chunk.name}.{os.getpid()}.partial")
-        with open(tmp, "wb") as f:
-            f.write(memoryview(data).cast("B"))
-        os.replace(tmp, chunk)
-
-    def _sync_chunk(self, row: int) -> None:
-        array_dir = Path(self.path) / FEATURES_DIR / ARRAY_NAME
-        chunk = chunk_path(array_dir, self._array, row)
-        _fsync_path(chunk)
-        for parent in chunk.relative_to(array_dir).parents:
-            _fsync_path(array_dir / parent, directory=True)
-
-
-class StoreWriter:
-    """The driver's side of one writing session; get it from ``FeatureStore.writer()``.
-
-    allocate rows -> hand ``row_writer()`` to workers -> ``commit`` / ``fail`` each item ->
-    ``publish`` (periodically; always on exit)."""
-
-    def __init__(self, store: FeatureStore) -> None:
-        self.store = store
-        self._path = store.path
-        index = _read_index(self._path)  # a lost index stops the writer: see the module doc
-        failures = _read_table(self._path / FAILURES_FILE, FAILURES_SCHEMA)
-        self._index: dict[str, dict[str, Any]] = {r["item"]: r for r in index.to_pylist()}
-        self._failures: dict[str, dict[str, Any]] = {r["item"]: r for r in failures.to_pylist()}
-        # Rows past the array's end were never allocated (an index edited or gone wrong):
-        # they do not push new rows out.
-        n_rows = store.array.shape[0]
-        rows = [r["row"] for r in self._index.values() if 0 <= r["row"] < n_rows]
-        self._next_row = max(rows) + 1 if rows else 0
-        self._allocated: set[int] = set()
-        self._row_items: dict[int, str] = {}  # rows committed in this session -> item
-        self._unsynced_rows: list[int] = []  # committed since the last publish
-        self._dirty = False
-        self._closed = False
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError(f"feature store {self._path}: the writer is closed (lock released)")
-
-    def allocate(self, n: int) -> list[int]:
-        """n fresh rows, after every committed row (overwriting rows no index names); grows
-        the array when needed. Rows never return to a pool: unused ones are garbage."""
-        if n < 0:
-            raise ValueError(f"allocate: n must be >= 0, got {n}")
-        self._check_open()
-        rows = list(range(self._next_row, self._next_row + n))
-        self._next_row += n
-        if n:
-            array = _open_array(self._path, mode="r+")
-            if array.shape[0] < self._next_row:
-                array.resize((self._next_row, *array.shape[1:]))
-        self._allocated.update(rows)
-        return rows
-
-    def row_writer(self, durable: bool = False) -> RowWriter:
-        return RowWriter(self._path, durable=durable)
-
-    def commit(
-        self,
-        item: str,
-        row: int,
-        source_sha256: str,
-        n_old: int,
-        n_new: int,
-        *,
-        prompt_sha256: str | None = None,
-        checksum: int | None = None,
-    ) -> None:
-        """Record that `row` (allocated in this session, fully written) holds `item`, extracted
-        from the video with `source_sha256` and the prompt text with `prompt_sha256`; `checksum`
-        is what RowWriter.write returned (without it the row is read back here to take it).
-        Visible to readers after the next publish(). Clears the item's failure row."""
-        self._check_open()
-        if row not in self._allocated:
-            raise StoreError(
-                f"feature store {self._path}: item {item}: "
-                f"row {row} was not allocated by this writer"
-            )
-        if not source_sha256:
-            raise StoreError(f"feature store {self._path}: item {item}: empty source_sha256")
-        taken = self._row_items.get(row)
-        if taken is not None and taken != item:
-            raise StoreError(
-                f"feature store {self._path}: item {item}: row {row} was already committed "
-                f"for {taken} (rows are never reused)"
-            )
-        if checksum is None:
-            checksum = self._checksum_of_written(item, row)
-        self._index[item] = {
-            "item": item,
-            "row": int(row),
-            "source_sha256": source_sha256,
-            "n_old": int(n_old),
-            "n_new": int(n_new),
-            "extracted_at": _now(),
-            "prompt_sha256": prompt_sha256,
-            "checksum": int(checksum),
-        }
-        self._row_items[int(row)] = item
-        self._unsynced_rows.append(int(row))
-        self._failures.pop(item, None)
-        self._dirty = True
-
-    def fail(self, item: str, stage: str, error: str) -> None:
-        """Record that `item` failed at `stage` (decode|extract|write); replaces an earlier
-        failure and drops a stale committed row of the item (see the module docstring)."""
-        if stage not in STAGES:
-            raise ValueError(f"fail: stage must be one of {STAGES}, got {stage!r}")
-        self._check_open()
-        self._failures[item] = {
-            "item": item,
-            "stage": stage,
-            "error": " ".join(str(error).split())[:2000],
-            "at": _now(),
-        }
-        self._index.pop(item, None)
-        self._dirty = True
-
-    def publish(self) -> None:
-        """Flush the rows committed since the last publish to disk, then atomically publish
-        failures.parquet and index.parquet (the commit point)."""
-        if not self._dirty:
-            return
-        if self._unsynced_rows:
-            _sync_rows(self._path, self._unsynced_rows)
-            self._unsynced_rows = []
-        failures = pa.Table.from_pylist(list(self._failures.values()), schema=FAILURES_SCHEMA)
-        index = pa.Table.from_pylist(
-            sorted(self._index.values(), key=lambda r: r["row"]), schema=INDEX_SCHEMA
-        )
-        _publish_table(failures, self._path / FAILURES_FILE)
-        _publish_table(index, self._path / INDEX_FILE)
-        self._dirty = False
-
-    def _checksum_of_written(self, item: str, row: int) -> int:
-        """The checksum of what `row` holds on disk, for a commit whose writer did not pass it;
-        refuses a row never written or holding NaN/Inf (the checksum would certify it)."""
-        features = self.store.read_rows([row], check=False)[0]
-        if not all_finite(features):
-            raise StoreError(
-                f"feature store {self._path}: item {item}: row {row} holds NaN/Inf or was "
-                "never written; not committed"
-            )
-        return row_checksum(features)
-
-
-# ---------------------------------------------------------------------------------------------
 # Versions and CURRENT
 
 
@@ -695,7 +469,7 @@ def set_current(root: Path, fingerprint: str) -> None:
     _check_version_name(root, fingerprint, "CURRENT")
     if not (root / fingerprint / EXTRACTOR_FILE).is_file():
         raise StoreError(f"feature store {root / fingerprint} not found; cannot make it CURRENT")
-    _atomic_write_bytes(root / CURRENT_FILE, (fingerprint + "\n").encode())
+    atomic_write_bytes(root / CURRENT_FILE, (fingerprint + "\n").encode())
 
 
 def read_current(root: Path) -> str | None:
@@ -789,7 +563,7 @@ def _create_version(root: Path, config: ExtractorConfig, hidden_size: int) -> No
         "token_split": {"old": [0, K - G], "new": [K - G, K]},  # half-open row ranges within K
         "dtype": "float16",
         "checksum": CHECKSUM,
-        "created_at": _now().isoformat(),
+        "created_at": now().isoformat(),
     }
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{fingerprint}-{uuid.uuid4().hex[:8]}"
@@ -805,8 +579,8 @@ def _create_version(root: Path, config: ExtractorConfig, hidden_size: int) -> No
             fill_value=float("nan"),
             dimension_names=["item", "layer", "token", "hidden"],
         )
-        _publish_table(pa.Table.from_pylist([], schema=INDEX_SCHEMA), tmp / INDEX_FILE)
-        _atomic_write_bytes(tmp / EXTRACTOR_FILE, (json.dumps(extractor, indent=2) + "\n").encode())
+        publish_table(pa.Table.from_pylist([], schema=INDEX_SCHEMA), tmp / INDEX_FILE)
+        atomic_write_bytes(tmp / EXTRACTOR_FILE, (json.dumps(extractor, indent=2) + "\n").encode())
         try:
             os.rename(tmp, root / fingerprint)
         except OSError:
@@ -816,7 +590,7 @@ def _create_version(root: Path, config: ExtractorConfig, hidden_size: int) -> No
                     f"(no {EXTRACTOR_FILE}); move it away"
                 ) from None
         else:
-            _fsync_path(root, directory=True)
+            fsync_path(root, directory=True)
     finally:
         if tmp.exists():
             _rmtree(tmp)
@@ -834,122 +608,6 @@ def _read_extractor(path: Path) -> dict[str, Any]:
     if missing:
         raise StoreError(f"feature store file {file} lacks {', '.join(missing)}")
     return extractor
-
-
-def _open_array(path: Path, mode: str) -> Any:
-    meta = path / FEATURES_DIR / ARRAY_NAME / "zarr.json"
-    try:
-        return zarr.open_array(str(path / FEATURES_DIR), path=ARRAY_NAME, mode=mode)
-    except FileNotFoundError:
-        raise StoreError(f"feature store {path}: no array {FEATURES_DIR}/{ARRAY_NAME}") from None
-    except (ValueError, TypeError, KeyError, AttributeError, zarr.errors.BaseZarrError) as exc:
-        # a zarr.json that is not JSON, or JSON that is not array metadata
-        raise StoreError(
-            f"feature store file {meta} is unreadable: {' '.join(str(exc).split())[:200]}"
-        ) from None
-
-
-def _read_index(path: Path) -> pa.Table:
-    """The committed index of the version at `path`. A missing index.parquet is an empty
-    index only while no chunk file exists; beside chunk files it was lost (StoreError)."""
-    file = path / INDEX_FILE
-    if not file.is_file():
-        if _has_chunk_files(path):
-            raise StoreError(
-                f"feature store {path}: {INDEX_FILE} is missing but {FEATURES_DIR} holds feature "
-                "rows, so nothing says which item a row belongs to: the store is FAILED, not "
-                f"empty; restore {INDEX_FILE}, or move {path} away and extract again"
-            )
-        return pa.Table.from_pylist([], schema=INDEX_SCHEMA)
-    table = _read_table(file, INDEX_SCHEMA)
-    for column in ("item", "row"):
-        if table.column(column).null_count:
-            raise StoreError(
-                f"feature store file {file} is unreadable: column {column!r} is missing or empty"
-            )
-    return table
-
-
-def _has_chunk_files(path: Path) -> bool:
-    chunks = path / FEATURES_DIR / ARRAY_NAME / "c"
-    try:
-        with os.scandir(chunks) as entries:
-            return next(entries, None) is not None
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-
-
-def _read_table(path: Path, schema: pa.Schema) -> pa.Table:
-    if not path.is_file():
-        return pa.Table.from_pylist([], schema=schema)
-    try:
-        return pq.read_table(path, schema=schema)
-    except (OSError, pa.ArrowException) as exc:
-        raise StoreError(f"feature store file {path} is unreadable: {exc}") from None
-
-
-def _publish_table(table: pa.Table, path: Path) -> None:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    _atomic_write_bytes(path, sink.getvalue().to_pybytes())
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_path(path.parent, directory=True)
-
-
-def _sync_rows(path: Path, rows: list[int]) -> None:
-    """Make the chunk files of `rows` durable. On Linux one syncfs(2) flushes the whole
-    filesystem the store lives on (also the pages other processes, the actors, wrote); elsewhere
-    each chunk file and its directory is fsynced."""
-    if _syncfs(path):
-        return
-    array = _open_array(path, mode="r")
-    array_dir = path / FEATURES_DIR / ARRAY_NAME
-    for row in rows:
-        chunk = chunk_path(array_dir, array, row)
-        if chunk.exists():
-            _fsync_path(chunk)
-            _fsync_path(chunk.parent, directory=True)
-
-
-def _syncfs(path: Path) -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            return libc.syncfs(fd) == 0
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):
-        return False
-
-
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _file_key(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _rmtree(path: Path) -> None:
@@ -972,7 +630,3 @@ def _human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1000
     return f"{n:.2f} TB"
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)

@@ -29,7 +29,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from featurizer.errors import StoreError
-from featurizer.store_rows import DTYPE, all_finite, chunk_path, direct_io, read_chunk, row_checksum
+from featurizer.store_format import (
+    ARRAY_NAME,
+    DTYPE,
+    FEATURES_DIR,
+    STAGES,
+    all_finite,
+    chunk_path,
+    direct_io,
+    read_chunk,
+    row_checksum,
+)
 
 if TYPE_CHECKING:
     from featurizer.store import FeatureStore
@@ -86,8 +96,6 @@ def verify_version(
 ) -> VerifyReport:
     """Every check of the module docstring on `store`; the value pass (reading the rows) only
     with `check_values`, and then only over `items` where given."""
-    from featurizer.store import ARRAY_NAME, FEATURES_DIR, STAGES  # featurizer.store imports us
-
     report = VerifyReport(path=store.path)
     e = store.extractor
     fields = {key: e.get(key) for key in e.get("fingerprinted", [])}
