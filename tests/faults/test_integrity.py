@@ -171,32 +171,52 @@ def test_edited_title_reextracts_that_item_only(ws: Workspace, fault_report) -> 
     assert ws.version.index()["v0003"] != row_before and ws.version.verify().ok
 
 
-# --- 4. store verify sees silent corruption; 2. extract repairs it -----------------------------
+# --- 4. store verify sees silent corruption; 2. extract repairs what verify rejects ----------
+
+DAMAGES = {  # item -> (the fault, what verify says about its row)
+    "v0005": ("one flipped bit in a chunk file", "does not match the checksum"),
+    "v0008": ("chunk file truncated to 50 bytes", "holds 50 bytes, expected"),
+    "v0009": ("index row out of range (999)", "outside the array's rows"),
+}
 
 
-def test_flipped_bit_fails_verify_and_extract_repairs_it(ws: Workspace, fault_report) -> None:
-    chunk = ws.chunk("v0005")
-    _flip_bit(chunk)
+def test_rows_that_fail_their_check_are_named_and_extracted_again(
+    ws: Workspace, fault_report
+) -> None:
+    chunks = {item: ws.chunk(item) for item in DAMAGES}
+    _flip_bit(chunks["v0005"])
+    chunks["v0008"].write_bytes(chunks["v0008"].read_bytes()[:50])
+    path = ws.store / ws.fingerprint / "index.parquet"
+    table = pq.read_table(path)
+    rows = table.column("row").to_pylist()
+    rows[table.column("item").to_pylist().index("v0009")] = 999
+    pq.write_table(table.set_column(1, "row", [rows]), path)
 
-    code, line = _verify_line(ws, "v0005")
-    fault_report.record(
-        "one flipped bit in a chunk file (store verify)",
-        survived=code == 1 and str(chunk) in line,
-        message=line,
-    )
-    assert code == 1 and str(chunk) in line and "checksum" in line
-
+    said = {item: _verify_line(ws, item) for item in DAMAGES}
     code, shown, called = ws.extract()
+
     note = next((line.strip() for line in shown.splitlines() if "re-extracting" in line), shown)
-    fault_report.record(
-        "one flipped bit in a chunk file (extract repairs)",
-        survived=code == 0 and called == ["v0005"],
-        lost=ws.lost(),
-        message=note,
-    )
+    for item, (fault, words) in DAMAGES.items():
+        verify_code, line = said[item]
+        fault_report.record(
+            f"{fault} (store verify)",
+            survived=verify_code == 1 and words in line,
+            message=line,
+        )
+        fault_report.record(
+            f"{fault} (extract repairs)",
+            survived=code == 0 and item in called,
+            lost=ws.lost(),
+            message=note,
+        )
+    for item, (_, words) in DAMAGES.items():
+        verify_code, line = said[item]
+        assert verify_code == 1 and line.startswith(f"item {item}: row") and words in line, line
+    assert str(chunks["v0005"]) in said["v0005"][1] and str(chunks["v0008"]) in said["v0008"][1]
     assert code == 0, shown
-    assert note == "re-extracting 1 item whose row failed its check: v0005"
-    assert called == ["v0005"] and ws.version.verify().ok
+    assert note == "re-extracting 3 items whose row failed its check: v0005, v0008, v0009"
+    assert sorted(called) == sorted(DAMAGES)
+    assert ws.version.verify().ok and ws.lost() == 0
 
 
 def test_deleted_index_fails_verify_and_nothing_overwrites_the_rows(
@@ -234,52 +254,6 @@ def test_deleted_index_fails_verify_and_nothing_overwrites_the_rows(
     assert code == 1 and "the store is FAILED, not empty" in shown and not called
     assert_one_line_error(train, "index.parquet is missing")
     assert untouched and ws.lost() == 0
-
-
-def test_truncated_chunk_is_named_and_extract_repairs_it(ws: Workspace, fault_report) -> None:
-    chunk = ws.chunk("v0008")
-    chunk.write_bytes(chunk.read_bytes()[:50])
-
-    code, line = _verify_line(ws, "v0008")
-    extract_code, shown, called = ws.extract()
-
-    note = next((li.strip() for li in shown.splitlines() if "re-extracting" in li), shown)
-    fault_report.record(
-        "chunk file truncated to 50 bytes (store verify)",
-        survived=code == 1 and str(chunk) in line,
-        message=line,
-    )
-    fault_report.record(
-        "chunk file truncated to 50 bytes (extract repairs)",
-        survived=extract_code == 0 and called == ["v0008"],
-        lost=ws.lost(),
-        message=note,
-    )
-    assert code == 1 and "item v0008: row" in line and "holds 50 bytes" in line
-    assert extract_code == 0 and called == ["v0008"], shown
-    assert ws.version.verify().ok
-
-
-def test_index_row_out_of_range_is_extracted_again(ws: Workspace, fault_report) -> None:
-    path = ws.store / ws.fingerprint / "index.parquet"
-    table = pq.read_table(path)
-    rows = table.column("row").to_pylist()
-    rows[table.column("item").to_pylist().index("v0009")] = 999
-    pq.write_table(table.set_column(1, "row", [rows]), path)
-
-    code, line = _verify_line(ws, "v0009")
-    extract_code, shown, called = ws.extract()
-
-    note = next((li.strip() for li in shown.splitlines() if "re-extracting" in li), shown)
-    fault_report.record(
-        "index row out of range (extract repairs)",
-        survived=code == 1 and extract_code == 0 and called == ["v0009"],
-        lost=ws.lost(),
-        message=note,
-    )
-    assert code == 1 and "outside the array's rows" in line
-    assert note == "re-extracting 1 item whose row failed its check: v0009"
-    assert ws.version.verify().ok and ws.version.array.shape[0] == 13
 
 
 # --- 6. smaller ones ------------------------------------------------------------------------
