@@ -153,6 +153,15 @@ class StoreWriter:
         self._allocated.update(rows)
         return rows
 
+    @property
+    def committed_items(self) -> list[str]:
+        """Items committed in this session (and not failed since), in commit order."""
+        return [
+            item
+            for row, item in self._row_items.items()
+            if self._index.get(item, {}).get("row") == row
+        ]
+
     def row_writer(self, durable: bool = False) -> RowWriter:
         return RowWriter(self._path, durable=durable)
 

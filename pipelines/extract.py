@@ -119,7 +119,6 @@ def extract_catalog(
     except OSError as exc:  # e.g. a full or read-only disk under the store
         raise PipelineError(f"feature store {store}: {one_line(exc, 500)}") from None
     summary = ExtractSummary(store=store, fingerprint=version.fingerprint)
-    committed: list[str] = []
     try:
         with version.writer(wait=0.0) as writer:
             sources = {i: catalog.videos[i].sha256 for i in sorted(wanted) if i in catalog.videos}
@@ -152,13 +151,13 @@ def extract_catalog(
                     config,
                     writer,
                     summary,
-                    committed,
                     ray_address,
                     actors,
                     model_batch_size,
                     progress,
                 )
             writer.publish()
+            committed = writer.committed_items
         # the rows committed now (stored rows were checked at the start) and the whole layout
         after = version.verify(items=committed)
     except StoreError as exc:
@@ -277,7 +276,6 @@ def _run_actor_pool(
     config: ExtractorConfig,
     writer: Any,
     summary: ExtractSummary,
-    committed: list[str],
     ray_address: str | None,
     actors: int | None,
     model_batch_size: int | None,
@@ -306,17 +304,7 @@ def _run_actor_pool(
     bar = tqdm(total=len(records), desc="extract", unit="video", disable=not progress)
     try:
         done = _extraction_pass(
-            records,
-            config,
-            writer,
-            summary,
-            committed,
-            n_actors,
-            batch_size,
-            gpus,
-            faults,
-            publisher,
-            bar,
+            records, config, writer, summary, n_actors, batch_size, gpus, faults, publisher, bar
         )
         lost = [record for record in records if record["item"] not in done]
         if lost and batch_size > 1:
@@ -327,7 +315,7 @@ def _run_actor_pool(
                 "%d videos lost their actor every time; retrying them one by one", len(lost)
             )
             done |= _extraction_pass(
-                lost, config, writer, summary, committed, n_actors, 1, gpus, faults, publisher, bar
+                lost, config, writer, summary, n_actors, 1, gpus, faults, publisher, bar
             )
     finally:
         bar.close()
@@ -360,7 +348,6 @@ def _extraction_pass(
     config: ExtractorConfig,
     writer: Any,
     summary: ExtractSummary,
-    committed: list[str],
     n_actors: int,
     batch_size: int,
     gpus: int,
@@ -369,8 +356,7 @@ def _extraction_pass(
     bar: Any,
 ) -> set[str]:
     """Decode tasks and the actor pool over `records`; commits or fails each video the pool
-    returns (appending the committed ones to `committed`). Returns the items returned (the
-    others lost their actor every time)."""
+    returns. Returns the items returned (the others lost their actor every time)."""
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -428,7 +414,6 @@ def _extraction_pass(
                     prompt_sha256=str(result["prompt_sha256"]),
                     checksum=int(result["checksum"]),
                 )
-                committed.append(item)
                 summary.extracted += 1
             bar.update(1)
             publisher.tick()

@@ -195,3 +195,15 @@ def test_current_naming_anything_but_a_version_under_the_root_is_refused(
         read_current(root)
     with pytest.raises(StoreError, match="not a version directory"):
         set_current(root, name)
+
+
+def test_writer_lists_the_items_committed_in_its_session(store: FeatureStore) -> None:
+    with store.writer() as w:
+        rows = w.allocate(2)
+        for row, item in zip(rows, ["d", "e"], strict=True):
+            w.commit(
+                item, row, f"sha-{item}", 500, 2, checksum=w.row_writer().write(row, _features(9))
+            )
+        w.fail("e", "extract", "changed its mind")
+
+        assert w.committed_items == ["d"]
