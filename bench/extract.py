@@ -130,8 +130,8 @@ def main() -> None:
                 row_writer = writer.row_writer(durable=durable)
                 t0 = time.perf_counter()
                 for i, (r, row) in enumerate(zip(allocated, rows, strict=True)):
-                    row_writer.write(r, row)
-                    writer.commit(f"item{i}", r, "0" * 64, 0, 0)
+                    checksum = row_writer.write(r, row)
+                    writer.commit(f"item{i}", r, "0" * 64, 0, 0, checksum=checksum)
                 writer.publish()  # flushes the rows (one syncfs), then commits the index
                 results[durable] = time.perf_counter() - t0
         print(f"plain write:     {mb / plain_s:8.1f} MB/s ({mb:.0f} MB, one file, one fsync)")

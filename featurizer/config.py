@@ -72,6 +72,17 @@ class ExtractorConfig:
         blob = json.dumps(self.fingerprint_fields(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+    def item_prompt(self, title: str | None) -> str:
+        """One item's prompt text: the template with its title ("" if none) filled in. The
+        extractor renders exactly this with the processor's chat template, which is the same
+        for every item of a model, so this text is what differs per item."""
+        return self.prompt_template.replace("{title}", "" if title is None else str(title))
+
+    def prompt_sha256(self, title: str | None) -> str:
+        """The prompt half of an item's source identity (the video's sha256 is the other):
+        a changed title changes it, and with it that item's row only."""
+        return hashlib.sha256(self.item_prompt(title).encode("utf-8")).hexdigest()
+
     def replace(self, **changes: Any) -> ExtractorConfig:
         return dataclasses.replace(self, **changes)
 
@@ -97,7 +108,9 @@ def load_preset(name_or_path: str) -> ExtractorConfig:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.json")))
         raise ValueError(f"unknown preset {name_or_path!r} (known: {known})")
-    values = json.loads(path.read_text())
+    values = _read_json(path)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a preset is a JSON object")
     values.pop("description", None)
     if "layers" in values:
         values["layers"] = tuple(values["layers"])
@@ -113,7 +126,7 @@ def hidden_size_of(config: ExtractorConfig) -> int:
     values = config.architecture
     path = Path(config.model) / "config.json"
     if path.is_file():
-        values = json.loads(path.read_text())
+        values = _read_json(path)
     if values is None:
         raise ValueError(
             f"model {config.model!r}: no config.json there and no architecture in the preset"
@@ -122,3 +135,10 @@ def hidden_size_of(config: ExtractorConfig) -> int:
     if "hidden_size" not in text:
         raise ValueError(f"model {config.model!r}: config has no text_config.hidden_size")
     return int(text["hidden_size"])
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None

@@ -101,7 +101,7 @@ class VideoLLMExtractor:
         title = "" if title is None else str(title)
         for special in {self._video_token, "<image>", *self.processor.tokenizer.all_special_tokens}:
             title = title.replace(special, special.strip("<>|"))
-        text = self.config.prompt_template.replace("{title}", title)
+        text = self.config.item_prompt(title)
         if text.count(self._video_token) > 1:
             raise ValueError(f"prompt_template has more than one {self._video_token} marker")
         text = re.sub(re.escape(self._video_token) + r"\s*", "", text, count=1).strip()

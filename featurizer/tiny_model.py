@@ -305,10 +305,22 @@ Load it like any local checkpoint (works with `HF_HUB_OFFLINE=1`):
 """
 
 
-def build_tiny_checkpoint(out: Path, seed: int = 0) -> Path:
-    """Write the tiny checkpoint to `out` (created; files overwritten) and return `out`.
-    The same seed gives the same weights, tokenizer and processor."""
+class CheckpointExistsError(FileExistsError):
+    """The target directory of build_tiny_checkpoint is not empty (and `force` was not given)."""
+
+
+def build_tiny_checkpoint(out: Path, seed: int = 0, force: bool = False) -> Path:
+    """Write the tiny checkpoint to `out` and return `out`. The same seed gives the same
+    weights, tokenizer and processor. `out` must be missing or empty: anything there (another
+    checkpoint, a user's model) is refused with CheckpointExistsError unless `force`, which
+    overwrites the checkpoint's files."""
     out = Path(out)
+    if not force and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "a checkpoint" if (out / "config.json").is_file() else "files"
+        raise CheckpointExistsError(
+            f"{out} already holds {what}: tiny-model would overwrite its files there; pass "
+            "--force to do that, or choose an empty directory"
+        )
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer("qwen2")
     config = tiny_config(tokenizer)

@@ -5,6 +5,7 @@ catalog maps an item to the file that was found, so no item id can point outside
 A symlink in `videos/` is followed only when it resolves inside the dataset (or inside the
 directory `videos/` itself resolves to); one that points elsewhere is refused unread and
 recorded as unreadable, so a dataset cannot make the pipeline read (hash, decode) other files.
+A symlink loop, like any file that cannot be read, is recorded as unreadable; the others go on.
 """
 
 from __future__ import annotations
@@ -81,7 +82,11 @@ def scan_videos(dataset: Path, *, write: bool = True) -> Catalog:
         item = entry.name[: -len(VIDEO_SUFFIX)]
         path = Path(entry.path)
         if entry.is_symlink():
-            target = path.resolve()
+            try:
+                target = path.resolve()
+            except (OSError, RuntimeError):  # RuntimeError: a loop, before Python 3.13
+                unreadable[item] = f"{entry.name}: a symlink loop (it never reaches a file)"
+                continue
             if not any(target.is_relative_to(root) for root in roots):
                 unreadable[item] = (
                     f"{entry.name}: a symlink to {target}, outside the dataset: not read"

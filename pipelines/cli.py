@@ -11,6 +11,7 @@ import re
 import sys
 from pathlib import Path
 
+from featurizer.errors import StoreError
 from pipelines.errors import PipelineError, one_line
 from recmodel.config import TrainConfig
 
@@ -27,14 +28,16 @@ def _csv_list(value: str) -> list[str]:
 def cmd_demo_data(args: argparse.Namespace) -> None:
     from pipelines.demo_data import make_demo_dataset
 
-    summary = make_demo_dataset(args.dir, n_videos=args.videos, n_users=args.users, seed=args.seed)
+    summary = make_demo_dataset(
+        args.dir, n_videos=args.videos, n_users=args.users, seed=args.seed, force=args.force
+    )
     print(summary.describe())
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> None:
     from featurizer.tiny_model import build_tiny_checkpoint
 
-    path = build_tiny_checkpoint(args.dir, seed=args.seed)
+    path = build_tiny_checkpoint(args.dir, seed=args.seed, force=args.force)
     print(f"tiny LLaVA-OneVision checkpoint (random weights, no world knowledge) written to {path}")
 
 
@@ -67,16 +70,15 @@ def cmd_extract(args: argparse.Namespace) -> None:
     print(summary.describe())
 
 
-def cmd_store(args: argparse.Namespace) -> None:
+def cmd_store(args: argparse.Namespace) -> int:
     from pipelines.extract import store_info, store_verify
 
     if args.action == "info":
         print(store_info(args.store))
-    else:
-        report = store_verify(args.store)
-        print(report.describe())
-        if not report.ok:
-            raise SystemExit(1)
+        return 0
+    report = store_verify(args.store)
+    print(report.describe())
+    return 0 if report.ok else 1
 
 
 def _training_flags(args: argparse.Namespace) -> dict[str, object]:
@@ -188,11 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=int, default=48)
     p.add_argument("--users", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty DIR, replacing its pairs.csv, titles.csv and videos/v*.mp4",
+    )
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("tiny-model", help="write the tiny local LLaVA-OneVision checkpoint")
     p.add_argument("dir", type=Path)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--force", action="store_true", help="overwrite a checkpoint (or other files) in DIR"
+    )
     p.set_defaults(func=cmd_tiny_model)
 
     p = sub.add_parser("ingest", help="validate pairs.csv/titles.csv into interactions.parquet")
@@ -296,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        args.func(args)
-    except (PipelineError, OSError, ValueError) as exc:  # OSError: a full disk, a missing file
+        status = args.func(args)  # None, or an exit status (store verify: 1 when FAILED)
+    except (PipelineError, StoreError, OSError, ValueError) as exc:  # OSError: a full disk
         _error(args, one_line(exc))
         return 1
     except pickle.UnpicklingError as exc:
@@ -311,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(args, f"{type(exc).__name__}: {one_line(exc, 300)} (run with -v for the traceback)")
         return 1
-    return 0
+    return int(status or 0)
 
 
 def _error(args: argparse.Namespace, message: str) -> None:

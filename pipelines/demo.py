@@ -34,7 +34,8 @@ def ensure_demo_dataset(dataset: Path) -> None:
     from pipelines.demo_data import make_demo_dataset
 
     log.info("generating the demo dataset in %s", dataset)
-    make_demo_dataset(dataset, n_videos=DEMO_VIDEOS, n_users=DEMO_USERS, seed=DEMO_SEED)
+    # force: the demo's own directory, where an interrupted generation may have left videos
+    make_demo_dataset(dataset, n_videos=DEMO_VIDEOS, n_users=DEMO_USERS, seed=DEMO_SEED, force=True)
 
 
 def run_demo(root: Path = DEMO_ROOT) -> Path:
@@ -51,8 +52,8 @@ def run_demo(root: Path = DEMO_ROOT) -> Path:
 
     if not (root / "dataset" / "pairs.csv").exists():
         log.info("generating the demo dataset in %s", root / "dataset")
-        make_demo_dataset(
-            root / "dataset", n_videos=DEMO_VIDEOS, n_users=DEMO_USERS, seed=DEMO_SEED
+        make_demo_dataset(  # force: as in ensure_demo_dataset
+            root / "dataset", n_videos=DEMO_VIDEOS, n_users=DEMO_USERS, seed=DEMO_SEED, force=True
         )
 
     import dagster as dg

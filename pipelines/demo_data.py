@@ -128,18 +128,21 @@ class _Item:
 
 
 def make_demo_dataset(
-    out: Path, n_videos: int = 48, n_users: int = 160, seed: int = 0
+    out: Path, n_videos: int = 48, n_users: int = 160, seed: int = 0, force: bool = False
 ) -> DemoDataset:
     """Write a synthetic MicroLens-layout dataset to `out`; same seed, same bytes.
 
-    Files this generator owns (the CSVs, `videos/v*.mp4`, a stale `interactions.parquet`) are
-    replaced; anything else in `out` is left alone.
+    `out` must be missing or empty: a directory with anything in it may be a user's dataset,
+    and is refused (PipelineError) unless `force`. With `force`, the files this generator owns
+    (the CSVs, `videos/v*.mp4`, a stale `interactions.parquet`) are replaced and anything else
+    in `out` is left alone.
     """
     if n_videos < 4:
         raise PipelineError(f"n_videos (--videos) must be at least 4, got {n_videos}")
     if n_users < 1:
         raise PipelineError(f"n_users (--users) must be at least 1, got {n_users}")
     out = Path(out)
+    _refuse_non_empty(out, force)
     rng = np.random.default_rng(seed)
 
     topics = [TOPICS[i] for i in sorted(rng.permutation(len(TOPICS))[: _n_topics(n_videos)])]
@@ -402,6 +405,21 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
 
 
 # --- files --------------------------------------------------------------------------------------
+
+
+def _refuse_non_empty(out: Path, force: bool) -> None:
+    if force or not out.exists():
+        return
+    if not out.is_dir():
+        raise PipelineError(f"{out} exists and is not a directory")
+    held = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+    if held:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise PipelineError(
+            f"{out} is not empty (it holds {shown}): demo-data would replace pairs.csv, "
+            "titles.csv and videos/v*.mp4 there; pass --force to do that, or choose an empty "
+            "directory"
+        )
 
 
 def _prepare(out: Path) -> None:

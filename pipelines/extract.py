@@ -40,6 +40,7 @@ class ExtractSummary:
     store_bytes: int = 0
     is_current: bool = False
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (item, stage, error)
+    notes: list[str] = field(default_factory=list)  # why stored items were extracted again
 
     @property
     def seconds_per_video(self) -> float:
@@ -51,6 +52,8 @@ class ExtractSummary:
             f"failed {self.failed}; {self.seconds_per_video:.2f} s/video; "
             f"store {self.store}/{self.fingerprint}"
         )
+        for note in self.notes:
+            line += f"\n  {note}"
         for item, stage, error in self.failures:
             line += f"\n  failed {item} ({stage}): {error}"
         return line
@@ -87,10 +90,13 @@ def extract_catalog(
     make_current: bool | None = None,
     progress: bool = True,
 ) -> ExtractSummary:
-    """Extract every catalog video the store version for `config` lacks (new, or changed since
-    it was stored). `make_current`: move CURRENT to this version once it is complete (every
-    catalog item has a row or a failure row) and verifies; by default only when the store has
-    no CURRENT yet, so a partial re-extraction never switches what training reads."""
+    """Extract every catalog video the store version for `config` lacks: new, changed since it
+    was stored (its video or its prompt, title included), or whose stored row fails its check.
+    The store is verified first (a bad row becomes a failure row and, if in this run, is
+    extracted again) and the rows this run committed after: a run never ends in success over
+    a store that would not verify. `make_current`: move CURRENT to this version once it is
+    complete (every catalog item has a row or a failure row); by default only when the store
+    has no CURRENT yet, so a partial re-extraction never switches what training reads."""
     dataset, store = Path(dataset), Path(store)
     started = time.perf_counter()
     catalog = scan_videos(dataset)
@@ -116,7 +122,12 @@ def extract_catalog(
     try:
         with version.writer(wait=0.0) as writer:
             sources = {i: catalog.videos[i].sha256 for i in sorted(wanted) if i in catalog.videos}
-            pending = version.pending(sources)
+            prompts = {i: config.prompt_sha256(titles.get(i, "")) for i in sources}
+            bad = _fail_bad_rows(version, writer, summary, wanted)
+            reasons = version.pending_reasons(sources, prompts)
+            reasons.update({i: "row failed its check" for i in bad if i in reasons})
+            summary.notes += _reextraction_notes(reasons)
+            pending = list(reasons)
             summary.skipped = len(sources) - len(pending)
             for item in sorted(wanted & set(catalog.unreadable)):
                 writer.fail(item, "decode", catalog.unreadable[item])
@@ -129,6 +140,7 @@ def extract_catalog(
                         "item": item,
                         "path": str(catalog.videos[item].path),
                         "sha256": catalog.videos[item].sha256,
+                        "prompt_sha256": prompts[item],
                         "title": titles.get(item, ""),
                         "row": row,
                     }
@@ -145,6 +157,9 @@ def extract_catalog(
                     progress,
                 )
             writer.publish()
+            committed = writer.committed_items
+        # the rows committed now (stored rows were checked at the start) and the whole layout
+        after = version.verify(items=committed)
     except StoreError as exc:
         raise PipelineError(str(exc)) from None
     except OSError as exc:  # the store's disk (full, read-only, gone): what was published stays
@@ -154,12 +169,18 @@ def extract_catalog(
         ) from None
     summary.seconds = time.perf_counter() - started
     _record_extraction_run(version.path, summary, actors)
+    if not after.ok:
+        first = (after.problems + [f"item {i}: {w}" for i, w in after.bad_rows.items()])[0]
+        raise PipelineError(
+            f"extracted {summary.extracted}, failed {summary.failed}, but feature store "
+            f"{version.path} does not verify: {first}; see `linkedout store verify {version.path}`"
+        )
 
     if make_current is None:
         make_current = read_current(store) is None
     summary.store_bytes = _directory_bytes(version.path)
     if make_current:
-        problems = store_integrity(dataset, store, config)
+        problems = _uncovered(version, catalog, titles, config)
         if problems:
             log.warning("%s not made CURRENT: %s", version.path, "; ".join(problems[:3]))
         else:
@@ -172,6 +193,76 @@ def extract_catalog(
     summary.is_current = read_current(store) == version.fingerprint
     log.info(summary.describe().splitlines()[0])
     return summary
+
+
+def _fail_bad_rows(
+    version: FeatureStore, writer: Any, summary: ExtractSummary, wanted: set[str]
+) -> dict[str, str]:
+    """Verify the stored rows; each bad one becomes a failure row (published now, so that no
+    reader trusts it any longer) and so is extracted again if this run wants it. A problem of
+    the whole version (not of rows) stops the run: extracting cannot repair it."""
+    report = version.verify()
+    if report.problems:
+        raise PipelineError(
+            f"feature store {version.path} does not verify, and extracting cannot repair it: "
+            f"{report.problems[0]}"
+        )
+    if report.n_checked:
+        log.info(
+            "checked %d stored rows (%.2f GB) in %.1f s",
+            report.n_checked,
+            report.bytes_read / 1e9,
+            report.seconds,
+        )
+    for item, why in report.bad_rows.items():
+        writer.fail(item, "write", f"stored row failed its check: {why}")
+    if report.bad_rows:
+        writer.publish()
+    left = sorted(set(report.bad_rows) - wanted)
+    if left:
+        summary.notes.append(
+            f"{_count(len(left), 'item')} whose row failed its check {_is_are(left)} not in this "
+            f"run and now {_is_are(left)} failure rows (extracted by a run that includes "
+            f"{_it_them(left)}): {_shown(left)}"
+        )
+    return report.bad_rows
+
+
+_REASON_WORDS = {
+    "row failed its check": "whose row failed its check",
+    "video changed": "whose video changed",
+    "prompt changed": "whose prompt changed (its title)",
+    "prompt unknown": "stored before prompt identities were recorded",
+}
+
+
+def _reextraction_notes(reasons: dict[str, str]) -> list[str]:
+    """One line per reason a stored item is extracted again, e.g. "re-extracting 1 item whose
+    row failed its check: v0003"."""
+    notes = []
+    for reason, words in _REASON_WORDS.items():
+        found = [item for item, why in reasons.items() if why == reason]
+        if found:
+            notes.append(f"re-extracting {_count(len(found), 'item')} {words}: {_shown(found)}")
+    return notes
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def _is_are(items: list[str]) -> str:
+    return "is" if len(items) == 1 else "are"
+
+
+def _it_them(items: list[str]) -> str:
+    return "it" if len(items) == 1 else "them"
+
+
+def _shown(items: list[str], limit: int = 10) -> str:
+    return ", ".join(items[:limit]) + (
+        f" and {len(items) - limit} more" if len(items) > limit else ""
+    )
 
 
 def _titles(dataset: Path) -> dict[str, str]:
@@ -320,6 +411,8 @@ def _extraction_pass(
                     str(result["sha256"]),
                     int(result["n_old"]),
                     int(result["n_new"]),
+                    prompt_sha256=str(result["prompt_sha256"]),
+                    checksum=int(result["checksum"]),
                 )
                 summary.extracted += 1
             bar.update(1)
@@ -347,28 +440,40 @@ def store_verify(store: Path) -> Any:
 
 def store_integrity(dataset: Path, store: Path, config: ExtractorConfig) -> list[str]:
     """What is wrong with the store version for `config`: the store's own verification plus
-    catalog coverage (every video has a committed row or a failure row). Empty when sound."""
+    catalog coverage (every video has a current row or a failure row). Empty when sound."""
     path = Path(store) / config.fingerprint()
     if not path.is_dir():
         return [f"{path}: no store version for this extractor yet"]
     try:
         version = FeatureStore.open(Path(store), config.fingerprint())
+        report = version.verify()
+        problems = list(report.problems)
+        problems += [f"item {item}: {why}" for item, why in report.bad_rows.items()]
+        if not report.problems:
+            catalog = scan_videos(Path(dataset), write=False)
+            problems += _uncovered(version, catalog, _titles(Path(dataset)), config)
     except StoreError as exc:
         return [str(exc)]
-    report = version.verify()
-    problems = list(report.problems)
-    catalog = scan_videos(Path(dataset), write=False)
+    return problems
+
+
+def _uncovered(
+    version: FeatureStore, catalog: Any, titles: dict[str, str], config: ExtractorConfig
+) -> list[str]:
+    """Catalog items with neither a current row (same video, same prompt) nor a failure row."""
     indexed = version.index()
     failed = set(version.failures_table().column("item").to_pylist())
     sources = {item: video.sha256 for item, video in catalog.videos.items()}
-    stale = [i for i in version.pending(sources) if i not in failed]
+    prompts = {item: config.prompt_sha256(titles.get(item, "")) for item in sources}
+    stale = [i for i in version.pending(sources, prompts) if i not in failed]
     missing = sorted(set(stale) | (set(catalog.unreadable) - failed - set(indexed)))
-    if missing:
-        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        problems.append(
-            f"{len(missing)} catalog items have neither a row nor a failure row: {shown}"
-        )
-    return problems
+    if not missing:
+        return []
+    shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+    return [
+        f"{len(missing)} catalog items have neither a row nor a failure row (new, or their "
+        f"video or title changed): {shown}"
+    ]
 
 
 def _directory_bytes(path: Path) -> int:

@@ -126,6 +126,7 @@ class ExtractVideos:
         error = np.array([str(e) for e in batch["error"]], dtype=object)
         n_old = np.zeros(n, np.int64)
         n_new = np.zeros(n, np.int64)
+        checksum = np.zeros(n, np.uint64)
         fatal = np.array([""] * n, dtype=object)
         for i in range(n):
             if self.load_error:
@@ -139,7 +140,7 @@ class ExtractVideos:
                 if self.faults is not None:
                     self.faults.after_model_call(str(batch["item"][i]))
                 stage[i] = "write"
-                self.row_writer.write(int(batch["row"][i]), video.features)
+                checksum[i] = self.row_writer.write(int(batch["row"][i]), video.features)
                 n_old[i], n_new[i], stage[i] = video.n_old, video.n_new, ""
             except OSError as exc:
                 error[i] = one_line(exc, 500)
@@ -153,6 +154,8 @@ class ExtractVideos:
             "item": batch["item"],
             "row": batch["row"],
             "sha256": batch["sha256"],
+            "prompt_sha256": batch["prompt_sha256"],
+            "checksum": checksum,
             "n_old": n_old,
             "n_new": n_new,
             "stage": stage,

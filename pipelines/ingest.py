@@ -11,11 +11,21 @@ the 1-based line in the file, header included.
 
 The split is leave-one-out by timestamp per user (ties keep file order): the last interaction
 is `test`, the one before `valid`, the rest `train`.
+
+interactions.parquet records what it was made from: the size, mtime and sha256 of pairs.csv and
+titles.csv (its schema metadata, key `linkedout.sources`). `read_current_interactions`, which
+training reads through, compares them with the files on disk (hashing only a file whose size or
+mtime moved, as the video catalog does) and stops with one line when either changed: training
+does not re-ingest by itself, because ingest owns interactions.parquet (the Dagster
+`interactions` asset materializes it), may reject rows and moves the split, and a user must see
+that before a run is trained on it.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import os
 import re
 import tempfile
@@ -26,13 +36,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from featurizer.decode import sha256_file
 from pipelines.errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 PAIRS = "pairs.csv"
 TITLES = "titles.csv"
 VIDEOS = "videos"
 INTERACTIONS = "interactions.parquet"
 MIN_INTERACTIONS = 3  # one train, one valid, one test
+SOURCES_KEY = b"linkedout.sources"  # interactions.parquet metadata: the inputs it was made from
+SOURCES = (PAIRS, TITLES)
 
 SCHEMA = pa.schema(
     [
@@ -94,6 +109,7 @@ def ingest(dataset: Path) -> IngestResult:
             f"{pairs_path} not found: a dataset needs pairs.csv (user,item,timestamp)"
         )
     rejected: list[tuple[str, int, str]] = []  # (file, line, reason)
+    sources = {name: _stamp(dataset / name) for name in SOURCES}
 
     known_items: set[str] | None = None
     if (dataset / TITLES).exists():
@@ -150,7 +166,14 @@ def ingest(dataset: Path) -> IngestResult:
             columns["item"].append(row.item)
             columns["timestamp"].append(row.timestamp)
             columns["split"].append("test" if k == n - 1 else "valid" if k == n - 2 else "train")
-    table = pa.table(columns, schema=SCHEMA)
+    for name, stamp in sources.items():
+        if _moved(stamp, dataset / name):
+            raise PipelineError(
+                f"{dataset / name} changed while it was being ingested: run ingest again"
+            )
+    table = pa.table(columns, schema=SCHEMA).replace_schema_metadata(
+        {SOURCES_KEY: json.dumps(sources, sort_keys=True).encode()}
+    )
     out = dataset / INTERACTIONS
     _write_atomic(table, out)
 
@@ -180,13 +203,88 @@ def read_interactions(dataset: Path) -> pa.Table:
     path = Path(dataset) / INTERACTIONS
     if not path.is_file():
         raise PipelineError(f"{path} not found: run `linkedout ingest {dataset}` first")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise PipelineError(
+            f"{path} is unreadable ({' '.join(str(exc).split())[:200]}): run "
+            f"`linkedout ingest {dataset}` again"
+        ) from None
     missing = [name for name in SCHEMA.names if name not in table.column_names]
     if missing:
         raise PipelineError(
             f"{path}: missing column {missing[0]!r}: run `linkedout ingest {dataset}` again"
         )
     return table.select(SCHEMA.names)
+
+
+def read_current_interactions(dataset: Path) -> pa.Table:
+    """read_interactions, refused (PipelineError, one line) when pairs.csv or titles.csv changed
+    after interactions.parquet was written (see the module docstring)."""
+    changed = stale_sources(dataset)
+    if changed:
+        raise PipelineError(
+            f"{changed[0]} after {Path(dataset) / INTERACTIONS} was written: run "
+            f"`linkedout ingest {dataset}` again"
+        )
+    return read_interactions(dataset)
+
+
+def stale_sources(dataset: Path) -> list[str]:
+    """How the inputs differ from those interactions.parquet was made from, one phrase per
+    changed file ("DATASET/pairs.csv changed (content differs)"); empty when they match, when
+    there is no interactions.parquet, or when it records no inputs (an older ingest wrote it:
+    nothing to compare, said in a warning)."""
+    dataset = Path(dataset)
+    path = dataset / INTERACTIONS
+    if not path.is_file():
+        return []
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+        recorded = json.loads(metadata[SOURCES_KEY]) if SOURCES_KEY in metadata else None
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise PipelineError(
+            f"{path} is unreadable ({' '.join(str(exc).split())[:200]}): run "
+            f"`linkedout ingest {dataset}` again"
+        ) from None
+    if not isinstance(recorded, dict):
+        log.warning(
+            "%s records no source files (an older ingest wrote it): cannot tell whether %s "
+            "changed since; run ingest again to record them",
+            path,
+            PAIRS,
+        )
+        return []
+    changed = []
+    for name in SOURCES:
+        file, then = dataset / name, recorded.get(name)
+        if then is None:
+            if file.exists():
+                changed.append(f"{file} was added")
+        elif not file.is_file():
+            changed.append(f"{file} was removed")
+        elif _moved(then, file) and sha256_file(file) != then["sha256"]:
+            now = file.stat().st_size
+            sizes = f"{then['size']} -> {now} bytes" if now != then["size"] else "same size"
+            changed.append(f"{file} changed ({sizes}, content differs)")
+    return changed
+
+
+def _stamp(path: Path) -> dict[str, int | str] | None:
+    """size, mtime_ns and sha256 of a file; None when there is none."""
+    if not path.is_file():
+        return None
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
+
+
+def _moved(stamp: dict[str, int | str] | None, path: Path) -> bool:
+    """Whether `path`'s size or mtime differ from `stamp` (or it appeared or vanished)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return stamp is not None
+    return stamp is None or (st.st_size, st.st_mtime_ns) != (stamp["size"], stamp["mtime_ns"])
 
 
 # --- parsing ----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from pipelines.errors import PipelineError
 from pipelines.ingest import read_interactions
@@ -19,6 +20,7 @@ from pipelines.train import metric_lines
 from recmodel.data import build_splits
 from recmodel.serving import (
     CONFIG_FILE,
+    ITEM_IDS_FILE,
     METRICS_FILE,
     Recommender,
     UnknownItemsError,
@@ -44,10 +46,31 @@ class EvaluationResult:
 
 
 def read_run_config(run: Path) -> dict[str, Any]:
+    """A run's config.json; PipelineError (one line naming the file) when it is missing or
+    is not a JSON object."""
     path = Path(run) / CONFIG_FILE
     if not path.is_file():
         raise PipelineError(f"{run} is not a run directory (no {CONFIG_FILE}): train one first")
-    return json.loads(path.read_text())
+    config = _read_json(path)
+    if not isinstance(config, dict):
+        raise PipelineError(f"{path} is not a run's config (a JSON object was expected)")
+    return config
+
+
+def _item_ids(run: Path) -> list[str]:
+    try:
+        return read_item_ids(run)
+    except (OSError, pa.ArrowException) as exc:  # pyarrow's messages do not name the file
+        raise PipelineError(
+            f"{Path(run) / ITEM_IDS_FILE} is unreadable: {' '.join(str(exc).split())[:200]}"
+        ) from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+        raise PipelineError(f"{path} is not valid JSON: {exc}") from None
 
 
 def evaluate_run(run: Path) -> EvaluationResult:
@@ -56,14 +79,16 @@ def evaluate_run(run: Path) -> EvaluationResult:
     run = Path(run)
     config = read_run_config(run)
     table = read_interactions(Path(config["dataset"]))
+    items = _item_ids(run)
     try:
-        splits = build_splits(table, read_item_ids(run), int(config["model"]["max_history"]))
+        splits = build_splits(table, items, int(config["model"]["max_history"]))
     except ValueError as exc:
         raise PipelineError(f"{config['dataset']} changed since {run} was trained: {exc}") from None
     metrics = evaluate_recommender(Recommender.load(run), splits)
     previous = run / METRICS_FILE
     if previous.is_file():
-        metrics["training"] = json.loads(previous.read_text()).get("training")
+        recorded = _read_json(previous)
+        metrics["training"] = recorded.get("training") if isinstance(recorded, dict) else None
     metrics["variant"] = config["variant"]
     write_json(previous, metrics)
     return EvaluationResult(run_dir=run, variant=config["variant"], metrics=metrics)
@@ -110,8 +135,8 @@ def serving_summary(run: Path, queries: int = 200, seed: int = 0) -> ServingSumm
     if not path.is_file():
         raise PipelineError(f"{path} not found: train the run first")
     vectors = np.load(path, mmap_mode="r")
+    items = _item_ids(run)
     recommender = Recommender.load(run)
-    items = read_item_ids(run)
     rng = np.random.default_rng(seed)
     timings = []
     for _ in range(queries):

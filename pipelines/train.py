@@ -106,9 +106,9 @@ def metric_lines(split: dict[str, Any]) -> list[str]:
 
 
 def _interactions(dataset: Path) -> pa.Table:
-    from pipelines.ingest import read_interactions
+    from pipelines.ingest import read_current_interactions
 
-    return read_interactions(Path(dataset))
+    return read_current_interactions(Path(dataset))  # stops when pairs.csv changed since ingest
 
 
 def _open_store(store: Path) -> Any:

@@ -5,7 +5,7 @@ import dagster as dg
 from dagster_project.resources import LinkedOutPaths
 from pipelines.catalog import scan_videos
 from pipelines.demo import ensure_demo_dataset
-from pipelines.ingest import ingest, read_interactions
+from pipelines.ingest import INTERACTIONS, ingest, read_interactions, stale_sources
 
 GROUP = "linkedout"
 
@@ -13,14 +13,23 @@ GROUP = "linkedout"
 @dg.asset(group_name=GROUP, code_version="1", kinds={"parquet"})
 def interactions(context: dg.AssetExecutionContext, paths: LinkedOutPaths) -> dg.MaterializeResult:
     """`pairs.csv` and `titles.csv` validated into `interactions.parquet` with the leave-one-out
-    split (last interaction test, second-to-last validation, by timestamp)."""
+    split (last interaction test, second-to-last validation, by timestamp). Materializing it
+    ingests again; training stops while pairs.csv or titles.csv differ from what it was
+    ingested from (the `interactions_current` check)."""
     ensure_demo_dataset(paths.dataset)
+    first = not (paths.dataset / INTERACTIONS).is_file()
+    changed = [] if first else stale_sources(paths.dataset)
+    for change in changed:
+        context.log.info(f"ingesting again: {change} since the last ingest")
     result = ingest(paths.dataset)
     for rejection in result.rejected[:50]:
         context.log.warning(f"rejected {rejection}")
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(result.path)),
+            "inputs since the last ingest": (
+                "first ingest" if first else "; ".join(changed) or "unchanged"
+            ),
             "users": result.n_users,
             "items": result.n_items,
             "interactions": result.n_interactions,
@@ -48,6 +57,18 @@ def interactions_schema(paths: LinkedOutPaths) -> dg.AssetCheckResult:
         problems.append(f"{len(bad_users)} users without exactly one valid and one test row")
     return dg.AssetCheckResult(
         passed=not problems, metadata={"problems": "; ".join(problems) or "none"}
+    )
+
+
+@dg.asset_check(
+    asset=interactions,
+    description="pairs.csv and titles.csv are the files interactions.parquet was ingested from.",
+)
+def interactions_current(paths: LinkedOutPaths) -> dg.AssetCheckResult:
+    changed = stale_sources(paths.dataset)
+    return dg.AssetCheckResult(
+        passed=not changed,
+        metadata={"changed since ingest": "; ".join(changed) or "none"},
     )
 
 

@@ -34,6 +34,8 @@ def video_features(
         make_current=True,
         progress=False,
     )
+    for note in summary.notes:  # e.g. "re-extracting 1 item whose row failed its check: v0003"
+        context.log.info(note)
     for item, stage, error in summary.failures:
         context.log.warning(f"failed {item} ({stage}): {error}")
     context.log.info(summary.describe().splitlines()[0])

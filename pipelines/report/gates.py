@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.errors import PipelineError
 from pipelines.report.render import pct
 
 # =============================================================================================
@@ -119,7 +121,10 @@ def read_gates(run: Path) -> GateAnalysis | None:
     path = Path(run) / "gates.parquet"
     if not path.is_file():
         return None
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise PipelineError(f"{path} is unreadable: {' '.join(str(exc).split())[:200]}") from None
     if table.num_rows == 0:
         return None
     gate_cols = [c for c in table.column_names if re.fullmatch(r"gate_L\d+", c)]

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.errors import PipelineError
 from pipelines.extract import EXTRACTION_RUNS_FILE
 from pipelines.report.layout import REPO_ROOT
 
@@ -187,7 +188,10 @@ def dataset_stats(
     max_history = int(config.get("model", {}).get("max_history", 10))
     stats["test_history_mean"] = float(np.minimum(lengths - 1, max_history).mean())
     stats["max_history"] = max_history
-    ids = pq.read_table(run / "item_ids.parquet")
+    try:
+        ids = pq.read_table(run / "item_ids.parquet")
+    except (OSError, pa.ArrowException) as exc:
+        raise PipelineError(f"{run / 'item_ids.parquet'} is unreadable: {exc}") from None
     stats["catalog"] = ids.num_rows
     stats["cold_items"] = int((ids.column("train_count").to_numpy() == 0).sum())
     test = metrics.get("test", {})

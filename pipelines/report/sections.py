@@ -69,7 +69,7 @@ from pipelines.report.render import (
     rel,
 )
 from pipelines.report.runs import read_config, read_metrics, same_split_runs, variant_of
-from pipelines.serve import serving_summary
+from pipelines.serve import read_run_config, serving_summary
 
 # =============================================================================================
 # The report
@@ -101,7 +101,7 @@ class _Context:
 
 def collect_context(run: Path) -> _Context:
     metrics = read_metrics(run)
-    config = read_config(run)
+    config = read_run_config(run)  # a report describes a trained run: refused without one
     variant = variant_of(run.name, config, metrics)
     runs, excluded = same_split_runs(run, config, metrics)
     for name, m in runs.items():

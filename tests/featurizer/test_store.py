@@ -193,7 +193,7 @@ def test_publish_on_exception_keeps_finished_work(store: FeatureStore) -> None:
     assert store.index() == {"a": 0}
 
 
-def test_verify_flags_a_nan_row(store: FeatureStore) -> None:
+def test_verify_names_a_row_changed_after_commit(store: FeatureStore) -> None:
     _write(store, {"a": "sha-a", "b": "sha-b"})
     raw = zarr.open_array(str(store.path / "features.zarr"), path="features", mode="r+")
     raw[1, 0, 0, 0] = np.nan
@@ -201,7 +201,8 @@ def test_verify_flags_a_nan_row(store: FeatureStore) -> None:
     report = store.verify()
 
     assert not report.ok
-    assert any("NaN/Inf" in p and "e.g. b" in p for p in report.problems), report.describe()
+    assert list(report.bad_rows) == ["b"], report.describe()
+    assert "does not match the checksum" in report.bad_rows["b"]
 
 
 def test_verify_flags_an_out_of_range_index_row(store: FeatureStore) -> None:
@@ -213,7 +214,7 @@ def test_verify_flags_an_out_of_range_index_row(store: FeatureStore) -> None:
     report = store.verify()
 
     assert not report.ok
-    assert any("outside [0, 1)" in p for p in report.problems), report.describe()
+    assert "outside the array's rows [0, 1)" in report.bad_rows["a"], report.describe()
     assert report.describe().startswith("FAILED")
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from featurizer.tiny_model import build_tiny_checkpoint, build_tokenizer
+from featurizer.tiny_model import CheckpointExistsError, build_tiny_checkpoint, build_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +81,16 @@ def test_tokenizer_can_place_specials_at_a_large_models_ids() -> None:
     assert tokenizer.eos_token_id == 151645
     assert tokenizer.convert_tokens_to_ids("<|im_start|>") == 151644
     assert tokenizer.decode(tokenizer("a video").input_ids) == "a video"
+
+
+def test_existing_checkpoint_is_refused_unless_forced(tiny_model: Path, tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model, target)
+    before = (target / "model.safetensors").read_bytes()
+
+    with pytest.raises(CheckpointExistsError, match="already holds a checkpoint.*--force"):
+        build_tiny_checkpoint(target, seed=1)
+    assert (target / "model.safetensors").read_bytes() == before
+
+    build_tiny_checkpoint(target, seed=1, force=True)
+    assert (target / "model.safetensors").read_bytes() != before

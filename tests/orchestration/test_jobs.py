@@ -85,8 +85,14 @@ def test_integrity_and_schema_checks_pass_and_the_metric_floor_is_evaluated(full
     first, _ = full_runs
 
     evaluations = {e.check_name: e for e in first.get_asset_check_evaluations()}
-    assert set(evaluations) == {"interactions_schema", "store_integrity_check", "beats_popularity"}
+    assert set(evaluations) == {
+        "interactions_schema",
+        "interactions_current",
+        "store_integrity_check",
+        "beats_popularity",
+    }
     assert evaluations["interactions_schema"].passed
+    assert evaluations["interactions_current"].passed
     assert evaluations["store_integrity_check"].passed
     # 12 items are too few for the floor to mean anything (popularity ranks nearly all of them in
     # the top 10); tests/pipelines/test_demo_quality.py holds it on the demo dataset.

@@ -159,12 +159,12 @@ def test_popularity_is_long_tailed(tmp_path: Path) -> None:
     assert warm[-1] >= 1.5 * warm[len(warm) // 2]
 
 
-def test_rerun_replaces_the_previous_dataset(tmp_path: Path) -> None:
+def test_forced_rerun_replaces_the_previous_dataset(tmp_path: Path) -> None:
     make_demo_dataset(tmp_path, n_videos=8, n_users=10, seed=0)
     (tmp_path / "interactions.parquet").write_bytes(b"stale")
     (tmp_path / "notes.txt").write_text("mine")
 
-    result = make_demo_dataset(tmp_path, n_videos=4, n_users=10, seed=0)
+    result = make_demo_dataset(tmp_path, n_videos=4, n_users=10, seed=0, force=True)
 
     assert len(list((tmp_path / "videos").glob("*.mp4"))) == result.n_videos == 4
     assert not (tmp_path / "interactions.parquet").exists()
@@ -184,3 +184,16 @@ def test_describe_is_one_line_with_the_counts(demo_dataset: Path, tmp_path: Path
 def test_too_few_videos_raise_pipeline_error(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="--videos"):
         make_demo_dataset(tmp_path, n_videos=2, n_users=10)
+
+
+def test_non_empty_directory_is_refused_and_left_unchanged(tmp_path: Path) -> None:
+    (tmp_path / "pairs.csv").write_text("user,item,timestamp\nu1,mine,1\n")
+    (tmp_path / "videos").mkdir()
+
+    with pytest.raises(
+        PipelineError, match=r"is not empty \(it holds pairs.csv, videos/\).*--force"
+    ):
+        make_demo_dataset(tmp_path, n_videos=4, n_users=10, seed=0)
+
+    assert (tmp_path / "pairs.csv").read_text() == "user,item,timestamp\nu1,mine,1\n"
+    assert not list((tmp_path / "videos").iterdir())

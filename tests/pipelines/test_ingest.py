@@ -13,7 +13,13 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.errors import PipelineError
-from pipelines.ingest import SCHEMA, ingest, read_interactions, read_titles
+from pipelines.ingest import (
+    SCHEMA,
+    ingest,
+    read_current_interactions,
+    read_interactions,
+    read_titles,
+)
 
 GOOD = "u1,a,1\nu1,b,2\nu1,c,3\nu2,a,5\nu2,c,6\nu2,b,7\n"  # lines 2-7 after the header
 
@@ -366,3 +372,48 @@ def test_read_interactions_before_ingest_says_to_run_it(tmp_path: Path) -> None:
 
 def test_read_titles_without_titles_file_is_empty(tmp_path: Path) -> None:
     assert read_titles(tmp_path) == {}
+
+
+# --- inputs changed after ingest ----------------------------------------------------------------
+
+
+def test_pairs_csv_edited_after_ingest_stops_the_training_read(tmp_path: Path) -> None:
+    dataset = _dataset(tmp_path, "user,item,timestamp\n" + GOOD)
+    ingest(dataset)
+    (dataset / "pairs.csv").write_text("user,item,timestamp\n" + GOOD + "u3,a,1\n")
+
+    with pytest.raises(PipelineError) as info:
+        read_current_interactions(dataset)
+
+    message = str(info.value)
+    assert "pairs.csv changed" in message and "content differs" in message
+    assert f"linkedout ingest {dataset}" in message and "\n" not in message
+
+
+def test_titles_csv_added_after_ingest_stops_the_training_read(tmp_path: Path) -> None:
+    dataset = _dataset(tmp_path, "user,item,timestamp\n" + GOOD)
+    ingest(dataset)
+    (dataset / "titles.csv").write_text("item,title\na,A\nb,B\nc,C\n")
+
+    with pytest.raises(PipelineError, match="titles.csv was added"):
+        read_current_interactions(dataset)
+
+
+def test_pairs_csv_touched_but_unchanged_is_still_current(tmp_path: Path) -> None:
+    dataset = _dataset(tmp_path, "user,item,timestamp\n" + GOOD)
+    ingest(dataset)
+    (dataset / "pairs.csv").write_text("user,item,timestamp\n" + GOOD)  # new mtime, same bytes
+
+    assert read_current_interactions(dataset).num_rows == 6
+
+
+def test_interactions_of_an_older_ingest_are_read_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dataset = _dataset(tmp_path, "user,item,timestamp\n" + GOOD)
+    ingest(dataset)
+    path = dataset / "interactions.parquet"
+    pq.write_table(pq.read_table(path).replace_schema_metadata(None), path)
+
+    assert read_current_interactions(dataset).num_rows == 6
+    assert "records no source files" in caplog.text
