@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -126,7 +126,7 @@ class GradCache:
         self._rng: list[tuple[torch.Tensor, torch.Tensor | None]] = []
 
     def forward(
-        self, micro_batches: Sequence[np.ndarray], blocks: Sequence[Block | None]
+        self, micro_batches: Sequence[np.ndarray], blocks: Iterable[Block | None]
     ) -> torch.Tensor:
         """Vectors (U, d) of every micro-batch's items, in order: a leaf that requires grad."""
         self._rng = []
@@ -142,7 +142,7 @@ class GradCache:
         self,
         grad: torch.Tensor,
         micro_batches: Sequence[np.ndarray],
-        blocks: Sequence[Block | None],
+        blocks: Iterable[Block | None],
     ) -> None:
         """Accumulate the parameters' gradients given dL/dv (U, d) of forward()'s vectors."""
         after = self._rng_state()  # the loss's own draws (ranker dropout) came after pass 1

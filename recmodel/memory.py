@@ -4,11 +4,12 @@ Peak resident memory is set by `TrainConfig.memory_budget_bytes`, not by the sto
 or the batch size. What the process holds before training (interpreter, torch, the splits, the
 model: the baseline, measured) comes off the top; the rest is shared out as
 
-    activations   30%   one micro-batch of items encoded with gradients (sets its size)
-    step buffer   20%   a step's features, kept for the second pass of gradient caching
+    activations   25%   one micro-batch of items encoded with gradients (sets its size)
+    step buffer   30%   a step's features, kept for the second pass of gradient caching;
+                        the background reader fills what a step does not keep
     read-ahead    15%   rows the background reader has read for the coming steps
-    hot rows      30%   the most-read items' features, held for the whole run
-    slack          5%   vectors, the negative cache, allocator slack
+    hot rows      25%   the most-read items' features, held for the whole run
+    slack          5%   the micro-batch's own rows, vectors, the negative cache, allocator
 
 Nothing else grows with the data: the item-vector cache is (n_items, dz) float32 (5 MB for
 20,000 items at dz = 64) and evaluation scores users in chunks sized from the activation share.
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-SHARES = {"activations": 0.30, "step": 0.20, "readahead": 0.15, "hot": 0.30}
+SHARES = {"activations": 0.25, "step": 0.30, "readahead": 0.15, "hot": 0.25}
 
 
 def process_rss() -> int:
@@ -121,13 +122,14 @@ def plan_memory(
     grad = encoder_activation_bytes(view_shape, d_model)
     # the least that works: one item's activations, and a step buffer and read-ahead of a few
     # rows each; below that the budget cannot be honoured
-    least = grad + 8 * item_bytes
-    if available * SHARES["activations"] < grad or available < least / 0.65:
+    streaming = SHARES["step"] + SHARES["readahead"]
+    least = baseline + max(grad / SHARES["activations"], 8 * item_bytes / streaming)
+    if budget < least:
         raise BudgetError(
             f"memory_budget_bytes={budget}: too small; {baseline / 2**30:.2f} GiB is in use "
             f"before training and one item of shape {view_shape} needs "
             f"{(grad + item_bytes) / 2**20:.0f} MiB to encode with gradients; give at least "
-            f"{(baseline + least / 0.65) / 2**30:.1f} GiB"
+            f"{least / 2**30:.1f} GiB"
         )
     shares = {name: int(available * share) for name, share in SHARES.items()}
     transient = encoder_transient_bytes(view_shape, d_model) + item_bytes

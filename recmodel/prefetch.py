@@ -7,7 +7,9 @@ previous step computes and memory stays bounded. Reads release the GIL (file rea
 copies), so the thread costs the compute little.
 
 A request larger than `max_bytes` is still read, once nothing else is waiting: the bound is
-then that one block, which the caller sized.
+then that one block, which the caller sized. Blocks the consumer keeps after taking them
+(gradient caching keeps a step's features for its second pass) count against the bound while
+held: `hold(n)` / `release(n)`.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Prefetcher:
         self._requests = iter(requests)
         self._ready: deque = deque()
         self._waiting_bytes = 0
+        self._held_bytes = 0
         self._cond = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="feature-prefetch", daemon=True)
@@ -81,6 +84,16 @@ class Prefetcher:
         self.wait_seconds += time.perf_counter() - started
         return entry
 
+    def hold(self, nbytes: int) -> None:
+        """The consumer keeps `nbytes` of taken blocks: less room to read ahead."""
+        with self._cond:
+            self._held_bytes += nbytes
+
+    def release(self, nbytes: int) -> None:
+        with self._cond:
+            self._held_bytes = max(0, self._held_bytes - nbytes)
+            self._cond.notify_all()
+
     def close(self) -> None:
         with self._cond:
             self._stop = True
@@ -104,7 +117,7 @@ class Prefetcher:
                     while (
                         not self._stop
                         and self._ready
-                        and self._waiting_bytes + size > self.max_bytes
+                        and self._waiting_bytes + self._held_bytes + size > self.max_bytes
                     ):
                         self._cond.wait()
                     if self._stop:

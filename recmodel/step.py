@@ -17,6 +17,7 @@ workers' gradients add up to one batch's mean.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,36 +112,47 @@ class Step:
             for p in self.model.parameters():
                 p.grad = torch.zeros_like(p)
             return 0.0
-        blocks = self._take(plan.micro, reader)
         if len(plan.micro) == 1:
-            out = encode_block(self.model, plan.items, blocks[0], self.device, self.bf16)
+            block = self._take(plan.items, reader)
+            out = encode_block(self.model, plan.items, block, self.device, self.bf16)
             vectors = out.vectors.float()
             loss = self._loss(plan, vectors)
             (loss / global_targets).backward()
         else:
-            vectors = self.gradcache.forward(plan.micro, blocks)
+            # blocks are taken one micro-batch at a time, so the reader fetches the next one
+            # while this one computes; kept ones count against its bound until released
+            kept: list[Block | None] = []
+
+            def first_pass() -> Iterator[Block | None]:
+                for items in plan.micro:
+                    block = self._take(items, reader)
+                    if plan.keep:
+                        kept.append(block)
+                        if reader is not None and block is not None:
+                            reader.hold(block.nbytes)
+                    yield block
+
+            vectors = self.gradcache.forward(plan.micro, first_pass())
             loss = self._loss(plan, vectors)
             (loss / global_targets).backward()
-            if not plan.keep:
-                blocks = self._take(plan.micro, reader)
+            second = kept if plan.keep else (self._take(m, reader) for m in plan.micro)
             assert vectors.grad is not None
-            self.gradcache.backward(vectors.grad, plan.micro, blocks)
+            self.gradcache.backward(vectors.grad, plan.micro, second)
+            if reader is not None:
+                reader.release(sum(b.nbytes for b in kept if b is not None))
         if self.cache is not None and self.cache.vectors is not None:
             # the step's fresh vectors replace their cached ones (negatives.py: cross-batch)
             items = torch.from_numpy(plan.items).to(self.device)
             self.cache.vectors[items] = vectors.detach()
         return float(loss.detach())
 
-    def _take(self, micro: list[np.ndarray], reader: Prefetcher | None) -> list[Block | None]:
+    def _take(self, items: np.ndarray, reader: Prefetcher | None) -> Block | None:
         if reader is None:
-            return [None] * len(micro)
-        blocks: list[Block | None] = []
-        for items in micro:
-            block = next(reader)
-            if len(block.items) != len(items):
-                raise RuntimeError("feature reader out of step with the training plan")
-            blocks.append(block)
-        return blocks
+            return None
+        block = next(reader)
+        if len(block.items) != len(items):
+            raise RuntimeError("feature reader out of step with the training plan")
+        return block
 
     def _loss(self, plan: StepPlan, vectors: torch.Tensor) -> torch.Tensor:
         """vectors: (U, d) of plan.items -> this worker's loss sum."""

@@ -268,7 +268,10 @@ def fit(
         reader = None
         if bank is not None:
             requests = (r for plan in plans for r in plan.requests())
-            reader = Prefetcher(bank, requests, encode.readahead, device.type == "cuda")
+            # the step buffer is the reader's too: what a step keeps for its second pass is
+            # held against the same bound (prefetch.py)
+            room = encode.readahead + (memory.step_bytes if memory else 0)
+            reader = Prefetcher(bank, requests, room, device.type == "cuda")
         try:
             for i, (batch, plan) in enumerate(zip(batches, plans, strict=True)):
                 if cache is not None and cache.due(state.global_step, epoch_start=i == 0):

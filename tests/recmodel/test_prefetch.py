@@ -69,3 +69,17 @@ def test_prefetcher_close_stops_the_thread_before_its_requests_end():
     reader.close()
 
     assert not any(t.name == "feature-prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_blocks_the_consumer_holds_count_against_the_bound():
+    bank, _ = _cold_bank(10)
+    reader = Prefetcher(bank, [np.array([i]) for i in range(10)], max_bytes=3 * ROW_BYTES)
+    time.sleep(0.3)
+
+    reader.hold(next(reader).nbytes)  # taken, but kept (a step's first pass)
+    time.sleep(0.3)
+    assert bank.rows_read == 3  # no room freed: the held block still counts
+    reader.release(ROW_BYTES)
+    time.sleep(0.3)
+    assert bank.rows_read == 4
+    reader.close()
