@@ -9,7 +9,7 @@ copies), so the thread costs the compute little.
 A request larger than `max_bytes` is still read, once nothing else is waiting: the bound is
 then that one block, which the caller sized. Blocks the consumer keeps after taking them
 (gradient caching keeps a step's features for its second pass) count against the bound while
-held: `hold(n)` / `release(n)`.
+held: `take(hold=True)`, then `release(n)`.
 """
 
 from __future__ import annotations
@@ -68,6 +68,11 @@ class Prefetcher:
         return self
 
     def __next__(self) -> Block:
+        return self.take()
+
+    def take(self, hold: bool = False) -> Block:
+        """The next block; with `hold`, it keeps counting against the bound until released
+        (taken and held in one step, so the reader cannot fill its room in between)."""
         started = time.perf_counter()
         with self._cond:
             while not self._ready:
@@ -80,14 +85,11 @@ class Prefetcher:
                 self._ready.appendleft(entry)
                 raise entry
             self._waiting_bytes -= entry.nbytes
+            if hold:
+                self._held_bytes += entry.nbytes
             self._cond.notify_all()
         self.wait_seconds += time.perf_counter() - started
         return entry
-
-    def hold(self, nbytes: int) -> None:
-        """The consumer keeps `nbytes` of taken blocks: less room to read ahead."""
-        with self._cond:
-            self._held_bytes += nbytes
 
     def release(self, nbytes: int) -> None:
         with self._cond:

@@ -125,11 +125,9 @@ class Step:
 
             def first_pass() -> Iterator[Block | None]:
                 for items in plan.micro:
-                    block = self._take(items, reader)
+                    block = self._take(items, reader, hold=plan.keep)
                     if plan.keep:
                         kept.append(block)
-                        if reader is not None and block is not None:
-                            reader.hold(block.nbytes)
                     yield block
 
             vectors = self.gradcache.forward(plan.micro, first_pass())
@@ -146,10 +144,12 @@ class Step:
             self.cache.vectors[items] = vectors.detach()
         return float(loss.detach())
 
-    def _take(self, items: np.ndarray, reader: Prefetcher | None) -> Block | None:
+    def _take(
+        self, items: np.ndarray, reader: Prefetcher | None, hold: bool = False
+    ) -> Block | None:
         if reader is None:
             return None
-        block = next(reader)
+        block = reader.take(hold)
         if len(block.items) != len(items):
             raise RuntimeError("feature reader out of step with the training plan")
         return block

@@ -36,16 +36,23 @@ def test_prefetcher_yields_blocks_in_request_order():
         assert np.array_equal(block.features.numpy(), table[request])
 
 
+def _wait_for_rows(bank: ItemFeatureBank, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while bank.rows_read < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # and give the thread the chance to read past it
+
+
 def test_prefetcher_reads_ahead_at_most_max_bytes():
     bank, _ = _cold_bank(10)
     requests = [np.array([i]) for i in range(10)]
 
     reader = Prefetcher(bank, requests, max_bytes=3 * ROW_BYTES)
-    time.sleep(0.3)  # let the thread run as far ahead as it may
+    _wait_for_rows(bank, 3)
 
     assert bank.rows_read == 3
     next(reader)
-    time.sleep(0.3)
+    _wait_for_rows(bank, 4)
     assert bank.rows_read == 4  # one block taken: room for one more
     reader.close()
 
@@ -74,12 +81,12 @@ def test_prefetcher_close_stops_the_thread_before_its_requests_end():
 def test_blocks_the_consumer_holds_count_against_the_bound():
     bank, _ = _cold_bank(10)
     reader = Prefetcher(bank, [np.array([i]) for i in range(10)], max_bytes=3 * ROW_BYTES)
-    time.sleep(0.3)
+    _wait_for_rows(bank, 3)
 
-    reader.hold(next(reader).nbytes)  # taken, but kept (a step's first pass)
+    reader.take(hold=True)  # taken, but kept (a step's first pass)
     time.sleep(0.3)
     assert bank.rows_read == 3  # no room freed: the held block still counts
     reader.release(ROW_BYTES)
-    time.sleep(0.3)
+    _wait_for_rows(bank, 4)
     assert bank.rows_read == 4
     reader.close()
