@@ -1,11 +1,13 @@
-"""The one Definitions object: assets, checks, jobs, schedules, the sensor and the resources."""
+"""The one Definitions object: assets, checks, jobs, schedules, sensors and the resources.
+Nothing here reads the environment: resources resolve their settings when a run uses them."""
 
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 
-from dagster_project.assets import dataset, features, model, report
+from dagster_project.assets import dataset, features, report, variants
+from dagster_project.automation import retrain_on_new_features
 from dagster_project.jobs import (
     extract_new_videos,
     linkedout_full,
@@ -16,7 +18,7 @@ from dagster_project.resources import default_resources
 from dagster_project.schedules import reextract_features_schedule, train_and_evaluate_schedule
 from dagster_project.sensors import new_videos_sensor
 
-asset_modules = [dataset, features, model, report]
+asset_modules = [dataset, features, variants, report]
 
 
 def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
@@ -26,7 +28,7 @@ def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
         asset_checks=dg.load_asset_checks_from_modules(asset_modules),
         jobs=[linkedout_full, extract_new_videos, reextract_features, train_and_evaluate],
         schedules=[reextract_features_schedule, train_and_evaluate_schedule],
-        sensors=[new_videos_sensor],
+        sensors=[new_videos_sensor, retrain_on_new_features],
         resources=dict(resources),
     )
 

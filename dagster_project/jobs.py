@@ -2,10 +2,15 @@
 
 import dagster as dg
 
+from dagster_project.assets.variants import VARIANT_KEYS
+
 linkedout_full = dg.define_asset_job(
     "linkedout_full",
     selection=dg.AssetSelection.all(),
-    description="Everything: ingest, catalog, extraction (incremental), training, embeddings, report.",
+    description=(
+        "Everything: ingest, catalog, extraction (incremental), every variant's training and "
+        "embeddings, the report."
+    ),
 )
 
 extract_new_videos = dg.define_asset_job(
@@ -25,8 +30,8 @@ reextract_features = dg.define_asset_job(
 
 train_and_evaluate = dg.define_asset_job(
     "train_and_evaluate",
-    selection=dg.AssetSelection.assets(
-        "interactions", "ranker", "item_embeddings", "evaluation_report"
+    selection=dg.AssetSelection.assets("interactions", *VARIANT_KEYS, "evaluation_report"),
+    description=(
+        "Train every variant on the CURRENT store, export their item vectors, write the report."
     ),
-    description="Train the ranker on the CURRENT store, export item vectors, write the report.",
 )

@@ -1,32 +1,60 @@
 """Resources: where the data lives, which Ray to use, which extractor, which training settings.
-Every field can come from run config or an environment variable; the defaults are the demo's."""
 
+Every field can be set in the launchpad's run config (`resources: paths: config: ...`). A field
+left unset falls back to an environment variable read when the run uses it (never when `defs`
+is imported, so importing the project does not depend on the environment), then to the demo's
+value."""
+
+import os
 from pathlib import Path
 
 import dagster as dg
+import pydantic
 
 from pipelines.extract import resolve_extractor
 from pipelines.ray_runtime import ensure_ray
 
 
-class LinkedOutPaths(dg.ConfigurableResource):
-    """The dataset (MicroLens layout), the feature store and the directory of training runs."""
+def _setting(value: str | None, env: str, default: str) -> str:
+    return value or os.environ.get(env) or default
 
-    dataset_dir: str = "data/demo/dataset"
-    store_dir: str = "data/demo/store"
-    runs_dir: str = "data/demo/runs"
+
+class LinkedOutPaths(dg.ConfigurableResource):
+    """The dataset (MicroLens layout), the feature store, the training runs (one directory per
+    variant) and the evaluation report's own directory."""
+
+    dataset_dir: str | None = pydantic.Field(
+        default=None, description="default: $LINKEDOUT_DATASET, else data/demo/dataset"
+    )
+    store_dir: str | None = pydantic.Field(
+        default=None, description="default: $LINKEDOUT_STORE, else data/demo/store"
+    )
+    runs_dir: str | None = pydantic.Field(
+        default=None, description="default: $LINKEDOUT_RUNS, else data/demo/runs"
+    )
+    report_dir: str | None = pydantic.Field(
+        default=None, description="default: $LINKEDOUT_REPORT, else data/demo/report"
+    )
 
     @property
     def dataset(self) -> Path:
-        return Path(self.dataset_dir)
+        return Path(_setting(self.dataset_dir, "LINKEDOUT_DATASET", "data/demo/dataset"))
 
     @property
     def store(self) -> Path:
-        return Path(self.store_dir)
+        return Path(_setting(self.store_dir, "LINKEDOUT_STORE", "data/demo/store"))
 
     @property
     def runs(self) -> Path:
-        return Path(self.runs_dir)
+        return Path(_setting(self.runs_dir, "LINKEDOUT_RUNS", "data/demo/runs"))
+
+    @property
+    def report(self) -> Path:
+        return Path(_setting(self.report_dir, "LINKEDOUT_REPORT", "data/demo/report"))
+
+    def run(self, variant: str) -> Path:
+        """The one directory the `variant`'s training step writes."""
+        return self.runs / variant
 
 
 class RayCluster(dg.ConfigurableResource):
@@ -36,43 +64,49 @@ class RayCluster(dg.ConfigurableResource):
     is always None) and its cluster resources are KubeRay-specific, so this small resource
     covers both cases with one field."""
 
-    address: str | None = None
+    address: str | None = pydantic.Field(
+        default=None, description="a Ray cluster; default: $RAY_ADDRESS, else a local Ray"
+    )
     num_cpus: int | None = None
 
     def ensure_started(self) -> None:
-        ensure_ray(self.address, self.num_cpus)
+        ensure_ray(self.address or os.environ.get("RAY_ADDRESS") or None, self.num_cpus)
 
 
 class ExtractorPreset(dg.ConfigurableResource):
     """The extractor: a preset name or JSON file, optionally with another local checkpoint."""
 
-    preset: str = "demo"
-    model: str | None = None
+    preset: str | None = pydantic.Field(
+        default=None, description="default: $LINKEDOUT_PRESET, else demo"
+    )
+    model: str | None = pydantic.Field(
+        default=None, description="a local checkpoint; default: $LINKEDOUT_MODEL, else the preset's"
+    )
 
     def config(self):  # -> featurizer.config.ExtractorConfig
-        return resolve_extractor(preset=self.preset, model=self.model)
+        return resolve_extractor(
+            preset=_setting(self.preset, "LINKEDOUT_PRESET", "demo"),
+            model=self.model or os.environ.get("LINKEDOUT_MODEL") or None,
+        )
 
 
 class TrainingSettings(dg.ConfigurableResource):
     """Training's settings file: a shipped name (`demo`) or a YAML/JSON path (see
-    pipelines/train_config.py). The `ranker` asset's run config overrides single fields."""
+    pipelines/train_config.py). Each variant's run config overrides single fields."""
 
-    config: str = "demo"
+    config: str | None = pydantic.Field(
+        default=None, description="default: $LINKEDOUT_TRAIN_CONFIG, else demo"
+    )
+
+    @property
+    def settings_file(self) -> str:
+        return _setting(self.config, "LINKEDOUT_TRAIN_CONFIG", "demo")
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
-        "paths": LinkedOutPaths(
-            dataset_dir=dg.EnvVar("LINKEDOUT_DATASET").get_value("data/demo/dataset"),
-            store_dir=dg.EnvVar("LINKEDOUT_STORE").get_value("data/demo/store"),
-            runs_dir=dg.EnvVar("LINKEDOUT_RUNS").get_value("data/demo/runs"),
-        ),
-        "ray": RayCluster(address=dg.EnvVar("RAY_ADDRESS").get_value() or None),
-        "extractor": ExtractorPreset(
-            preset=dg.EnvVar("LINKEDOUT_PRESET").get_value("demo"),
-            model=dg.EnvVar("LINKEDOUT_MODEL").get_value() or None,
-        ),
-        "training": TrainingSettings(
-            config=dg.EnvVar("LINKEDOUT_TRAIN_CONFIG").get_value("demo") or "demo"
-        ),
+        "paths": LinkedOutPaths(),
+        "ray": RayCluster(),
+        "extractor": ExtractorPreset(),
+        "training": TrainingSettings(),
     }

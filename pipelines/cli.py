@@ -143,10 +143,13 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(f"report written: {paths.html} and {paths.markdown}")
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
-    from pipelines.demo import run_demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    # the runner belongs to the orchestration (dagster_project.demo); pipelines starts it as a
+    # program rather than importing the layer above it
+    import subprocess
 
-    run_demo(args.root)
+    command = [sys.executable, "-m", "dagster_project.demo", "--root", str(args.root)]
+    return subprocess.run(command, check=False).returncode
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:

@@ -1,10 +1,13 @@
-"""The demo: a generated dataset and the tiny checkpoint, run through the Dagster job."""
+"""The demo's dataset: generated once at the demo's own location when a run finds it missing.
+The runner that takes it through Dagster is dagster_project/demo.py (pipelines never imports the
+orchestration)."""
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
+
+from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -33,46 +36,14 @@ def ensure_demo_dataset(dataset: Path) -> None:
         return  # ingest reports the missing pairs.csv with the path
     from pipelines.demo_data import make_demo_dataset
 
-    log.info("generating the demo dataset in %s", dataset)
-    # force: the demo's own directory, where an interrupted generation may have left videos
-    make_demo_dataset(dataset, n_videos=DEMO_VIDEOS, n_users=DEMO_USERS, seed=DEMO_SEED, force=True)
-
-
-def run_demo(root: Path = DEMO_ROOT) -> Path:
-    """Build what is missing, run `linkedout_full` through Dagster on a persistent instance
-    (so `dagster dev` shows the run afterwards), and return the report's path."""
-    root = Path(root).resolve()
-    os.environ.setdefault("DAGSTER_HOME", str(root / "dagster_home"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    os.environ["LINKEDOUT_DATASET"] = str(root / "dataset")
-    os.environ["LINKEDOUT_STORE"] = str(root / "store")
-    os.environ["LINKEDOUT_RUNS"] = str(root / "runs")
-
-    from pipelines.demo_data import make_demo_dataset
-
-    if not (root / "dataset" / "pairs.csv").exists():
-        log.info("generating the demo dataset in %s", root / "dataset")
-        make_demo_dataset(  # force: as in ensure_demo_dataset
-            root / "dataset", n_videos=DEMO_VIDEOS, n_users=DEMO_USERS, seed=DEMO_SEED, force=True
+    # `interactions` and `video_catalog` both start with this and run in parallel: one
+    # generates, the other waits and then finds pairs.csv (written last) in place
+    dataset.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dataset.parent / ".dataset.lock")):
+        if (dataset / "pairs.csv").exists():
+            return
+        log.info("generating the demo dataset in %s", dataset)
+        # force: the demo's own directory, where an interrupted generation may have left videos
+        make_demo_dataset(
+            dataset, n_videos=DEMO_VIDEOS, n_users=DEMO_USERS, seed=DEMO_SEED, force=True
         )
-
-    import dagster as dg
-
-    from dagster_project.definitions import defs
-    from pipelines.errors import PipelineError
-
-    with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("linkedout_full").execute_in_process(
-            instance=instance, raise_on_error=False
-        )
-    if not result.success:
-        failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        raise PipelineError(
-            f"the linkedout_full run failed at {', '.join(failed) or 'a step'}; see the log above"
-        )
-    report = root / "runs" / "full" / "report.html"
-    print(f"demo finished: report at {report}")
-    print(
-        f"browse the assets and the run: DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev"
-    )
-    return report

@@ -3,6 +3,7 @@ rows written chunk-aligned by the actors, the index committed by this process as
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -39,6 +40,8 @@ class ExtractSummary:
     seconds: float = 0.0
     store_bytes: int = 0
     is_current: bool = False
+    rows: int = 0  # committed rows in the version after this run
+    data_version: str = ""  # fingerprint, rows and a digest of the index and failures
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (item, stage, error)
     notes: list[str] = field(default_factory=list)  # why stored items were extracted again
 
@@ -57,6 +60,19 @@ class ExtractSummary:
         for item, stage, error in self.failures:
             line += f"\n  failed {item} ({stage}): {error}"
         return line
+
+
+def store_data_version(version: FeatureStore) -> tuple[int, str]:
+    """(committed rows, a version string): the fingerprint, the row count and a digest of which
+    item sits in which row and which failed, so a run that re-extracts or adds anything changes
+    it, and a run that extracts nothing keeps it."""
+    index = version.index_table()
+    failures = version.failures_table()
+    digest = hashlib.sha256()
+    for name in ("item", "row"):
+        digest.update(repr(index.column(name).to_pylist()).encode())
+    digest.update(repr(sorted(failures.column("item").to_pylist())).encode())
+    return index.num_rows, f"{version.fingerprint}-{index.num_rows}-{digest.hexdigest()[:12]}"
 
 
 def resolve_extractor(
@@ -179,6 +195,7 @@ def extract_catalog(
     if make_current is None:
         make_current = read_current(store) is None
     summary.store_bytes = _directory_bytes(version.path)
+    summary.rows, summary.data_version = store_data_version(version)
     if make_current:
         problems = _uncovered(version, catalog, titles, config)
         if problems:

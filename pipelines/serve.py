@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from pipelines.errors import PipelineError
@@ -116,40 +114,3 @@ def recommend(run: Path, history: Sequence[str], k: int = 10) -> list[tuple[str,
         raise PipelineError(str(exc)) from None
     except ValueError as exc:
         raise PipelineError(f"{run}: {exc}") from None
-
-
-@dataclass
-class ServingSummary:
-    path: Path
-    n_items: int
-    dim: int
-    bytes: int
-    p50_ms: float
-
-
-def serving_summary(run: Path, queries: int = 200, seed: int = 0) -> ServingSummary:
-    """The run's precomputed item vectors and the measured latency of one query (a 10-item
-    history -> top-10 over the whole catalog), the median of `queries` random histories."""
-    run = Path(run)
-    path = run / "item_embeddings.npy"
-    if not path.is_file():
-        raise PipelineError(f"{path} not found: train the run first")
-    vectors = np.load(path, mmap_mode="r")
-    items = _item_ids(run)
-    recommender = Recommender.load(run)
-    rng = np.random.default_rng(seed)
-    timings = []
-    for _ in range(queries):
-        history = [
-            items[i] for i in rng.choice(len(items), size=min(10, len(items) - 1), replace=False)
-        ]
-        t0 = time.perf_counter()
-        recommender.recommend(history, 10)
-        timings.append(time.perf_counter() - t0)
-    return ServingSummary(
-        path,
-        vectors.shape[0],
-        vectors.shape[1],
-        path.stat().st_size,
-        float(np.median(timings)) * 1e3,
-    )

@@ -2,7 +2,8 @@
 recmodel, writing the run directory.
 
     RUN/ config.json  model.pt  metrics.json  item_embeddings.npy  item_ids.parquet
-         gates.parquet  checkpoint.pt (the resumable training state)
+         gates.parquet  serving.json (the serving benchmark, measured here)
+         checkpoint.pt (the resumable training state)
 
 The catalog is every item in the interactions plus every item in the store index (sorted), the
 same for all variants trained on the same dataset and store, so their full-ranking metrics are
@@ -39,6 +40,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from pipelines.errors import PipelineError, one_line
+from pipelines.serving_bench import SERVING_FILE, record_serving
 from pipelines.train_config import TrainingValues, training_values
 from recmodel.checkpoint import CheckpointMismatchError, EpochLog, load_checkpoint
 from recmodel.config import VARIANTS, ModelConfig, TrainConfig, check_variant
@@ -330,6 +332,12 @@ def train_run(
     metrics["training"] = _training_summary(result, train_cfg, time.perf_counter() - started)
     metrics["training"]["n_missing_features"] = n_missing
     write_json(out / METRICS_FILE, metrics)
+    serving = record_serving(out, _store_version(inputs.store_info))
+    if progress:
+        tqdm.write(
+            f"{variant}: one query (10-item history -> top-10 of {splits.n_items}) "
+            f"{serving['query']['p50_ms']:.3g} ms p50, recorded in {out / SERVING_FILE}"
+        )
     return TrainResult(
         run_dir=out,
         variant=variant,
@@ -342,6 +350,12 @@ def train_run(
         seconds=time.perf_counter() - started,
         workers=workers,
     )
+
+
+def _store_version(store_info: dict[str, Any]) -> Path | None:
+    if not store_info.get("path") or not store_info.get("fingerprint"):
+        return None
+    return Path(store_info["path"]) / store_info["fingerprint"]
 
 
 def _check_run_dir(out: Path, variant: str, model_cfg: ModelConfig, train: TrainConfig) -> None:

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from dagster_project.resources import LinkedOutPaths
+from dagster_project.versions import source_version
 from pipelines.catalog import scan_videos
 from pipelines.demo import ensure_demo_dataset
 from pipelines.ingest import INTERACTIONS, ingest, read_interactions, stale_sources
@@ -10,7 +11,7 @@ from pipelines.ingest import INTERACTIONS, ingest, read_interactions, stale_sour
 GROUP = "linkedout"
 
 
-@dg.asset(group_name=GROUP, code_version="1", kinds={"parquet"})
+@dg.asset(group_name=GROUP, code_version=source_version("pipelines.ingest"), kinds={"parquet"})
 def interactions(context: dg.AssetExecutionContext, paths: LinkedOutPaths) -> dg.MaterializeResult:
     """`pairs.csv` and `titles.csv` validated into `interactions.parquet` with the leave-one-out
     split (last interaction test, second-to-last validation, by timestamp). Materializing it
@@ -39,7 +40,11 @@ def interactions(context: dg.AssetExecutionContext, paths: LinkedOutPaths) -> dg
     )
 
 
-@dg.asset_check(asset=interactions, description="Columns, types and one valid+test row per user.")
+@dg.asset_check(
+    asset=interactions,
+    description="Columns, types and one valid+test row per user.",
+    blocking=True,  # no split to train or evaluate on
+)
 def interactions_schema(paths: LinkedOutPaths) -> dg.AssetCheckResult:
     table = read_interactions(paths.dataset)
     expected = {"user": "string", "item": "string", "timestamp": "int64", "split": "string"}
@@ -63,6 +68,7 @@ def interactions_schema(paths: LinkedOutPaths) -> dg.AssetCheckResult:
 @dg.asset_check(
     asset=interactions,
     description="pairs.csv and titles.csv are the files interactions.parquet was ingested from.",
+    blocking=True,  # training refuses stale interactions: the variants would only fail
 )
 def interactions_current(paths: LinkedOutPaths) -> dg.AssetCheckResult:
     changed = stale_sources(paths.dataset)
@@ -72,7 +78,7 @@ def interactions_current(paths: LinkedOutPaths) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset(group_name=GROUP, code_version="1", kinds={"parquet"})
+@dg.asset(group_name=GROUP, code_version=source_version("pipelines.catalog"), kinds={"parquet"})
 def video_catalog(context: dg.AssetExecutionContext, paths: LinkedOutPaths) -> dg.MaterializeResult:
     """Every video file of the dataset: item, path, size, sha256 and when it was first seen.
     Only files whose size or mtime changed are hashed again."""

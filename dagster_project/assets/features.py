@@ -4,6 +4,7 @@ import dagster as dg
 
 from dagster_project.assets.dataset import video_catalog
 from dagster_project.resources import ExtractorPreset, LinkedOutPaths, RayCluster
+from dagster_project.versions import source_version
 from pipelines.extract import extract_catalog, store_integrity
 
 
@@ -13,7 +14,12 @@ class ExtractionConfig(dg.Config):
     items: list[str] = []
 
 
-@dg.asset(deps=[video_catalog], group_name="linkedout", code_version="1", kinds={"ray", "zarr"})
+@dg.asset(
+    deps=[video_catalog],
+    group_name="linkedout",
+    code_version=source_version("featurizer", "pipelines.extract", "pipelines.extract_workers"),
+    kinds={"ray", "zarr"},
+)
 def video_features(
     context: dg.AssetExecutionContext,
     config: ExtractionConfig,
@@ -24,7 +30,8 @@ def video_features(
     """Hidden states of the frozen video LLM at the tapped layers (old tokens merged, new tokens
     kept; L×K×D float16 per video) in the fingerprinted Zarr store. Items already stored with the
     same content hash are skipped; a broken video becomes a failure row. CURRENT moves to this
-    version only once it covers the catalog and verifies."""
+    version only once it covers the catalog and verifies. The data version is the store
+    fingerprint with its committed rows, so the variants show as stale when features change."""
     ray.ensure_started()
     summary = extract_catalog(
         dataset=paths.dataset,
@@ -40,8 +47,10 @@ def video_features(
         context.log.warning(f"failed {item} ({stage}): {error}")
     context.log.info(summary.describe().splitlines()[0])
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(summary.data_version),
         metadata={
             "fingerprint": summary.fingerprint,
+            "rows": summary.rows,
             "extracted": summary.extracted,
             "skipped (already stored)": summary.skipped,
             "failed": summary.failed,
@@ -49,13 +58,14 @@ def video_features(
             "store": dg.MetadataValue.path(str(paths.store / summary.fingerprint)),
             "store bytes": summary.store_bytes,
             "current": summary.is_current,
-        }
+        },
     )
 
 
 @dg.asset_check(
     asset=video_features,
     description="Every catalog item has a row or a failure row; shapes, dtype; no NaN or Inf.",
+    blocking=True,  # training on a store that fails this is meaningless: the variants wait
 )
 def store_integrity_check(paths: LinkedOutPaths, extractor: ExtractorPreset) -> dg.AssetCheckResult:
     problems = store_integrity(paths.dataset, paths.store, extractor.config())

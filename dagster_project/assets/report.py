@@ -1,28 +1,32 @@
-"""The evaluation report: every variant on the same split, layer-gate analysis, efficiency."""
+"""The evaluation report: reads every variant's run and writes the report into its own
+directory. It trains nothing and measures nothing."""
 
 import dagster as dg
 
 from dagster_project.assets.features import video_features
-from dagster_project.assets.model import MAIN_VARIANT, item_embeddings, ranker
-from dagster_project.resources import LinkedOutPaths, TrainingSettings
-from pipelines.report import build_evaluation_report
+from dagster_project.assets.variants import MAIN_VARIANT, embeddings_key, ranker_key
+from dagster_project.automation import RETRAIN_ON_NEW_DATA
+from dagster_project.resources import LinkedOutPaths
+from dagster_project.versions import source_version
+from pipelines.report import SWEEP_VARIANTS, write_report
 
 
 @dg.asset(
-    deps=[ranker, item_embeddings, video_features],
+    deps=[video_features]
+    + [ranker_key(v) for v in SWEEP_VARIANTS]
+    + [embeddings_key(v) for v in SWEEP_VARIANTS],
     group_name="linkedout",
-    code_version="1",
+    code_version=source_version("pipelines.report"),
     kinds={"html"},
+    automation_condition=RETRAIN_ON_NEW_DATA,
 )
 def evaluation_report(
-    context: dg.AssetExecutionContext, paths: LinkedOutPaths, training: TrainingSettings
+    context: dg.AssetExecutionContext, paths: LinkedOutPaths
 ) -> dg.MaterializeResult:
-    """Trains the comparison variants on the same split, then writes report.html (self-contained)
-    and report.md: the ablation table (overall, cold-start, long-tail), the layer-gate analysis
-    and the efficiency figures."""
-    report = build_evaluation_report(
-        paths.dataset, paths.store, paths.runs, main_variant=MAIN_VARIANT, config=training.config
-    )
+    """report.html (self-contained) and report.md from the stored runs: the ablation table
+    (overall, cold-start, long-tail), the layer-gate analysis of the full run and the efficiency
+    figures recorded by extraction and training."""
+    report = write_report(paths.run(MAIN_VARIANT), out=paths.report)
     context.log.info(f"report written to {report.html}")
     return dg.MaterializeResult(
         metadata={

@@ -5,10 +5,11 @@ main run, efficiency, the dataset and provenance, written into the main run's di
     RUN/report.md       the same content, figures linked as files
     RUN/figures/*.png
 
-Sections, in this order: summary, comparison, layer-gate analysis, efficiency, dataset,
-provenance. Every number is computed from the run files (metrics.json, config.json,
-gates.parquet, item_ids.parquet), the dataset's interactions.parquet and the feature store, or
-measured when the report is written (item encoding, ranking latency); the paper's figures
+(or into another directory: the Dagster report writes its own). Sections, in this order:
+summary, comparison, layer-gate analysis, efficiency, dataset, provenance. Every number is read
+from stored files: the run files (metrics.json, config.json, gates.parquet, item_ids.parquet,
+serving.json: the serving benchmark training recorded), the dataset's interactions.parquet and
+the feature store (its extraction_runs.jsonl); nothing is trained or timed here. The paper's figures
 (MicroLens-100K, LinkedOut paper Tables 1 and 3-5, Figure 5; supplementary Tables 7-8) are
 constants below and always marked as the paper's, measured on other data.
 
@@ -64,17 +65,19 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_report(run: Path) -> ReportPaths:
+def write_report(run: Path, out: Path | None = None) -> ReportPaths:
     """report.md, report.html and figures/*.png for `run`, comparing it with the sibling runs
-    trained on the same split (the sweep's out directory)."""
+    trained on the same split (the sweep's out directory), written into `out` (default: the run
+    directory itself). It only reads: every number comes from stored files."""
     run = Path(run)
     if not run.is_dir():
         raise PipelineError(f"{run} is not a run directory")
+    out = Path(out) if out is not None else run
     ctx = collect_context(run)
     blocks, figures = build_sections(ctx)
 
-    fig_dir = run / FIGURES_DIR
-    fig_dir.mkdir(exist_ok=True)
+    fig_dir = out / FIGURES_DIR
+    fig_dir.mkdir(parents=True, exist_ok=True)
     for figure in figures:
         _atomic_write(fig_dir / f"{figure.name}.png", figure.png)
     for name in FIGURE_NAMES:  # figures of an earlier report this one has not drawn
@@ -93,7 +96,7 @@ def write_report(run: Path) -> ReportPaths:
     meta.append(f"written {ctx.written_at}")
     title = f"LinkedOut evaluation report: {run.name}"
     markdown = render_md(title, " · ".join(meta), blocks)
-    md_path = run / "report.md"
+    md_path = out / "report.md"
     _atomic_write(md_path, markdown.encode())
     heading = f"Run `{run.name}` on `{dataset_name}`"
     footer = (
@@ -101,7 +104,7 @@ def write_report(run: Path) -> ReportPaths:
         f"`{run.resolve()}`. † marks the paper's figures (MicroLens-100K), measured on other "
         "data."
     )
-    html_path = run / "report.html"
+    html_path = out / "report.html"
     _atomic_write(html_path, render_html(title, heading, meta, blocks, footer).encode())
 
     table = comparison_table(ctx.runs, "overall", paper=True, main=run.name)
@@ -181,29 +184,12 @@ def sweep(
     return write_report(Path(out) / main)
 
 
-def build_evaluation_report(
-    dataset: Path,
-    store: Path,
-    runs: Path,
-    main_variant: str = "full",
-    epochs: int | None = None,
-    config: str | Path | None = None,
-) -> ReportPaths:
-    """Train every other variant of the sweep on the same split, then write the main run's report."""
-    others = [v for v in SWEEP_VARIANTS if v != main_variant]
-    train_sweep(
-        dataset, store, runs, others, epochs=epochs, config=config, progress=False, fresh=True
-    )
-    return write_report(Path(runs) / main_variant)
-
-
 __all__ = [
     "EXTRACTION_RUNS_FILE",
     "SECTIONS",
     "SWEEP_VARIANTS",
     "GateAnalysis",
     "ReportPaths",
-    "build_evaluation_report",
     "code_commit",
     "comparison_markdown",
     "gaussian_kde",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -104,61 +103,6 @@ def commit_interval_estimate(store: Any) -> float | None:
         return None
     times = np.sort(column.cast(pa.int64()).to_numpy()) / 1e6
     return float(np.median(np.diff(times)))
-
-
-def measure_item_encoding(run: Path, version: Path | None, batch: int = 64) -> dict[str, Any]:
-    """Time the run's item encoder on `batch` items read from the store: ms per item in the
-    batch, one item alone, and the store read per item."""
-    import torch
-
-    from recmodel.features import FEATURE_VIEWS, reduce_features
-    from recmodel.serving import load_model_file, read_item_ids
-    from recmodel.variants import build_model
-
-    cfg, state = load_model_file(run)
-    if not cfg.uses_features:
-        what = "an ID-embedding lookup" if cfg.variant == "id_only" else "no item encoder"
-        return {"skipped": f"variant {cfg.variant} has {what}"}
-    if version is None:
-        return {"skipped": "no feature store"}
-    model = build_model(cfg)
-    model.load_state_dict(state)
-    model.eval()
-    store = open_store(version)
-    index = store.index()
-    pairs = [(i, index[item]) for i, item in enumerate(read_item_ids(run)) if item in index]
-    pairs = pairs[:batch]
-    if not pairs:
-        return {"skipped": "no item of the catalog has features in the store"}
-    rows = np.array([r for _, r in pairs], dtype=np.int64)
-    t0 = time.perf_counter()
-    block = store.read_rows(rows)
-    read_s = time.perf_counter() - t0
-    features = torch.from_numpy(
-        np.ascontiguousarray(reduce_features(block, FEATURE_VIEWS[cfg.variant]))
-    )
-    items = torch.tensor([i for i, _ in pairs])
-    has = torch.ones(len(pairs), dtype=torch.bool)
-
-    def timed(n: int, repeats: int) -> float:
-        samples = []
-        with torch.inference_mode():
-            model.items(items[:n], features[:n], has[:n])  # warm-up
-            for _ in range(repeats):
-                t = time.perf_counter()
-                model.items(items[:n], features[:n], has[:n])
-                samples.append(time.perf_counter() - t)
-        return float(np.median(samples))
-
-    batch_s = timed(len(pairs), 5)
-    single_s = timed(1, 15)
-    return {
-        "batch": len(pairs),
-        "per_item_s": batch_s / len(pairs),
-        "single_s": single_s,
-        "read_per_item_s": read_s / len(pairs),
-        "threads": torch.get_num_threads(),
-    }
 
 
 # =============================================================================================

@@ -34,12 +34,13 @@ def test_edited_pairs_csv_fails_the_check_and_is_ingested_again(
         [interactions, interactions_current],
         resources={"paths": LinkedOutPaths(dataset_dir=str(dataset))},
         selection=dg.AssetSelection.checks(interactions_current),
+        raise_on_error=False,  # a failed blocking check fails its step: nothing downstream runs
     )
     second = _materialize(dataset)
 
     assert _changed_metadata(first) == "first ingest"
     [stale] = check.get_asset_check_evaluations()
-    assert not stale.passed
+    assert not stale.passed and not check.success
     assert "pairs.csv changed" in stale.metadata["changed since ingest"].value
     assert "pairs.csv changed" in _changed_metadata(second)
     assert all(e.passed for e in second.get_asset_check_evaluations())

@@ -1,7 +1,11 @@
 """The jobs run through Dagster on a small real dataset, with the tiny checkpoint."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +20,7 @@ from dagster_project.resources import (
 )
 from featurizer.config import PRESET_DIR
 from featurizer.store import read_current
+from recmodel.config import VARIANTS
 from tests.orchestration import ASSETS
 
 pytestmark = pytest.mark.slow
@@ -59,32 +64,119 @@ def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     return {key: value.value for key, value in event.metadata.items()}
 
 
+@dataclass
+class FullRun:
+    """`dagster job execute -m dagster_project -j linkedout_full`, as users and CI call it: the
+    default multiprocess executor, one process per step, steps in parallel."""
+
+    returncode: int
+    output: str
+    instance: dg.DagsterInstance
+    run_id: str
+
+    def events(self, event_type: dg.DagsterEventType) -> list:
+        records = self.instance.get_records_for_run(self.run_id, of_type=event_type).records
+        return [r.event_log_entry for r in records]
+
+    def metadata(self, asset: str) -> dict:
+        [entry] = [
+            e
+            for e in self.events(dg.DagsterEventType.ASSET_MATERIALIZATION)
+            if e.dagster_event.asset_key.to_user_string() == asset
+        ]
+        materialization = entry.dagster_event.event_specific_data.materialization
+        return {key: value.value for key, value in materialization.metadata.items()}
+
+
 @pytest.fixture(scope="module")
-def full_runs(
-    workspace: Path, tiny_model: Path
-) -> tuple[dg.ExecuteInProcessResult, dg.ExecuteInProcessResult]:
+def full_run(workspace: Path, tiny_model: Path) -> FullRun:
+    home = workspace / "dagster_home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "LINKEDOUT_DATASET": str(workspace / "dataset"),
+        "LINKEDOUT_STORE": str(workspace / "store"),
+        "LINKEDOUT_RUNS": str(workspace / "runs"),
+        "LINKEDOUT_REPORT": str(workspace / "report"),
+        "LINKEDOUT_PRESET": _preset_file(workspace, tiny_model, "demo-tiny"),
+    }
+    dagster = Path(sys.executable).with_name("dagster")
+    process = subprocess.run(
+        [str(dagster), "job", "execute", "-m", "dagster_project", "-j", "linkedout_full"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    instance = dg.DagsterInstance.from_config(str(home))
+    [run] = instance.get_runs()
+    yield FullRun(process.returncode, process.stdout + process.stderr, instance, run.run_id)
+    instance.dispose()
+
+
+@pytest.fixture(scope="module")
+def second_extraction(full_run: FullRun, workspace: Path, tiny_model: Path):
     defs = _defs(workspace, _preset_file(workspace, tiny_model, "demo-tiny"))
-    job = defs.resolve_job_def("linkedout_full")
     with dg.instance_for_test() as instance:
-        first = job.execute_in_process(
-            instance=instance, run_config={"ops": {"evaluation_report": {}}} if False else None
-        )
-        second = job.execute_in_process(instance=instance)
-    return first, second
+        return defs.resolve_job_def("extract_new_videos").execute_in_process(instance=instance)
 
 
-def test_linkedout_full_materializes_every_asset(full_runs) -> None:
-    first, _ = full_runs
+def test_linkedout_full_materializes_every_asset_under_the_multiprocess_executor(
+    full_run: FullRun,
+) -> None:
+    materialized = {
+        e.dagster_event.asset_key.to_user_string()
+        for e in full_run.events(dg.DagsterEventType.ASSET_MATERIALIZATION)
+    }
 
-    assert first.success
-    materialized = {e.asset_key.to_user_string() for e in first.get_asset_materialization_events()}
+    assert full_run.returncode == 0, full_run.output[-3000:]
+    assert "multiprocess" in full_run.output.lower()
     assert materialized == ASSETS
 
 
-def test_integrity_and_schema_checks_pass_and_the_metric_floor_is_evaluated(full_runs) -> None:
-    first, _ = full_runs
+def test_variant_steps_run_in_parallel_processes(full_run: FullRun) -> None:
+    starts = {
+        e.step_key: (e.timestamp, e.dagster_event.pid)
+        for e in full_run.events(dg.DagsterEventType.STEP_START)
+    }
+    ends = {e.step_key: e.timestamp for e in full_run.events(dg.DagsterEventType.STEP_SUCCESS)}
+    training = sorted(k for k in starts if k.startswith("train_"))
+    overlapping = [
+        (a, b)
+        for i, a in enumerate(training)
+        for b in training[i + 1 :]
+        if starts[a][0] < ends[b] and starts[b][0] < ends[a]
+    ]
 
-    evaluations = {e.check_name: e for e in first.get_asset_check_evaluations()}
+    assert len({starts[k][1] for k in training}) == len(training)  # a process per step
+    assert overlapping  # so the layout, not an ordering, keeps them apart
+
+
+def test_no_two_steps_write_the_same_directory(full_run: FullRun, workspace: Path) -> None:
+    written = {f"ranker_{v}": Path(full_run.metadata(f"ranker_{v}")["run"]) for v in VARIANTS}
+    report = Path(full_run.metadata("evaluation_report")["report"]).parent
+    directories = [*written.values(), report, workspace / "store"]
+
+    assert len(set(directories)) == len(directories)
+    for a in directories:
+        for b in directories:
+            assert a == b or not a.is_relative_to(b), (a, b)
+    for variant in VARIANTS:  # a variant's vectors sit in its own run, written by its own step
+        assert (
+            Path(full_run.metadata(f"item_embeddings_{variant}")["path"]).parent
+            == (written[f"ranker_{variant}"])
+        )
+    assert not list((workspace / "runs").glob("*/report.*"))
+
+
+def test_integrity_and_schema_checks_pass_and_the_metric_floor_is_evaluated(
+    full_run: FullRun,
+) -> None:
+    evaluations = {
+        e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data
+        for e in full_run.events(dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    }
     assert set(evaluations) == {
         "interactions_schema",
         "interactions_current",
@@ -99,20 +191,21 @@ def test_integrity_and_schema_checks_pass_and_the_metric_floor_is_evaluated(full
     assert {"ranker NDCG@10", "popularity NDCG@10"} <= set(evaluations["beats_popularity"].metadata)
 
 
-def test_second_full_run_extracts_nothing_and_says_so(full_runs) -> None:
-    first, second = full_runs
+def test_a_second_extraction_extracts_nothing_and_says_so(
+    full_run: FullRun, second_extraction
+) -> None:
+    first = full_run.metadata("video_features")
+    second = _metadata(second_extraction, "video_features")
 
-    assert second.success
-    assert _metadata(first, "video_features")["extracted"] > 0
-    assert _metadata(second, "video_features")["extracted"] == 0
-    assert (
-        _metadata(second, "video_features")["skipped (already stored)"]
-        == _metadata(first, "video_features")["extracted"]
-    )
+    assert second_extraction.success
+    assert first["extracted"] > 0
+    assert second["extracted"] == 0
+    assert second["skipped (already stored)"] == first["extracted"]
+    assert second["rows"] == first["rows"]
 
 
 def test_changed_prompt_reextracts_into_a_new_version_and_then_switches_current(
-    full_runs, workspace: Path, tiny_model: Path
+    full_run: FullRun, second_extraction, workspace: Path, tiny_model: Path
 ) -> None:
     before = read_current(workspace / "store")
     preset = _preset_file(

@@ -1,4 +1,4 @@
-"""The `ranker` asset takes training's settings as run config, under TrainConfig's names, on top
+"""Each variant's training step takes training's settings as run config, under TrainConfig's names, on top
 of the `training` resource's settings file."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dagster_project.assets.model import RankerConfig, ranker
+from dagster_project.assets.variants import RankerConfig, variant_assets
 from dagster_project.resources import LinkedOutPaths, TrainingSettings
 from pipelines.train_config import train_fields
 from tests.synthetic import write_topic_dataset, write_topic_store
@@ -38,9 +38,11 @@ def test_ranker_run_config_reaches_config_json(workspace):
         ),
         "training": TrainingSettings(config=str(settings)),
     }
-    run_config = {"ops": {"ranker": {"config": {"epochs": 1, "negatives": "cached", "seed": 3}}}}
+    run_config = {
+        "ops": {"train_full": {"config": {"epochs": 1, "negatives": "cached", "seed": 3}}}
+    }
 
-    result = dg.materialize([ranker], resources=resources, run_config=run_config)
+    result = dg.materialize([variant_assets("full")], resources=resources, run_config=run_config)
 
     assert result.success
     train = json.loads((workspace / "runs" / "full" / "config.json").read_text())["train"]

@@ -1,7 +1,11 @@
-"""The Dagster UI as a user opens it: dagster-webserver on loopback, the asset graph in Chromium."""
+"""The Dagster UI as a user opens it: `dagster dev` on loopback, the asset graph in Chromium,
+"Materialize all" clicked and the run followed to success. The screenshots land in
+build/screenshots/ (docs/ holds committed copies)."""
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -9,8 +13,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from featurizer.config import PRESET_DIR
 from tests.orchestration import ASSETS
 
 pytestmark = pytest.mark.slow
@@ -26,13 +32,36 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def webserver(tmp_path: Path):
+def workspace(tmp_path: Path, demo_dataset: Path, tiny_model: Path) -> Path:
+    """A small dataset, the tiny checkpoint and one epoch per variant: what the UI's run trains."""
+    shutil.copytree(demo_dataset, tmp_path / "dataset")
+    preset = json.loads((PRESET_DIR / "demo.json").read_text())
+    preset["model"] = str(tiny_model)
+    (tmp_path / "preset.json").write_text(json.dumps(preset))
+    (tmp_path / "train.yaml").write_text("epochs: 1\n")
+    (tmp_path / "home").mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def webserver(workspace: Path):
     port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
-    webserver = Path(sys.executable).with_name("dagster-webserver")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(workspace / "home"),
+        "LINKEDOUT_DATASET": str(workspace / "dataset"),
+        "LINKEDOUT_STORE": str(workspace / "store"),
+        "LINKEDOUT_RUNS": str(workspace / "runs"),
+        "LINKEDOUT_REPORT": str(workspace / "report"),
+        "LINKEDOUT_PRESET": str(workspace / "preset.json"),
+        "LINKEDOUT_TRAIN_CONFIG": str(workspace / "train.yaml"),
+    }
+    # `dagster dev`, as users start it: the webserver and the daemon that launches queued runs
+    dagster = Path(sys.executable).with_name("dagster")
     process = subprocess.Popen(
-        [str(webserver), "-m", "dagster_project", "-h", "127.0.0.1", "-p", str(port)],
+        [str(dagster), "dev", "-m", "dagster_project", "-h", "127.0.0.1", "-p", str(port)],
         env=env,
+        start_new_session=True,  # its webserver, daemon and code server stop together
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -44,21 +73,26 @@ def webserver(tmp_path: Path):
                 urllib.request.urlopen(f"{url}/server_info", timeout=2)
                 break
             except OSError:
-                assert process.poll() is None, "dagster-webserver exited during start-up"
+                assert process.poll() is None, "dagster dev exited during start-up"
                 time.sleep(0.5)
         else:
-            pytest.fail("dagster-webserver did not answer within 90 s")
+            pytest.fail("dagster dev did not answer within 90 s")
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.mark.skipif(
     CHROMIUM is None,
     reason="no Chromium: `make test` installs Debian's chromium where apt is available",
 )
-def test_asset_graph_shows_all_six_assets(webserver: str) -> None:
+def test_materialize_all_from_the_asset_graph_runs_to_success(
+    webserver: str, workspace: Path
+) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -83,10 +117,36 @@ def test_asset_graph_shows_all_six_assets(webserver: str) -> None:
         if skip.count():
             skip.click()
         for asset in ASSETS:
-            # the sidebar lists it first; the graph's node is the last match
-            page.get_by_text(asset, exact=True).last.wait_for(timeout=30_000)
+            # the sidebar lists every asset (the graph's labels of long names are shortened)
+            page.get_by_text(asset, exact=True).first.wait_for(state="attached", timeout=30_000)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "dagster-asset-graph.png"))
+
+        page.wait_for_load_state("networkidle")  # the launch needs the assets' loaded status
+        page.get_by_role("button", name="Materialize all").first.click()
+        run = _wait_for_run(workspace / "home", timeout_s=600)
+        assert run.status == dg.DagsterRunStatus.SUCCESS, run.status
+
+        page.goto(f"{webserver}/runs/{run.run_id}")
+        page.get_by_text("Success").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(SCREENSHOTS / "dagster-run.png"))
+        page.goto(f"{webserver}/assets/ranker_full")
+        page.get_by_text("NDCG@10").first.wait_for(timeout=60_000)
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(SCREENSHOTS / "dagster-variant-full.png"), full_page=True)
         browser.close()
 
     assert (SCREENSHOTS / "dagster-asset-graph.png").stat().st_size > 10_000
+    assert (workspace / "report" / "report.html").is_file()
+
+
+def _wait_for_run(home: Path, timeout_s: float) -> dg.DagsterRun:
+    """The run "Materialize all" launched, once it has finished."""
+    deadline = time.monotonic() + timeout_s
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        while time.monotonic() < deadline:
+            runs = instance.get_runs()
+            if runs and runs[0].is_finished:
+                return runs[0]
+            time.sleep(2)
+    pytest.fail(f"the run launched by Materialize all did not finish within {timeout_s:.0f} s")

@@ -415,3 +415,25 @@ def test_report_html_renders_in_headless_chromium(sweep_dir, tmp_path):
         colours = image.convert("RGB").resize((64, 120)).getcolors(64 * 120)
         assert colours is None or len(colours) > 20  # not a blank page
     print(f"screenshot: {screenshot}")
+
+
+def test_the_report_reads_serving_figures_recorded_at_training(sweep_dir):
+    recorded = json.loads((sweep_dir / "runs/full/serving.json").read_text())
+    md = (sweep_dir / "runs/full/report.md").read_text()
+
+    assert f"{recorded['query']['p50_ms']:.3g} ms" in md
+    assert "measured when the run was trained" in md
+
+
+def test_a_run_without_serving_json_is_reported_as_not_recorded_not_timed(sweep_dir, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(sweep_dir / "runs", runs)
+    for run in runs.iterdir():
+        (run / "serving.json").unlink()
+
+    paths = write_report(runs / "full", out=tmp_path / "report")
+
+    md = paths.markdown.read_text()
+    assert paths.markdown == tmp_path / "report" / "report.md"
+    assert "not recorded (the run was trained before serving.json was written)" in md
+    assert not (runs / "full" / "serving.json").exists()

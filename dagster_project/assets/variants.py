@@ -1,0 +1,175 @@
+"""One training step per variant of recmodel.config.VARIANTS. Each step materializes two assets,
+`ranker_<variant>` (the trained run) and `item_embeddings_<variant>` (its serving vectors and
+the serving benchmark measured beside them), and writes only runs/<variant>/."""
+
+import dagster as dg
+import pydantic
+
+from dagster_project.assets.dataset import interactions
+from dagster_project.assets.features import video_features
+from dagster_project.automation import RETRAIN_ON_NEW_DATA
+from dagster_project.resources import LinkedOutPaths, TrainingSettings
+from dagster_project.versions import source_version
+from pipelines.report import metrics_markdown, read_metrics
+from pipelines.serving_bench import read_serving
+from pipelines.train import train_run
+from pipelines.train_config import train_fields
+from recmodel.config import VARIANTS
+
+GROUP = "linkedout"
+MAIN_VARIANT = "full"
+TRAINING_CODE = source_version(
+    "recmodel", "pipelines.train", "pipelines.train_config", "pipelines.serving_bench"
+)
+DESCRIPTIONS = {
+    "popularity": "Train-count ranking: nothing learned; the floor every variant must beat.",
+    "id_only": "SASRec over learned item-ID embeddings (no video features).",
+    "last_layer_last_token": "The last tapped layer's last token, one linear projection, no MoE.",
+    "mean_pool_moe": "Mean over all K tokens per layer, then the cross-layer MoE.",
+    "last_token_moe": "The last token per layer, then the cross-layer MoE.",
+    "full": (
+        "LinkedOut: Token Compressor Experts (old/new token branches) and the cross-layer "
+        "knowledge-fusion MoE item encoder under a SASRec ranker."
+    ),
+    "full_id_fusion": "LinkedOut fused with an ID embedding by a learned gate (the DFF study).",
+}
+
+
+# flat names: the asset graph labels a node with the last part of its key only
+def ranker_key(variant: str) -> dg.AssetKey:
+    return dg.AssetKey(f"ranker_{variant}")
+
+
+def embeddings_key(variant: str) -> dg.AssetKey:
+    return dg.AssetKey(f"item_embeddings_{variant}")
+
+
+VARIANT_KEYS = [key for v in VARIANTS for key in (ranker_key(v), embeddings_key(v))]
+
+
+def _run_config_fields() -> dict:
+    """One optional field per TrainConfig field, under its own name, with its help text; a
+    field left empty keeps the value of the training settings file."""
+    fields: dict = {}
+    for f in train_fields():
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        python = str if f.name.endswith("_bytes") else {"int": int, "float": float}.get(kind, str)
+        help_text = f"{f.metadata['help']} (default: the settings file's, else {f.default})"
+        fields[f.name] = (python | None, pydantic.Field(default=None, description=help_text))
+    fields["workers"] = (
+        int | None,
+        pydantic.Field(default=None, description="Ray Train workers (default 1: this process)"),
+    )
+    return fields
+
+
+RankerConfig = pydantic.create_model(
+    "RankerConfig",
+    __base__=dg.Config,
+    __doc__="Training settings for this run, over the `training` resource's settings file.",
+    **_run_config_fields(),
+)
+
+
+def _ranker_metadata(result) -> dict:  # result: pipelines.train.TrainResult
+    test = result.metrics["test"]
+    summary = result.metrics["training"]
+    return {
+        "run": dg.MetadataValue.path(str(result.run_dir)),
+        "metrics (test)": dg.MetadataValue.md(metrics_markdown(test)),
+        "HR@10": test["overall"]["hr@10"],
+        "NDCG@10": test["overall"]["ndcg@10"],
+        "cold-start HR@10": test["cold_start"]["hr@10"],
+        "epochs": result.epochs_run,
+        "best epoch": result.best_epoch,
+        "negatives": summary.get("negatives", "-"),
+        "items without features": result.n_missing_features,
+        "training seconds": round(result.seconds, 1),
+    }
+
+
+def _embeddings_metadata(serving: dict) -> dict:
+    query = serving["query"]
+    return {
+        "path": dg.MetadataValue.path(query["path"]),
+        "items": query["n_items"],
+        "dimension": query["dim"],
+        "bytes": query["bytes"],
+        "query p50 ms (history -> top-10)": round(query["p50_ms"], 3),
+        "measured on": serving.get("machine", "?"),
+    }
+
+
+def variant_assets(variant: str) -> dg.AssetsDefinition:
+    """The training step of `variant`: its run, then its item vectors, from one process."""
+    specs = [
+        dg.AssetSpec(
+            ranker_key(variant),
+            deps=[interactions, video_features],
+            description=DESCRIPTIONS[variant]
+            + " Trained from scratch on the CURRENT feature store version and evaluated by "
+            "full ranking on the test split (leave-one-out by time).",
+            group_name=GROUP,
+            code_version=TRAINING_CODE,
+            kinds={"pytorch"},
+            automation_condition=RETRAIN_ON_NEW_DATA,
+        ),
+        dg.AssetSpec(
+            embeddings_key(variant),
+            deps=[ranker_key(variant)],
+            description=(
+                f"Every item's vector from the {variant} run, computed once from its stored "
+                "features (store-and-retrieve), with the query latency measured beside them."
+            ),
+            group_name=GROUP,
+            code_version=TRAINING_CODE,
+            kinds={"numpy"},
+            automation_condition=RETRAIN_ON_NEW_DATA,
+        ),
+    ]
+
+    @dg.multi_asset(name=f"train_{variant}", specs=specs, can_subset=False)
+    def train(
+        context: dg.AssetExecutionContext,
+        config: RankerConfig,  # type: ignore[valid-type]
+        paths: LinkedOutPaths,
+        training: TrainingSettings,
+    ):
+        values = {k: v for k, v in config.model_dump().items() if v is not None}
+        workers = values.pop("workers", None)
+        result = train_run(
+            paths.dataset,
+            paths.store,
+            paths.run(variant),
+            variant=variant,
+            workers=workers,
+            config=training.settings_file,
+            train_overrides=values,
+            fresh=True,
+            progress=False,
+        )
+        context.log.info(result.describe().splitlines()[0])
+        yield dg.MaterializeResult(asset_key=ranker_key(variant), metadata=_ranker_metadata(result))
+        serving = read_serving(result.run_dir)  # written by train_run beside the vectors
+        yield dg.MaterializeResult(
+            asset_key=embeddings_key(variant), metadata=_embeddings_metadata(serving)
+        )
+
+    return train
+
+
+train_steps = [variant_assets(v) for v in VARIANTS]
+
+
+@dg.asset_check(
+    asset=ranker_key(MAIN_VARIANT),
+    additional_deps=[ranker_key("popularity")],
+    description="The full ranker beats the popularity variant on NDCG@10 (both read from runs/).",
+)
+def beats_popularity(paths: LinkedOutPaths) -> dg.AssetCheckResult:
+    ours = read_metrics(paths.run(MAIN_VARIANT))["test"]["overall"]["ndcg@10"]
+    floor = read_metrics(paths.run("popularity"))["test"]["overall"]["ndcg@10"]
+    return dg.AssetCheckResult(
+        passed=ours > floor,
+        metadata={"ranker NDCG@10": ours, "popularity NDCG@10": floor},
+    )
