@@ -16,10 +16,8 @@ import dagster as dg
 
 from dagster_project.definitions import build_definitions
 from dagster_project.resources import LinkedOutPaths, default_resources
-from pipelines.demo import DEMO_ROOT, DEMO_SEED, DEMO_USERS, DEMO_VIDEOS
+from pipelines.demo import DEMO_ROOT, generate_demo_dataset
 from pipelines.errors import PipelineError
-
-log = logging.getLogger(__name__)
 
 
 def run_demo(root: Path = DEMO_ROOT) -> Path:
@@ -27,13 +25,7 @@ def run_demo(root: Path = DEMO_ROOT) -> Path:
     root = Path(root).resolve()
     home = Path(os.environ.get("DAGSTER_HOME") or root / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)
-    if not (root / "dataset" / "pairs.csv").exists():
-        from pipelines.demo_data import make_demo_dataset
-
-        log.info("generating the demo dataset in %s", root / "dataset")
-        make_demo_dataset(  # force: the demo's own directory (an interrupted run may remain)
-            root / "dataset", n_videos=DEMO_VIDEOS, n_users=DEMO_USERS, seed=DEMO_SEED, force=True
-        )
+    generate_demo_dataset(root / "dataset")  # the assets generate only at the default root
     resources = default_resources()
     resources["paths"] = LinkedOutPaths(
         dataset_dir=str(root / "dataset"),

@@ -34,10 +34,17 @@ def ensure_demo_dataset(dataset: Path) -> None:
         return
     if dataset.resolve() != (DEMO_ROOT / "dataset").resolve():
         return  # ingest reports the missing pairs.csv with the path
+    generate_demo_dataset(dataset)
+
+
+def generate_demo_dataset(dataset: Path) -> None:
+    """The demo dataset in `dataset`, a directory the demo owns, unless pairs.csv (written last)
+    says a generation already finished there."""
     from pipelines.demo_data import make_demo_dataset
 
     # `interactions` and `video_catalog` both start with this and run in parallel: one
-    # generates, the other waits and then finds pairs.csv (written last) in place
+    # generates, the other waits and then finds pairs.csv in place
+    dataset = Path(dataset)
     dataset.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(dataset.parent / ".dataset.lock")):
         if (dataset / "pairs.csv").exists():
