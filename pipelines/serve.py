@@ -10,20 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from pipelines.errors import PipelineError
 from pipelines.ingest import read_interactions
+from pipelines.serving_bench import read_run_item_ids
 from pipelines.train import metric_lines
 from recmodel.data import build_splits
 from recmodel.serving import (
     CONFIG_FILE,
-    ITEM_IDS_FILE,
     METRICS_FILE,
     Recommender,
     UnknownItemsError,
     evaluate_recommender,
-    read_item_ids,
     write_json,
 )
 
@@ -55,15 +52,6 @@ def read_run_config(run: Path) -> dict[str, Any]:
     return config
 
 
-def _item_ids(run: Path) -> list[str]:
-    try:
-        return read_item_ids(run)
-    except (OSError, pa.ArrowException) as exc:  # pyarrow's messages do not name the file
-        raise PipelineError(
-            f"{Path(run) / ITEM_IDS_FILE} is unreadable: {' '.join(str(exc).split())[:200]}"
-        ) from None
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -77,7 +65,7 @@ def evaluate_run(run: Path) -> EvaluationResult:
     run = Path(run)
     config = read_run_config(run)
     table = read_interactions(Path(config["dataset"]))
-    items = _item_ids(run)
+    items = read_run_item_ids(run)
     try:
         splits = build_splits(table, items, int(config["model"]["max_history"]))
     except ValueError as exc:

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from pipelines.errors import PipelineError
-from recmodel.serving import Recommender, read_item_ids, write_json
+from recmodel.serving import ITEM_IDS_FILE, Recommender, read_item_ids, write_json
 
 SERVING_FILE = "serving.json"
 
@@ -36,6 +37,16 @@ class ServingSummary:
     p50_ms: float
 
 
+def read_run_item_ids(run: Path) -> list[str]:
+    """The run's catalog order (item_ids.parquet); an unreadable file is named in the error."""
+    try:
+        return read_item_ids(run)
+    except (OSError, pa.ArrowException) as exc:  # pyarrow's messages do not name the file
+        raise PipelineError(
+            f"{Path(run) / ITEM_IDS_FILE} is unreadable: {' '.join(str(exc).split())[:200]}"
+        ) from None
+
+
 def serving_summary(run: Path, queries: int = 200, seed: int = 0) -> ServingSummary:
     """The run's precomputed item vectors and the measured latency of one query (a 10-item
     history -> top-10 over the whole catalog), the median of `queries` random histories."""
@@ -44,7 +55,7 @@ def serving_summary(run: Path, queries: int = 200, seed: int = 0) -> ServingSumm
     if not path.is_file():
         raise PipelineError(f"{path} not found: train the run first")
     vectors = np.load(path, mmap_mode="r")
-    items = read_item_ids(run)
+    items = read_run_item_ids(run)
     recommender = Recommender.load(run)
     rng = np.random.default_rng(seed)
     timings = []

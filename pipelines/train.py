@@ -75,6 +75,7 @@ class TrainResult:
     stopped_early: bool = False
     seconds: float = 0.0
     workers: int = 1
+    serving: dict[str, Any] = field(default_factory=dict)  # what serving.json records
 
     def describe(self) -> str:
         test = self.metrics["test"]
@@ -349,6 +350,7 @@ def train_run(
         stopped_early=result.stopped_early if result else False,
         seconds=time.perf_counter() - started,
         workers=workers,
+        serving=serving,
     )
 
 

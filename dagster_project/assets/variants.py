@@ -11,7 +11,6 @@ from dagster_project.automation import RETRAIN_ON_NEW_DATA
 from dagster_project.resources import LinkedOutPaths, TrainingSettings
 from dagster_project.versions import source_version
 from pipelines.report import metrics_markdown, read_metrics
-from pipelines.serving_bench import read_serving
 from pipelines.train import train_run
 from pipelines.train_config import train_fields
 from recmodel.config import VARIANTS
@@ -150,9 +149,8 @@ def variant_assets(variant: str) -> dg.AssetsDefinition:
         )
         context.log.info(result.describe().splitlines()[0])
         yield dg.MaterializeResult(asset_key=ranker_key(variant), metadata=_ranker_metadata(result))
-        serving = read_serving(result.run_dir)  # written by train_run beside the vectors
         yield dg.MaterializeResult(
-            asset_key=embeddings_key(variant), metadata=_embeddings_metadata(serving)
+            asset_key=embeddings_key(variant), metadata=_embeddings_metadata(result.serving)
         )
 
     return train
