@@ -65,3 +65,12 @@ def write_topic_store(
             writer.fail(item, "decode", "Error reading video")
     set_current(root, config.fingerprint())
     return root
+
+
+def write_topic_workspace(
+    root: Path, *, n_users: int = 40, n_items: int = 24, n_topics: int = 3
+) -> Path:
+    """root/dataset and root/store (every item has a row), as an orchestration test's paths."""
+    write_topic_dataset(root / "dataset", n_users=n_users, n_items=n_items, n_topics=n_topics)
+    write_topic_store(root / "store", [f"i{i:03d}" for i in range(n_items)], n_topics=n_topics)
+    return root

@@ -1,5 +1,7 @@
 """Specifications of the Dagster project."""
 
+import dagster as dg
+
 from recmodel.config import VARIANTS
 
 VARIANT_ASSETS = frozenset(
@@ -8,3 +10,13 @@ VARIANT_ASSETS = frozenset(
 ASSETS = frozenset(
     {"interactions", "video_catalog", "video_features", "evaluation_report"} | VARIANT_ASSETS
 )
+
+
+def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    """The metadata values of `asset`'s one materialization in `result`."""
+    [event] = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == asset
+    ]
+    return {key: value.value for key, value in event.materialization.metadata.items()}

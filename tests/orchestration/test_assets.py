@@ -25,7 +25,8 @@ from dagster_project.resources import (
 )
 from featurizer.config import PRESET_DIR
 from recmodel.config import VARIANTS
-from tests.synthetic import write_topic_dataset, write_topic_store
+from tests.orchestration import materialization_metadata
+from tests.synthetic import write_topic_workspace
 
 FIXTURE_RUNS = Path(__file__).resolve().parents[1] / "fixtures" / "report_runs"
 GOLDEN_TABLES = FIXTURE_RUNS / "tables_by_the_sweep_in_report.md"
@@ -48,19 +49,9 @@ def _tree_digest(root: Path) -> dict[str, str]:
     }
 
 
-def _metadata(result: dg.ExecuteInProcessResult, key: str) -> dict:
-    [event] = [
-        e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == key
-    ]
-    return {k: v.value for k, v in event.materialization.metadata.items()}
-
-
 @pytest.fixture(scope="module")
 def topic_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("topic")
-    write_topic_dataset(root / "dataset", n_users=40, n_items=24, n_topics=3)
-    write_topic_store(root / "store", [f"i{i:03d}" for i in range(24)], n_topics=3)
-    return root
+    return write_topic_workspace(tmp_path_factory.mktemp("topic"))
 
 
 def test_interactions_ingests_the_split_and_reports_its_size(tmp_path, demo_dataset) -> None:
@@ -68,7 +59,7 @@ def test_interactions_ingests_the_split_and_reports_its_size(tmp_path, demo_data
 
     result = dg.materialize([interactions], resources={"paths": _paths(tmp_path)})
 
-    metadata = _metadata(result, "interactions")
+    metadata = materialization_metadata(result, "interactions")
     assert (tmp_path / "dataset" / "interactions.parquet").is_file()
     assert metadata["users"] == 40 and metadata["inputs since the last ingest"] == "first ingest"
 
@@ -78,7 +69,7 @@ def test_video_catalog_lists_every_video(tmp_path, demo_dataset) -> None:
 
     result = dg.materialize([video_catalog], resources={"paths": _paths(tmp_path)})
 
-    assert _metadata(result, "video_catalog")["videos"] == 12
+    assert materialization_metadata(result, "video_catalog")["videos"] == 12
 
 
 def test_one_variant_writes_only_its_own_run_directory(topic_root) -> None:
@@ -97,15 +88,17 @@ def test_one_variant_writes_only_its_own_run_directory(topic_root) -> None:
     assert {p.name for p in (topic_root / "runs").iterdir()} == {"id_only", "popularity"}
 
 
-def test_a_variant_step_materializes_its_run_and_its_vectors_with_metadata(topic_root) -> None:
+def test_a_variant_step_materializes_its_run_and_its_vectors_with_metadata(
+    topic_root,
+) -> None:
     result = dg.materialize(
         [variant_assets("full")],
         resources={"paths": _paths(topic_root), "training": TrainingSettings()},
         run_config={"ops": {"train_full": {"config": {"epochs": 1}}}},
     )
 
-    ranker = _metadata(result, "ranker_full")
-    vectors = _metadata(result, "item_embeddings_full")
+    ranker = materialization_metadata(result, "ranker_full")
+    vectors = materialization_metadata(result, "item_embeddings_full")
     assert 0.0 <= ranker["NDCG@10"] <= 1.0 and ranker["epochs"] == 1
     assert vectors["items"] == 24 and vectors["query p50 ms (history -> top-10)"] > 0
     assert (topic_root / "runs" / "full" / "serving.json").is_file()

@@ -21,7 +21,7 @@ from dagster_project.resources import (
 from featurizer.config import PRESET_DIR
 from featurizer.store import read_current
 from recmodel.config import VARIANTS
-from tests.orchestration import ASSETS
+from tests.orchestration import ASSETS, materialization_metadata
 
 pytestmark = pytest.mark.slow
 
@@ -57,11 +57,6 @@ def _preset_file(root: Path, tiny_model: Path, name: str, **changes: object) -> 
     path = root / f"{name}.json"
     path.write_text(json.dumps(values))
     return str(path)
-
-
-def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    [event] = result.asset_materializations_for_node(asset)
-    return {key: value.value for key, value in event.metadata.items()}
 
 
 @dataclass
@@ -195,7 +190,7 @@ def test_a_second_extraction_extracts_nothing_and_says_so(
     full_run: FullRun, second_extraction
 ) -> None:
     first = full_run.metadata("video_features")
-    second = _metadata(second_extraction, "video_features")
+    second = materialization_metadata(second_extraction, "video_features")
 
     assert second_extraction.success
     assert first["extracted"] > 0
@@ -220,7 +215,7 @@ def test_changed_prompt_reextracts_into_a_new_version_and_then_switches_current(
         result = defs.resolve_job_def("reextract_features").execute_in_process(instance=instance)
 
     after = read_current(workspace / "store")
-    metadata = _metadata(result, "video_features")
+    metadata = materialization_metadata(result, "video_features")
     assert result.success
     assert after != before and after == metadata["fingerprint"]
     assert (workspace / "store" / before / "index.parquet").is_file()  # the old version is kept

@@ -12,15 +12,12 @@ import pytest
 from dagster_project.assets.variants import RankerConfig, variant_assets
 from dagster_project.resources import LinkedOutPaths, TrainingSettings
 from pipelines.train_config import train_fields
-from tests.synthetic import write_topic_dataset, write_topic_store
+from tests.synthetic import write_topic_workspace
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ranker-config")
-    write_topic_dataset(root / "dataset", n_users=40, n_items=24, n_topics=3)
-    write_topic_store(root / "store", [f"i{i:03d}" for i in range(24)], n_topics=3)
-    return root
+    return write_topic_workspace(tmp_path_factory.mktemp("ranker-config"))
 
 
 def test_ranker_run_config_has_every_training_field():
