@@ -36,6 +36,7 @@ from typing import Any
 
 from pipelines.errors import PipelineError
 from pipelines.extract import EXTRACTION_RUNS_FILE
+from pipelines.report.context import collect_context
 from pipelines.report.gates import GateAnalysis, gaussian_kde, read_gates, scott_bandwidth
 from pipelines.report.layout import (
     FIGURE_NAMES,
@@ -55,7 +56,7 @@ from pipelines.report.render import (
     table_md,
 )
 from pipelines.report.runs import read_metrics
-from pipelines.report.sections import build_sections, collect_context
+from pipelines.report.sections import build_sections
 from pipelines.train import train_sweep
 
 

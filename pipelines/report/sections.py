@@ -6,22 +6,17 @@ from __future__ import annotations
 import math
 import platform
 import sys
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
-from pipelines.errors import PipelineError
+from pipelines.report.context import ReportContext
 from pipelines.report.figures import (
     boxplot_figure,
     comparison_figure,
     density_figure,
     heatmap_figure,
 )
-from pipelines.report.gates import GateAnalysis, read_gates
 from pipelines.report.layout import (
     GROUP_SHORT,
     GROUP_TITLES,
@@ -43,12 +38,6 @@ from pipelines.report.layout import (
 )
 from pipelines.report.measure import (
     code_commit,
-    commit_interval_estimate,
-    dataset_stats,
-    open_store,
-    random_weights_reason,
-    read_extraction_runs,
-    store_version,
 )
 from pipelines.report.render import (
     Block,
@@ -66,114 +55,27 @@ from pipelines.report.render import (
     pct,
     rel,
 )
-from pipelines.report.runs import read_config, read_metrics, same_split_runs, variant_of
-from pipelines.serve import read_run_config
-from pipelines.serving_bench import read_serving, summary_from_record
-
-# =============================================================================================
-# The report
 
 
-@dataclass
-class _Context:
-    run: Path
-    config: dict[str, Any]
-    metrics: dict[str, Any]
-    variant: str
-    runs: dict[str, dict[str, Any]]
-    excluded: dict[str, str]
-    version: Path | None
-    version_note: str
-    store: Any
-    extractor: dict[str, Any] | None
-    gates: GateAnalysis | None
-    written_at: str
-    random_note: str | None = None
-    dataset: dict[str, Any] | None = None
-    dataset_error: str = ""
-    serving: Any = None
-    serving_error: str = ""
-    measured_on: str = ""
-    encoding: dict[str, Any] = field(default_factory=dict)
-    extraction_runs: list[dict[str, Any]] = field(default_factory=list)
-    extraction_estimate: float | None = None
-
-
-def collect_context(run: Path) -> _Context:
-    metrics = read_metrics(run)
-    config = read_run_config(run)  # a report describes a trained run: refused without one
-    variant = variant_of(run.name, config, metrics)
-    runs, excluded = same_split_runs(run, config, metrics)
-    for name, m in runs.items():
-        m.setdefault("variant", variant_of(name, read_config(run.parent / name), m))
-    version, version_note = store_version(config)
-    store = extractor = None
-    if version is not None:
-        from featurizer.store import StoreError
-
-        try:
-            store = open_store(version)
-            extractor = store.extractor
-        except StoreError as exc:
-            version, version_note = None, str(exc)
-    ctx = _Context(
-        run=run,
-        config=config,
-        metrics=metrics,
-        variant=variant,
-        runs=runs,
-        excluded=excluded,
-        version=version,
-        version_note=version_note,
-        store=store,
-        extractor=extractor,
-        gates=read_gates(run),
-        written_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-    )
-    if extractor is not None:
-        ctx.random_note = random_weights_reason(extractor)
-        ctx.extraction_runs = read_extraction_runs(version)  # type: ignore[arg-type]
-        ctx.extraction_estimate = commit_interval_estimate(store)
-    try:
-        ctx.dataset = dataset_stats(config, metrics, run, store)
-    except (OSError, PipelineError, KeyError, ValueError, pa.ArrowException) as exc:
-        ctx.dataset_error = str(exc)
-    try:
-        record = read_serving(run)
-    except PipelineError as exc:
-        record, ctx.serving_error = None, str(exc)
-    if record is not None:
-        ctx.serving = summary_from_record(record)
-        ctx.encoding = dict(record.get("encoding") or {})
-        ctx.measured_on = (
-            f"{record.get('machine', '?')}, torch using {record.get('threads', '?')} threads, "
-            f"at {record.get('measured_at', '?')}"
-        )
-    elif not ctx.serving_error:
-        ctx.serving_error = "not recorded (the run was trained before serving.json was written)"
-        ctx.encoding = {"skipped": "not recorded"}
-    return ctx
-
-
-def _label(ctx: _Context, name: str) -> str:
+def _label(ctx: ReportContext, name: str) -> str:
     variant = ctx.runs.get(name, {}).get("variant", name)
     return VARIANT_LABELS.get(variant, variant)
 
 
-def _find_variant(ctx: _Context, variant: str) -> str | None:
+def _find_variant(ctx: ReportContext, variant: str) -> str | None:
     for name, m in ctx.runs.items():
         if m.get("variant") == variant:
             return name
     return None
 
 
-def _test(ctx: _Context, name: str | None, group: str = "overall") -> dict[str, Any]:
+def _test(ctx: ReportContext, name: str | None, group: str = "overall") -> dict[str, Any]:
     if name is None:
         return {}
     return ctx.runs.get(name, {}).get("test", {}).get(group, {})
 
 
-def _summary_blocks(ctx: _Context) -> list[Block]:
+def _summary_blocks(ctx: ReportContext) -> list[Block]:
     main = _test(ctx, ctx.run.name)
     n_items = ctx.config.get("n_items") or (ctx.dataset or {}).get("catalog")
     id_name = _find_variant(ctx, "id_only")
@@ -271,7 +173,7 @@ def _summary_blocks(ctx: _Context) -> list[Block]:
     return blocks
 
 
-def _comparison_blocks(ctx: _Context) -> list[Block]:
+def _comparison_blocks(ctx: ReportContext) -> list[Block]:
     n_items = ctx.config.get("n_items")
     blocks: list[Block] = [
         Para(
@@ -343,7 +245,7 @@ def _comparison_blocks(ctx: _Context) -> list[Block]:
     return blocks
 
 
-def _gate_blocks(ctx: _Context) -> list[Block]:
+def _gate_blocks(ctx: ReportContext) -> list[Block]:
     g = ctx.gates
     if g is None:
         return [
@@ -441,7 +343,7 @@ def _gate_blocks(ctx: _Context) -> list[Block]:
     return blocks
 
 
-def _efficiency_blocks(ctx: _Context) -> list[Block]:
+def _efficiency_blocks(ctx: ReportContext) -> list[Block]:
     rows: list[list[str]] = []
     # extraction
     runs = [r for r in ctx.extraction_runs if r.get("extracted")]
@@ -563,7 +465,7 @@ def _efficiency_blocks(ctx: _Context) -> list[Block]:
     ]
 
 
-def _dataset_blocks(ctx: _Context) -> list[Block]:
+def _dataset_blocks(ctx: ReportContext) -> list[Block]:
     if ctx.dataset is None:
         return [Para(f"Dataset statistics unavailable: {ctx.dataset_error}", "muted")]
     d = ctx.dataset
@@ -624,7 +526,7 @@ def _dataset_blocks(ctx: _Context) -> list[Block]:
     return blocks
 
 
-def _provenance_blocks(ctx: _Context) -> list[Block]:
+def _provenance_blocks(ctx: ReportContext) -> list[Block]:
     cfg, train = ctx.config, ctx.config.get("train", {})
     training = ctx.metrics.get("training") or {}
     model = cfg.get("model", {})
@@ -697,7 +599,7 @@ def _torch_version() -> str:
     return getattr(torch, "__version__", "not loaded")
 
 
-def build_sections(ctx: _Context) -> tuple[list[Block], list[FigureBlock]]:
+def build_sections(ctx: ReportContext) -> tuple[list[Block], list[FigureBlock]]:
     builders = {
         "summary": _summary_blocks,
         "comparison": _comparison_blocks,

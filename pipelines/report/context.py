@@ -1,0 +1,107 @@
+"""What a report is made from, gathered once from stored files: the run's metrics and config,
+its sibling runs on the same split, the store version, the gates, the dataset statistics and the
+serving record training wrote. Nothing here trains or times anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.errors import PipelineError
+from pipelines.report.gates import GateAnalysis, read_gates
+from pipelines.report.measure import (
+    commit_interval_estimate,
+    dataset_stats,
+    open_store,
+    random_weights_reason,
+    read_extraction_runs,
+    store_version,
+)
+from pipelines.report.runs import read_config, read_metrics, same_split_runs, variant_of
+from pipelines.serve import read_run_config
+from pipelines.serving_bench import read_serving, summary_from_record
+
+
+@dataclass
+class ReportContext:
+    run: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    variant: str
+    runs: dict[str, dict[str, Any]]
+    excluded: dict[str, str]
+    version: Path | None
+    version_note: str
+    store: Any
+    extractor: dict[str, Any] | None
+    gates: GateAnalysis | None
+    written_at: str
+    random_note: str | None = None
+    dataset: dict[str, Any] | None = None
+    dataset_error: str = ""
+    serving: Any = None
+    serving_error: str = ""
+    measured_on: str = ""
+    encoding: dict[str, Any] = field(default_factory=dict)
+    extraction_runs: list[dict[str, Any]] = field(default_factory=list)
+    extraction_estimate: float | None = None
+
+
+def collect_context(run: Path) -> ReportContext:
+    metrics = read_metrics(run)
+    config = read_run_config(run)  # a report describes a trained run: refused without one
+    variant = variant_of(run.name, config, metrics)
+    runs, excluded = same_split_runs(run, config, metrics)
+    for name, m in runs.items():
+        m.setdefault("variant", variant_of(name, read_config(run.parent / name), m))
+    version, version_note = store_version(config)
+    store = extractor = None
+    if version is not None:
+        from featurizer.store import StoreError
+
+        try:
+            store = open_store(version)
+            extractor = store.extractor
+        except StoreError as exc:
+            version, version_note = None, str(exc)
+    ctx = ReportContext(
+        run=run,
+        config=config,
+        metrics=metrics,
+        variant=variant,
+        runs=runs,
+        excluded=excluded,
+        version=version,
+        version_note=version_note,
+        store=store,
+        extractor=extractor,
+        gates=read_gates(run),
+        written_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    )
+    if extractor is not None:
+        ctx.random_note = random_weights_reason(extractor)
+        ctx.extraction_runs = read_extraction_runs(version)  # type: ignore[arg-type]
+        ctx.extraction_estimate = commit_interval_estimate(store)
+    try:
+        ctx.dataset = dataset_stats(config, metrics, run, store)
+    except (OSError, PipelineError, KeyError, ValueError, pa.ArrowException) as exc:
+        ctx.dataset_error = str(exc)
+    try:
+        record = read_serving(run)
+    except PipelineError as exc:
+        record, ctx.serving_error = None, str(exc)
+    if record is not None:
+        ctx.serving = summary_from_record(record)
+        ctx.encoding = dict(record.get("encoding") or {})
+        ctx.measured_on = (
+            f"{record.get('machine', '?')}, torch using {record.get('threads', '?')} threads, "
+            f"at {record.get('measured_at', '?')}"
+        )
+    elif not ctx.serving_error:
+        ctx.serving_error = "not recorded (the run was trained before serving.json was written)"
+        ctx.encoding = {"skipped": "not recorded"}
+    return ctx
