@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from pipelines.errors import PipelineError, one_line
 from pipelines.serving_bench import SERVING_FILE, record_serving
 from pipelines.train_config import TrainingValues, training_values
+from pipelines.train_ray import fit_with_ray
 from recmodel.checkpoint import CheckpointMismatchError, EpochLog, load_checkpoint
 from recmodel.config import VARIANTS, ModelConfig, TrainConfig, check_variant
 from recmodel.data import Splits, build_splits
@@ -294,7 +295,7 @@ def train_run(
                 )
             else:
                 features_factory = functools.partial(store_features, store, splits.items)
-                _fit_with_ray(
+                fit_with_ray(
                     model_cfg, train_cfg, splits, features_factory, checkpoint, workers, out
                 )
                 result = fit_result_from_checkpoint(checkpoint, model_cfg, train_cfg)
@@ -535,83 +536,6 @@ def _training_summary(result: FitResult | None, train: TrainConfig, seconds: flo
         "seconds": seconds,
         "lr": {"encoder": train.lr_encoder, "head": train.lr_head},
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# Ray Train
-
-
-def _ray_worker(config: dict[str, Any]) -> None:
-    """TorchTrainer's train_loop_per_worker: the same recmodel loop, in a gloo process group
-    that Ray Train has already set up; every worker plans its memory, opens the store itself
-    and reports each epoch to Ray."""
-    import ray.train
-
-    model_cfg = ModelConfig.from_dict(config["model"])
-    train_cfg = TrainConfig.from_dict(config["train"])
-    splits = config["splits"]
-    bank = memory = None
-    if model_cfg.uses_features:
-        features = config["features_factory"]()
-        memory = plan_training(model_cfg, train_cfg, splits, features.shape).memory
-        assert memory is not None
-        bank = feature_bank(features, model_cfg, memory, splits)
-
-    def on_epoch(log: EpochLog) -> None:
-        ray.train.report({"epoch": log.epoch, "loss": log.loss, "valid_ndcg10": log.valid_ndcg10})
-
-    fit(
-        model_cfg,
-        train_cfg,
-        splits,
-        bank,
-        Path(config["checkpoint"]),
-        memory=memory,
-        on_epoch=on_epoch,
-    )
-
-
-def _fit_with_ray(
-    model_cfg: ModelConfig,
-    train_cfg: TrainConfig,
-    splits: Splits,
-    features_factory: Any,
-    checkpoint: Path,
-    workers: int,
-    out: Path,
-) -> None:
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from pipelines.ray_runtime import ensure_ray
-
-    ensure_ray()
-    gpu = train_cfg.device == "cuda"  # one GPU a worker, reduced over NCCL
-    trainer = TorchTrainer(
-        _ray_worker,
-        train_loop_config={
-            "model": model_cfg.to_dict(),
-            "train": train_cfg.to_dict(),
-            "splits": splits,
-            "features_factory": features_factory if model_cfg.uses_features else None,
-            "checkpoint": str(checkpoint.resolve()),
-        },
-        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=workers,
-            use_gpu=gpu,
-            resources_per_worker={"CPU": 1, "GPU": 1} if gpu else {"CPU": 1},
-        ),
-        run_config=RunConfig(
-            name=f"train-{model_cfg.variant}",
-            storage_path=str((out / "ray_train").resolve()),
-            failure_config=FailureConfig(max_failures=1),  # restarts resume from the checkpoint
-        ),
-    )
-    try:
-        trainer.fit()
-    except Exception as exc:  # Ray wraps worker errors; one line for the CLI
-        raise PipelineError(f"Ray Train run failed: {one_line(exc, 500)}") from exc
 
 
 # ---------------------------------------------------------------------------------------------

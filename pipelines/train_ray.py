@@ -1,0 +1,88 @@
+"""Training on several workers with Ray Train: the same recmodel loop in every worker, which
+plans its own memory and opens the store itself (the store is never shipped)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import PipelineError, one_line
+from recmodel.checkpoint import EpochLog
+from recmodel.config import ModelConfig, TrainConfig
+from recmodel.data import Splits
+from recmodel.train import feature_bank, fit, plan_training
+
+
+def _ray_worker(config: dict[str, Any]) -> None:
+    """TorchTrainer's train_loop_per_worker: the same recmodel loop, in a gloo process group
+    that Ray Train has already set up; every worker plans its memory, opens the store itself
+    and reports each epoch to Ray."""
+    import ray.train
+
+    model_cfg = ModelConfig.from_dict(config["model"])
+    train_cfg = TrainConfig.from_dict(config["train"])
+    splits = config["splits"]
+    bank = memory = None
+    if model_cfg.uses_features:
+        features = config["features_factory"]()
+        memory = plan_training(model_cfg, train_cfg, splits, features.shape).memory
+        assert memory is not None
+        bank = feature_bank(features, model_cfg, memory, splits)
+
+    def on_epoch(log: EpochLog) -> None:
+        ray.train.report({"epoch": log.epoch, "loss": log.loss, "valid_ndcg10": log.valid_ndcg10})
+
+    fit(
+        model_cfg,
+        train_cfg,
+        splits,
+        bank,
+        Path(config["checkpoint"]),
+        memory=memory,
+        on_epoch=on_epoch,
+    )
+
+
+def fit_with_ray(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    splits: Splits,
+    features_factory: Any,
+    checkpoint: Path,
+    workers: int,
+    out: Path,
+) -> None:
+    """Train on `workers` Ray Train workers (gloo on the CPU, one GPU each over NCCL); the run's
+    state ends in `checkpoint`, as training in this process would leave it."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipelines.ray_runtime import ensure_ray
+
+    ensure_ray()
+    gpu = train_cfg.device == "cuda"  # one GPU a worker, reduced over NCCL
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={
+            "model": model_cfg.to_dict(),
+            "train": train_cfg.to_dict(),
+            "splits": splits,
+            "features_factory": features_factory if model_cfg.uses_features else None,
+            "checkpoint": str(checkpoint.resolve()),
+        },
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=workers,
+            use_gpu=gpu,
+            resources_per_worker={"CPU": 1, "GPU": 1} if gpu else {"CPU": 1},
+        ),
+        run_config=RunConfig(
+            name=f"train-{model_cfg.variant}",
+            storage_path=str((out / "ray_train").resolve()),
+            failure_config=FailureConfig(max_failures=1),  # restarts resume from the checkpoint
+        ),
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; one line for the CLI
+        raise PipelineError(f"Ray Train run failed: {one_line(exc, 500)}") from exc
