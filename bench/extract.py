@@ -11,7 +11,11 @@ shared and noisy, so only the ratios between figures of the same run mean much):
   bytes: target >= 0.5.
 
     python bench/extract.py [--videos 24] [--preset demo]
-    python bench/extract.py --preset llava-onevision-7b --random-weights   # on a GPU: s/video at 32 frames
+    python bench/extract.py --preset all-tiny        # the four families' tiny checkpoints, a ratio each
+    python bench/extract.py --preset qwen3_vl-8b --random-weights   # on a GPU: s/video at 32 frames
+
+`--preset` takes one preset, a comma-separated list, or `all-tiny` (demo, tiny-llava_next_video,
+tiny-qwen2_5_vl, tiny-qwen3_vl); a tiny preset's checkpoint is built in data/ on first use.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+ALL_TINY = ["demo", "tiny-llava_next_video", "tiny-qwen2_5_vl", "tiny-qwen3_vl"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=24)
@@ -39,110 +46,19 @@ def main() -> None:
         help="a preset's architecture untrained (e.g. --preset llava-onevision-7b on a GPU)",
     )
     args = parser.parse_args()
+    presets = ALL_TINY if args.preset == "all-tiny" else args.preset.split(",")
 
-    import torch
-
-    from featurizer.decode import decode_video
-    from featurizer.extractor import VideoLLMExtractor
-    from featurizer.store import FeatureStore
-    from pipelines.catalog import scan_videos
     from pipelines.demo_data import make_demo_dataset
-    from pipelines.extract import extract_catalog, resolve_extractor
-    from pipelines.ingest import read_titles
 
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     try:
         dataset = work / "dataset"
         make_demo_dataset(dataset, n_videos=args.videos, n_users=8, seed=1)
-        config = resolve_extractor(args.preset, random_weights=args.random_weights)
-        videos = sorted(scan_videos(dataset, write=False).videos.values(), key=lambda v: v.item)
-        titles = read_titles(dataset)
-        print(
-            f"{len(videos)} videos, {config.frames} frames at {config.resolution}px, model {config.model}"
-        )
-
-        t0 = time.perf_counter()
-        frames = [decode_video(v.path, config.frames, config.resolution) for v in videos]
-        decode_s = time.perf_counter() - t0
-        decode_fps = len(videos) * config.frames / decode_s
-        print(
-            f"decode:          {decode_fps:8.1f} frames/s  ({decode_s / len(videos) * 1e3:.1f} ms/video)"
-        )
-
-        if not torch.cuda.is_available():
-            torch.set_num_threads(1)  # one actor holds one CPU in the Ray run below
-        t0 = time.perf_counter()
-        extractor = VideoLLMExtractor(config)
-        load_s = time.perf_counter() - t0
-        extractor.extract(frames[0], titles.get(videos[0].item, ""))  # warm-up
-        t0 = time.perf_counter()
-        for video, clip in zip(videos, frames, strict=False):
-            extractor.extract(clip, titles.get(video.item, ""))
-        model_s = time.perf_counter() - t0
-        model_vps = len(videos) / model_s
-        print(
-            f"model only:      {model_vps:8.2f} videos/s ({model_s / len(videos):.3f} s/video; load {load_s:.1f} s)"
-        )
-        torch.set_num_threads(os.cpu_count() or 1)
-
-        one = [videos[0].item]
-        t0 = time.perf_counter()
-        extract_catalog(dataset, work / "store-1", config, items=one, progress=False)
-        first_s = time.perf_counter() - t0  # includes ray.init: run it once more warm
-        t0 = time.perf_counter()
-        extract_catalog(dataset, work / "store-1b", config, items=one, progress=False)
-        one_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        summary = extract_catalog(dataset, work / "store-n", config, progress=False)
-        all_s = time.perf_counter() - t0
-        assert summary.extracted == len(videos), summary.describe()
-        e2e_vps = (len(videos) - 1) / max(all_s - one_s, 1e-9)
-        print(
-            f"end to end:      {e2e_vps:8.2f} videos/s marginal "
-            f"({all_s:.1f} s for {len(videos)}, {one_s:.1f} s for 1; first run with ray.init {first_s:.1f} s)"
-        )
-        print(f"RATIO end-to-end / model-only = {e2e_vps / model_vps:.2f}  (target >= 0.85)")
-
-        shape = (6, 64, 4096)
-        rows = (
-            np.random.default_rng(0).standard_normal((args.store_rows, *shape)).astype(np.float16)
-        )
-        mb = rows.nbytes / 1e6
-
-        plain = work / "plain.bin"
-        t0 = time.perf_counter()
-        with open(plain, "wb") as f:
-            for row in rows:
-                f.write(row.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        plain_s = time.perf_counter() - t0
-
-        results = {}
-        for durable in (False, True):
-            store = FeatureStore.create_or_open(
-                work / f"store-write-{durable}",
-                config.replace(prompt_template=f"bench {durable}"),
-                shape[-1],
-            )
-            with store.writer() as writer:
-                allocated = writer.allocate(len(rows))
-                row_writer = writer.row_writer(durable=durable)
-                t0 = time.perf_counter()
-                for i, (r, row) in enumerate(zip(allocated, rows, strict=True)):
-                    checksum = row_writer.write(r, row)
-                    writer.commit(f"item{i}", r, "0" * 64, 0, 0, checksum=checksum)
-                writer.publish()  # flushes the rows (one syncfs), then commits the index
-                results[durable] = time.perf_counter() - t0
-        print(f"plain write:     {mb / plain_s:8.1f} MB/s ({mb:.0f} MB, one file, one fsync)")
-        print(
-            f"store write:     {mb / results[False]:8.1f} MB/s (rows + flush + index publish); "
-            f"{mb / results[True]:.1f} MB/s with an fsync per row"
-        )
-        print(
-            f"RATIO store write / plain write = {plain_s / results[False]:.2f}  (target >= 0.5); "
-            f"{plain_s / results[True]:.2f} with an fsync per row"
-        )
+        ratios = {p: measure_extraction(p, args.random_weights, dataset, work) for p in presets}
+        if len(ratios) > 1:
+            for preset, ratio in ratios.items():
+                print(f"RATIO[{preset}] end-to-end / model-only = {ratio:.2f}  (target >= 0.85)")
+        measure_store_write(work, args.store_rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         try:
@@ -151,6 +67,118 @@ def main() -> None:
             ray.shutdown()
         except Exception:  # noqa: BLE001
             pass
+
+
+def measure_extraction(preset: str, random_weights: bool, dataset: Path, work: Path) -> float:
+    """Decode, model-only and end-to-end rates of one preset; returns end-to-end / model-only."""
+    import torch
+
+    from featurizer.decode import decode_clip
+    from featurizer.extractor import VideoLLMExtractor
+    from pipelines.catalog import scan_videos
+    from pipelines.extract import extract_catalog, resolve_extractor
+    from pipelines.ingest import read_titles
+
+    config = resolve_extractor(preset, random_weights=random_weights)
+    videos = sorted(scan_videos(dataset, write=False).videos.values(), key=lambda v: v.item)
+    titles = read_titles(dataset)
+    print(
+        f"[{preset}] {len(videos)} videos, {config.frames} frames at {config.resolution}px, "
+        f"model {config.model}"
+    )
+
+    t0 = time.perf_counter()
+    clips = [decode_clip(v.path, config.frames, config.resolution) for v in videos]
+    decode_s = time.perf_counter() - t0
+    decode_fps = len(videos) * config.frames / decode_s
+    print(
+        f"decode:          {decode_fps:8.1f} frames/s  ({decode_s / len(videos) * 1e3:.1f} ms/video)"
+    )
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)  # one actor holds one CPU in the Ray run below
+    t0 = time.perf_counter()
+    extractor = VideoLLMExtractor(config)
+    load_s = time.perf_counter() - t0
+    family = extractor.family.model_type
+    extractor.extract(clips[0][0], titles.get(videos[0].item, ""), clips[0][1])  # warm-up
+    t0 = time.perf_counter()
+    for video, (frames, timing) in zip(videos, clips, strict=True):
+        extractor.extract(frames, titles.get(video.item, ""), timing)
+    model_s = time.perf_counter() - t0
+    model_vps = len(videos) / model_s
+    print(
+        f"model only:      {model_vps:8.2f} videos/s ({model_s / len(videos):.3f} s/video; "
+        f"load {load_s:.1f} s; family {family})"
+    )
+    del extractor
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    one = [videos[0].item]
+    t0 = time.perf_counter()
+    extract_catalog(dataset, work / f"{preset}-store-1", config, items=one, progress=False)
+    first_s = time.perf_counter() - t0  # includes ray.init: run it once more warm
+    t0 = time.perf_counter()
+    extract_catalog(dataset, work / f"{preset}-store-1b", config, items=one, progress=False)
+    one_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    summary = extract_catalog(dataset, work / f"{preset}-store-n", config, progress=False)
+    all_s = time.perf_counter() - t0
+    assert summary.extracted == len(videos), summary.describe()
+    e2e_vps = (len(videos) - 1) / max(all_s - one_s, 1e-9)
+    print(
+        f"end to end:      {e2e_vps:8.2f} videos/s marginal "
+        f"({all_s:.1f} s for {len(videos)}, {one_s:.1f} s for 1; first run {first_s:.1f} s)"
+    )
+    ratio = e2e_vps / model_vps
+    print(f"RATIO end-to-end / model-only = {ratio:.2f}  (target >= 0.85; {preset}, {family})")
+    return ratio
+
+
+def measure_store_write(work: Path, n_rows: int) -> None:
+    """Store write MB/s of (6, 64, 4096) float16 rows against a plain write of the same bytes."""
+    from featurizer.config import load_preset
+    from featurizer.store import FeatureStore
+
+    config = load_preset("demo")
+    shape = (6, 64, 4096)
+    rows = np.random.default_rng(0).standard_normal((n_rows, *shape)).astype(np.float16)
+    mb = rows.nbytes / 1e6
+
+    plain = work / "plain.bin"
+    t0 = time.perf_counter()
+    with open(plain, "wb") as f:
+        for row in rows:
+            f.write(row.tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    plain_s = time.perf_counter() - t0
+
+    results = {}
+    for durable in (False, True):
+        store = FeatureStore.create_or_open(
+            work / f"store-write-{durable}",
+            config.replace(prompt_template=f"bench {durable}"),
+            shape[-1],
+        )
+        with store.writer() as writer:
+            allocated = writer.allocate(len(rows))
+            row_writer = writer.row_writer(durable=durable)
+            t0 = time.perf_counter()
+            for i, (r, row) in enumerate(zip(allocated, rows, strict=True)):
+                checksum = row_writer.write(r, row)
+                writer.commit(f"item{i}", r, "0" * 64, 0, 0, checksum=checksum)
+            writer.publish()  # flushes the rows (one syncfs), then commits the index
+            results[durable] = time.perf_counter() - t0
+    print(f"plain write:     {mb / plain_s:8.1f} MB/s ({mb:.0f} MB, one file, one fsync)")
+    print(
+        f"store write:     {mb / results[False]:8.1f} MB/s (rows + flush + index publish); "
+        f"{mb / results[True]:.1f} MB/s with an fsync per row"
+    )
+    print(
+        f"RATIO store write / plain write = {plain_s / results[False]:.2f}  (target >= 0.5); "
+        f"{plain_s / results[True]:.2f} with an fsync per row"
+    )
 
 
 if __name__ == "__main__":

@@ -120,17 +120,29 @@ def load_preset(name_or_path: str) -> ExtractorConfig:
         raise ValueError(f"{path}: {exc}") from None
 
 
-def hidden_size_of(config: ExtractorConfig) -> int:
-    """The language model's width D, read from config.json (or the preset's architecture)
-    without loading the model, so a store can be laid out before any actor starts."""
+def model_values(config: ExtractorConfig) -> dict[str, Any]:
+    """The model's config.json values (or the preset's architecture), without loading it."""
     values = config.architecture
     path = Path(config.model) / "config.json"
     if path.is_file():
         values = _read_json(path)
-    if values is None:
+    if not isinstance(values, dict):
         raise ValueError(
             f"model {config.model!r}: no config.json there and no architecture in the preset"
         )
+    return values
+
+
+def model_type_of(config: ExtractorConfig) -> str | None:
+    """The model's `model_type` (its family), read without loading it."""
+    return model_values(config).get("model_type")
+
+
+def hidden_size_of(config: ExtractorConfig) -> int:
+    """The language model's width D, read from config.json (or the preset's architecture)
+    without loading the model, so a store can be laid out before any actor starts. Older
+    Qwen2.5-VL config.json files keep the text sizes at the top level."""
+    values = model_values(config)
     text = values.get("text_config", values)
     if "hidden_size" not in text:
         raise ValueError(f"model {config.model!r}: config has no text_config.hidden_size")

@@ -9,12 +9,17 @@ increasing. A video shorter than T frames (n < T) gets the same rule, which then
 
 Frames are resized by the decoder itself to size x size (`VideoReader(width=, height=)`), which
 stretches rather than crops: the whole picture stays in view, as the LLaVA processors see it.
+
+`decode_clip` also returns where the sampled frames sit in the source (`FrameTiming`: their frame
+indices and the video's frame rate). Families that position frames in time (Qwen-VL's M-RoPE,
+Qwen3-VL's "<t seconds>" prompt text) read it; the LLaVA families do not.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +27,25 @@ import numpy as np
 
 class DecodeError(ValueError):
     """A video that cannot be decoded; the message is one line naming the file and the reason."""
+
+
+@dataclass(frozen=True)
+class FrameTiming:
+    """Where T sampled frames sit in their video: frame indices at a frame rate (times in
+    seconds are index / fps)."""
+
+    indices: tuple[int, ...]  # (T,) source frame indices, in temporal order
+    fps: float  # the source video's average frame rate
+    total_frames: int  # frames in the source video
+
+    @classmethod
+    def one_per_second(cls, frames: int) -> FrameTiming:
+        """The timing assumed for frames that come without a source video: 1 s apart."""
+        return cls(indices=tuple(range(frames)), fps=1.0, total_frames=frames)
+
+    @property
+    def seconds(self) -> list[float]:
+        return [i / self.fps for i in self.indices]
 
 
 def sample_indices(n_frames: int, frames: int) -> np.ndarray:
@@ -36,6 +60,11 @@ def sample_indices(n_frames: int, frames: int) -> np.ndarray:
 def decode_video(path: Path, frames: int, size: int) -> np.ndarray:
     """(T, size, size, 3) uint8 RGB frames sampled uniformly over the whole video, decoded in one
     `get_batch` call at the target size. Raises DecodeError for anything undecodable."""
+    return decode_clip(path, frames, size)[0]
+
+
+def decode_clip(path: Path, frames: int, size: int) -> tuple[np.ndarray, FrameTiming]:
+    """`decode_video`'s frames and their timing in the source video."""
     import decord
 
     path = Path(path)
@@ -49,7 +78,9 @@ def decode_video(path: Path, frames: int, size: int) -> np.ndarray:
         n = len(reader)
         if n == 0:
             raise DecodeError(f"{path.name}: cannot decode: the video has no frames")
-        batch = reader.get_batch(sample_indices(n, frames).tolist()).asnumpy()  # (T, H, W, 3)
+        indices = sample_indices(n, frames).tolist()
+        batch = reader.get_batch(indices).asnumpy()  # (T, H, W, 3)
+        fps = float(reader.get_avg_fps())
     except DecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - decord raises RuntimeError/DECORDError for bad input
@@ -57,7 +88,9 @@ def decode_video(path: Path, frames: int, size: int) -> np.ndarray:
     if batch.shape != (frames, size, size, 3) or batch.dtype != np.uint8:
         got = f"{batch.shape} {batch.dtype}"
         raise DecodeError(f"{path.name}: cannot decode: decoder returned {got}")
-    return batch
+    if not fps > 0:  # a stream without a usable rate: frames stay in order, 1 s apart
+        fps = 1.0
+    return batch, FrameTiming(indices=tuple(int(i) for i in indices), fps=fps, total_frames=n)
 
 
 # decord prefixes its C++ checks with "[12:34:56] /build/path/src/video/video_reader.cc:151: "

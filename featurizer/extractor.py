@@ -13,14 +13,21 @@ For one video and its title:
    (`featurizer.merge.merge_tokens`), the G new-token states (G, D) are kept, and the two are
    stacked to (K, D); all layers give (L, K, D), stored as float16.
 
-The model is any local checkpoint loadable with `AutoProcessor` / `AutoModelForImageTextToText`
-(a directory, or a hub id already in the local cache; nothing is downloaded). Where neither exists
-and the preset carries `architecture` (the model's config.json values), the model is built from
-those values with seeded **random weights** (`from_config`), so a 7B layout can be exercised on a
-GPU box that has no weights; its processor is then built by `featurizer.tiny_model.build_processor`
-(the real processor class of that family, sized from the architecture's vision config, with a
-tokenizer trained locally whose special tokens sit at the architecture's token ids). Features from
-such a model carry no world knowledge; a warning says so once at load time.
+The model is a local checkpoint of a supported family (`featurizer.families`: LLaVA-OneVision,
+LLaVA-NeXT-Video, Qwen2.5-VL, Qwen3-VL) loadable with `AutoProcessor` /
+`AutoModelForImageTextToText` (a directory, or a hub id already in the local cache; nothing is
+downloaded). Where neither exists and the preset carries `architecture` (the model's config.json
+values), the model is built from those values with seeded **random weights** (`from_config`), so a
+7B layout can be exercised on a GPU box that has no weights; its processor is then built by
+`featurizer.families.build_processor` (the real processor class of that family, sized from the
+architecture's vision config, with a tokenizer trained locally whose special tokens sit at the
+architecture's token ids). Features from such a model carry no world knowledge; a warning says so
+once at load time.
+
+What differs per family (frame sizing, frame times, chat template, special tokens) is data in
+`featurizer.families`; this module has one code path. Layer indices are hidden-state indices
+whatever the family's depth (0 = embedding output; Qwen3-VL's DeepStack adds visual features
+inside its first decoder layers, after index 0).
 """
 
 from __future__ import annotations
@@ -36,10 +43,13 @@ import numpy as np
 import torch
 
 from featurizer.config import ExtractorConfig
+from featurizer.decode import FrameTiming
+from featurizer.families import check_resolution, family_of, video_kwargs
 from featurizer.merge import merge_tokens
 
 log = logging.getLogger(__name__)
 
+VIDEO_MARKER = "<video>"  # where a preset's prompt_template names the video
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 RANDOM_INIT_SEED = 0  # weights of a model built from a preset's architecture
 _NOT_FOUND_HINT = (
@@ -77,6 +87,8 @@ class VideoLLMExtractor:
         self.processor, self.model, self.random_weights = load_model(
             config, self.device, self.dtype
         )
+        self.family = family_of(self.model.config.model_type, config.model)
+        check_resolution(self.family, self.model.config, config.resolution)
         text_config = self.model.config.get_text_config()
         self.hidden_size: int = int(text_config.hidden_size)
         self.num_layers: int = int(text_config.num_hidden_layers)
@@ -90,21 +102,23 @@ class VideoLLMExtractor:
         self._eos_id = tokenizer.eos_token_id
         pad = tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else self._eos_id
-        self._video_token = getattr(self.processor, "video_token", "<video>")
+        self._video_token = getattr(self.processor, "video_token", VIDEO_MARKER)
 
     # ----------------------------------------------------------------------------- prompts
     def render_prompt(self, title: str | None) -> str:
         """The chat-formatted prompt text for one video. The template's "<video>" marker (if any,
-        at most one) is where the video goes; the chat template decides its position (LLaVA's put
-        videos before the turn's text). Special-token strings in the title are neutralized, so a
-        title can neither add a video slot nor close the turn."""
+        at most one) says a video goes with the text; the family's chat template decides where
+        (every supported family puts it before the turn's text) and with which tokens (Qwen-VL:
+        <|vision_start|><|video_pad|><|vision_end|>). Special-token strings in the title are
+        neutralized, so a title can neither add a video slot nor close the turn."""
         title = "" if title is None else str(title)
-        for special in {self._video_token, "<image>", *self.processor.tokenizer.all_special_tokens}:
+        specials = {VIDEO_MARKER, self._video_token, "<image>"}
+        for special in specials | set(self.processor.tokenizer.all_special_tokens):
             title = title.replace(special, special.strip("<>|"))
         text = self.config.item_prompt(title)
-        if text.count(self._video_token) > 1:
-            raise ValueError(f"prompt_template has more than one {self._video_token} marker")
-        text = re.sub(re.escape(self._video_token) + r"\s*", "", text, count=1).strip()
+        if text.count(VIDEO_MARKER) > 1:
+            raise ValueError(f"prompt_template has more than one {VIDEO_MARKER} marker")
+        text = re.sub(re.escape(VIDEO_MARKER) + r"\s*", "", text, count=1).strip()
         conversation = [
             {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}
         ]
@@ -112,11 +126,20 @@ class VideoLLMExtractor:
             conversation, add_generation_prompt=True, tokenize=False
         )
 
-    def model_inputs(self, frames: np.ndarray, title: str | None) -> dict[str, torch.Tensor]:
-        """Processor output for one video, on the model's device (pixel values in its dtype)."""
+    def model_inputs(
+        self, frames: np.ndarray, title: str | None, timing: FrameTiming | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Processor output for one video, on the model's device (pixel values in its dtype).
+        `timing` places the frames in time for the families that read it (Qwen-VL); without it
+        the frames are taken as 1 s apart."""
         _check_frames(frames)
+        if timing is not None and len(timing.indices) != len(frames):
+            raise ValueError(f"timing has {len(timing.indices)} frames, the clip {len(frames)}")
+        extra = video_kwargs(
+            self.family, self.model.config, len(frames), self.config.resolution, timing
+        )
         batch = self.processor(
-            text=[self.render_prompt(title)], videos=[frames], return_tensors="pt"
+            text=[self.render_prompt(title)], videos=[frames], return_tensors="pt", **extra
         )
         inputs = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         for key in ("pixel_values_videos", "pixel_values"):
@@ -126,11 +149,13 @@ class VideoLLMExtractor:
 
     # ---------------------------------------------------------------------------- features
     @torch.inference_mode()
-    def extract(self, frames: np.ndarray, title: str | None) -> VideoFeatures:
+    def extract(
+        self, frames: np.ndarray, title: str | None, timing: FrameTiming | None = None
+    ) -> VideoFeatures:
         """(T, H, W, 3) uint8 frames + title -> VideoFeatures with (L, K, D) float16 features."""
         cfg = self.config
         g, k_old = cfg.new_tokens, cfg.old_tokens
-        inputs = self.model_inputs(frames, title)
+        inputs = self.model_inputs(frames, title, timing)
         out = self.model.generate(**inputs, **self._generation_kwargs())
         steps = out.hidden_states  # (G + 1) steps; each a tuple of (num_layers + 1) tensors
         if len(steps) < g + 1:
@@ -160,11 +185,11 @@ class VideoLLMExtractor:
 
     @torch.inference_mode()
     def prompt_hidden_states(
-        self, frames: np.ndarray, title: str | None
+        self, frames: np.ndarray, title: str | None, timing: FrameTiming | None = None
     ) -> tuple[torch.Tensor, ...]:
         """The plain forward's hidden states over the prompt: (num_layers + 1) tensors (n_old, D),
         index 0 = embedding output. The rows `extract` stores come from the same states."""
-        out = self.model(**self.model_inputs(frames, title), output_hidden_states=True)
+        out = self.model(**self.model_inputs(frames, title, timing), output_hidden_states=True)
         return tuple(h[0] for h in out.hidden_states)
 
     def _generation_kwargs(self) -> dict[str, Any]:
@@ -197,6 +222,9 @@ def load_model(
     local_dir = (path / "config.json").is_file()
     source = str(path) if local_dir else config.model
     revision = None if local_dir else config.revision
+    model_type = _cached_model_type(source, revision, local_dir)
+    if local_dir or model_type is not None:  # another family fails before any weights are read
+        family_of(model_type, config.model)
     try:
         processor = AutoProcessor.from_pretrained(source, revision=revision, local_files_only=True)
         model = AutoModelForImageTextToText.from_pretrained(
@@ -231,12 +259,13 @@ def build_random_model(
     "model_type"), weights random with a fixed seed, created directly on `device`."""
     from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig
 
-    from featurizer.tiny_model import build_processor
+    from featurizer.families import build_processor
 
     values = dict(architecture)
     model_type = values.pop("model_type", None)
     if not model_type:
         raise ModelUnavailableError("the preset's architecture has no model_type")
+    family_of(model_type, "the preset's architecture")
     hf_config = AutoConfig.for_model(model_type, **values)
     processor = build_processor(hf_config)
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -251,6 +280,28 @@ def build_random_model(
         pad_token_id=tokenizer.pad_token_id,
     )
     return processor, model
+
+
+def _cached_model_type(source: str, revision: str | None, local_dir: bool) -> str | None:
+    """The model_type in a local directory's config.json, or in the cached hub checkpoint's;
+    None for a hub id that is not cached (the preset's architecture is checked when built)."""
+    import json
+
+    if local_dir:
+        config_json = Path(source) / "config.json"
+        try:
+            return json.loads(config_json.read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ModelUnavailableError(f"{config_json}: not a readable config: {exc}") from None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(source, "config.json", revision=revision)
+    if not isinstance(cached, str):
+        return None
+    try:
+        return json.loads(Path(cached).read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None  # an unreadable cache entry fails in from_pretrained, with its reason
 
 
 def _check_frames(frames: np.ndarray) -> None:

@@ -37,8 +37,8 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
 def cmd_tiny_model(args: argparse.Namespace) -> None:
     from featurizer.tiny_model import build_tiny_checkpoint
 
-    path = build_tiny_checkpoint(args.dir, seed=args.seed, force=args.force)
-    print(f"tiny LLaVA-OneVision checkpoint (random weights, no world knowledge) written to {path}")
+    path = build_tiny_checkpoint(args.dir, seed=args.seed, force=args.force, family=args.family)
+    print(f"tiny {args.family} checkpoint (random weights, no world knowledge) written to {path}")
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
@@ -200,8 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo_data)
 
-    p = sub.add_parser("tiny-model", help="write the tiny local LLaVA-OneVision checkpoint")
+    from featurizer.families import SUPPORTED_FAMILIES
+
+    p = sub.add_parser(
+        "tiny-model", help="write a tiny local checkpoint of a family (real architecture)"
+    )
     p.add_argument("dir", type=Path)
+    p.add_argument(
+        "--family",
+        choices=SUPPORTED_FAMILIES,
+        default="llava_onevision",
+        help="the model family to build (default: llava_onevision, the demo's)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--force", action="store_true", help="overwrite a checkpoint (or other files) in DIR"

@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from featurizer.config import ExtractorConfig, hidden_size_of, load_preset
+from featurizer.config import ExtractorConfig, hidden_size_of, load_preset, model_type_of
+from featurizer.families import family_of
 from featurizer.store import FeatureStore, StoreError, read_current, set_current
 from pipelines.catalog import scan_videos
 from pipelines.errors import PipelineError, one_line
@@ -79,7 +80,8 @@ def resolve_extractor(
     preset: str | None = None, model: str | None = None, random_weights: bool = False
 ) -> ExtractorConfig:
     """The extractor for a preset name or file (default `demo`), optionally with another local
-    model. The demo's tiny checkpoint is built on first use. `random_weights` builds a preset's
+    model. A preset's tiny checkpoint (`data/tiny-model` for the demo, `data/tiny-<family>` for
+    the `tiny-<family>` presets) is built on first use. `random_weights` builds a preset's
     architecture untrained where its checkpoint is not available (a GPU path check; such
     features get their own fingerprint)."""
     config = load_preset(preset or "demo")
@@ -87,12 +89,26 @@ def resolve_extractor(
         config = config.replace(model=str(model))
     if random_weights:
         config = config.replace(random_weights=True)
-    if (preset or "demo") == "demo" and not model and not Path(config.model).exists():
+    family = tiny_family_of(config.model)
+    if not model and family and not Path(config.model).exists():
         from featurizer.tiny_model import build_tiny_checkpoint
 
-        log.info("building the tiny demo checkpoint in %s (random weights)", config.model)
-        build_tiny_checkpoint(Path(config.model))
+        log.info("building the tiny %s checkpoint in %s (random weights)", family, config.model)
+        build_tiny_checkpoint(Path(config.model), family=family)
     return config
+
+
+def tiny_family_of(model: str) -> str | None:
+    """The family of a tiny checkpoint the project builds itself at this path, or None."""
+    from featurizer.families import SUPPORTED_FAMILIES
+
+    path = Path(model)
+    if path == DEMO_MODEL_DIR:
+        return "llava_onevision"
+    name = path.name.removeprefix("tiny-")
+    if path.parent == DEMO_MODEL_DIR.parent and name != path.name and name in SUPPORTED_FAMILIES:
+        return name
+    return None
 
 
 def extract_catalog(
@@ -115,6 +131,8 @@ def extract_catalog(
     has no CURRENT yet, so a partial re-extraction never switches what training reads."""
     dataset, store = Path(dataset), Path(store)
     started = time.perf_counter()
+    if (Path(config.model) / "config.json").is_file() or config.random_weights:
+        family_of(model_type_of(config), config.model)  # a family we cannot read: before any work
     catalog = scan_videos(dataset)
     if not catalog.videos and not catalog.unreadable:
         raise PipelineError(f"{dataset / 'videos'}: no .mp4 files to extract")

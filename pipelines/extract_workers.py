@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from featurizer.config import ExtractorConfig
+from featurizer.decode import FrameTiming
 from featurizer.store import RowWriter
 from pipelines.errors import PipelineError, one_line
 
@@ -75,21 +76,26 @@ def _csv(value: str) -> list[str]:
 
 
 class DecodeVideo:
-    """Ray Data map (a stateless CPU task): a record → the record with its sampled frames, or
-    with the decoder's reason in `error`."""
+    """Ray Data map (a stateless CPU task): a record → the record with its sampled frames and
+    their timing in the source (`frame_indices`, `video_fps`, `video_frames`: the Qwen-VL
+    families place frames in time), or with the decoder's reason in `error`."""
 
     def __init__(self, frames: int, size: int) -> None:
         self.frames, self.size = frames, size
 
     def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
-        from featurizer.decode import decode_video
+        from featurizer.decode import FrameTiming, decode_clip
 
         try:
-            record["frames"] = decode_video(Path(record["path"]), self.frames, self.size)
+            record["frames"], timing = decode_clip(Path(record["path"]), self.frames, self.size)
             record["error"] = ""
         except Exception as exc:  # noqa: BLE001 - any decoder failure is this video's failure row
             record["frames"] = np.zeros((self.frames, self.size, self.size, 3), np.uint8)
+            timing = FrameTiming.one_per_second(self.frames)
             record["error"] = one_line(exc, 500)
+        record["frame_indices"] = np.asarray(timing.indices, np.int64)
+        record["video_fps"] = timing.fps
+        record["video_frames"] = timing.total_frames
         return record
 
 
@@ -136,7 +142,9 @@ class ExtractVideos:
                 continue
             try:
                 stage[i] = "extract"
-                video = self.extractor.extract(batch["frames"][i], str(batch["title"][i]))
+                video = self.extractor.extract(
+                    batch["frames"][i], str(batch["title"][i]), _timing(batch, i)
+                )
                 if self.faults is not None:
                     self.faults.after_model_call(str(batch["item"][i]))
                 stage[i] = "write"
@@ -165,6 +173,14 @@ class ExtractVideos:
 
 
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _timing(batch: dict[str, np.ndarray], i: int) -> FrameTiming:
+    return FrameTiming(
+        indices=tuple(int(j) for j in batch["frame_indices"][i]),
+        fps=float(batch["video_fps"][i]),
+        total_frames=int(batch["video_frames"][i]),
+    )
 
 
 def _model_error(model: str, exc: BaseException) -> str:

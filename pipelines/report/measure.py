@@ -46,22 +46,25 @@ def random_weights_reason(
     """Why the extractor's features carry no world knowledge, or None. Either extractor.json
     records `random_weights`, or its model identity (featurizer.config.model_identity: a hash
     of a local checkpoint's config and weight files) is that of a local checkpoint whose
-    README says its weights are random: by default the demo preset's checkpoint
-    (data/tiny-model, from the working directory or the repository)."""
+    README says its weights are random: by default the tiny checkpoints of the demo and
+    `tiny-<family>` presets (data/tiny-model, data/tiny-qwen3_vl..., from the working directory
+    or the repository)."""
     if extractor.get("random_weights"):
         return (
             "extractor.json records `random_weights: true` (the model was built from its "
             "architecture with random weights)"
         )
-    from featurizer.config import load_preset, model_identity
+    from featurizer.config import PRESET_DIR, load_preset, model_identity
 
     model = str(extractor.get("model", ""))
     if checkpoints is None:
-        try:
-            demo = Path(load_preset("demo").model)
-        except (OSError, ValueError):
-            return None
-        checkpoints = [demo] if demo.is_absolute() else [Path.cwd() / demo, REPO_ROOT / demo]
+        checkpoints = []
+        for preset in ["demo", *sorted(p.stem for p in PRESET_DIR.glob("tiny-*.json"))]:
+            try:
+                tiny = Path(load_preset(preset).model)
+            except (OSError, ValueError):
+                continue
+            checkpoints += [tiny] if tiny.is_absolute() else [Path.cwd() / tiny, REPO_ROOT / tiny]
     for candidate in dict.fromkeys(Path(c).resolve() for c in checkpoints):
         readme = candidate / "README.md"
         if not readme.is_file() or model_identity(str(candidate)) != model:

@@ -131,40 +131,58 @@ def test_model_that_is_neither_local_nor_buildable_raises_model_unavailable(
 def _shrunk(architecture: dict) -> dict:
     """A preset's architecture at toy width (same family, image size, patch, token ids, vocab)."""
     small = copy.deepcopy(architecture)
-    small["text_config"].update(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=20, num_attention_heads=2,
+    text, vision = small["text_config"], small["vision_config"]
+    text.update(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=30, num_attention_heads=2,
         num_key_value_heads=1,
     )  # fmt: skip
-    small["vision_config"].update(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=1
-    )
+    if "head_dim" in text:
+        text["head_dim"] = 16
+    if "mrope_section" in text.get("rope_parameters", {}):
+        text["rope_parameters"]["mrope_section"] = [2, 3, 3]  # 16 / 2 rotary pairs per head
+    if "depth" in vision:  # Qwen-VL's own ViT
+        vision.update(
+            hidden_size=16, intermediate_size=32, depth=2, num_heads=1, out_hidden_size=32
+        )
+        vision.pop("fullatt_block_indexes", None)
+        if "deepstack_visual_indexes" in vision:
+            vision["deepstack_visual_indexes"] = [1]
+    else:
+        vision.update(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=1
+        )
     return small
 
 
 @pytest.mark.parametrize(
-    ("preset", "video_tokens"),
-    [("llava-onevision-7b", 196 + 1), ("llava-next-video-7b", 144)],  # one frame each
+    ("preset", "frames", "video_tokens"),
+    [
+        ("llava-onevision-7b", 1, 196 + 1),  # 384 / 14 -> 27 x 27, pooled to 14 x 14, + newline
+        ("llava-next-video-7b", 1, 144),  # 336 / 14 -> 24 x 24, pooled to 12 x 12
+        ("qwen2_5_vl-7b", 2, 256),  # one 2-frame patch: 448 / 14 = 32, merged 2 x 2 -> 16 x 16
+        ("qwen3_vl-8b", 2, 196),  # one 2-frame patch: 448 / 16 = 28, merged 2 x 2 -> 14 x 14
+    ],
 )
 def test_preset_architecture_builds_a_random_weight_model_of_its_family(
-    preset: str, video_tokens: int
+    preset: str, frames: int, video_tokens: int
 ) -> None:
     base = load_preset(preset)
     config = base.replace(
         model=f"not-in-cache/{preset}",
         architecture=_shrunk(base.architecture),
         torch_dtype="float32",
-        frames=1,
+        frames=frames,
         random_weights=True,
     )
-    frames = np.zeros((1, config.resolution, config.resolution, 3), dtype=np.uint8)
+    clip = np.zeros((frames, config.resolution, config.resolution, 3), dtype=np.uint8)
 
     extractor = VideoLLMExtractor(config, device="cpu")
-    inputs = extractor.model_inputs(frames, "a title")
-    features = extractor.extract(frames, "a title")
+    inputs = extractor.model_inputs(clip, "a title")
+    features = extractor.extract(clip, "a title")
 
     assert extractor.random_weights
     assert extractor.model.config.model_type == base.architecture["model_type"]
-    video_id = base.architecture["video_token_index"]
+    video_id = base.architecture.get("video_token_id", base.architecture.get("video_token_index"))
     assert int((inputs["input_ids"] == video_id).sum()) == video_tokens
     assert features.features.shape == (6, 64, 32)
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from featurizer.tiny_model import CheckpointExistsError, build_tiny_checkpoint, build_tokenizer
+from featurizer.families import FAMILIES, build_tokenizer
+from featurizer.tiny_model import CheckpointExistsError, build_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_same_seed_gives_identical_weights(tmp_path: Path) -> None:
 
 
 def test_tokenizer_round_trips_any_text_and_keeps_specials_whole() -> None:
-    tokenizer = build_tokenizer("qwen2")
+    tokenizer = build_tokenizer(FAMILIES["llava_onevision"])
     text = 'Cats & dogs: "Ünïcödé" 猫 🐈 <video>\n'
 
     ids = tokenizer(text).input_ids
@@ -74,8 +75,8 @@ def test_tokenizer_round_trips_any_text_and_keeps_specials_whole() -> None:
 
 
 def test_tokenizer_can_place_specials_at_a_large_models_ids() -> None:
-    fixed = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
-    tokenizer = build_tokenizer("qwen2", {**fixed, "<image>": 151646, "<video>": 151647})
+    family = FAMILIES["llava_onevision"]
+    tokenizer = build_tokenizer(family, family.real_ids)
 
     assert tokenizer.video_token_id == 151647
     assert tokenizer.eos_token_id == 151645

@@ -1,0 +1,127 @@
+"""Every supported family's tiny checkpoint through the real Ray extraction path, into a store that
+verifies and trains `full`: at the demo's 8 frames x 224 and at another frame count and size.
+
+LLaVA-OneVision (the demo's family) is covered the same way by test_extract.py and the demo. The
+LLaVA families read frames at their vision tower's fixed size, so only their frame count varies;
+the Qwen-VL families keep any resolution on their patch grid (28 px for Qwen2.5-VL, 32 px for
+Qwen3-VL), and 5 frames exercise the processor's padding to whole 2-frame patches.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featurizer.config import load_preset
+from featurizer.store import FeatureStore
+from pipelines.extract import ExtractSummary, extract_catalog
+from pipelines.ingest import ingest
+from pipelines.train import TrainResult, train_run
+
+CASES = [  # (family, frames, resolution)
+    ("llava_next_video", 8, 224),
+    ("llava_next_video", 4, 224),
+    ("qwen2_5_vl", 8, 224),
+    ("qwen2_5_vl", 6, 280),
+    ("qwen3_vl", 8, 224),
+    ("qwen3_vl", 5, 256),
+]
+
+
+@dataclass
+class FamilyRun:
+    summary: ExtractSummary
+    store: Path
+    train: TrainResult
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    import ray
+
+    from pipelines.ray_runtime import ensure_ray
+
+    ensure_ray()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def family_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from featurizer.tiny_model import build_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("family-models")
+    families = sorted({family for family, _, _ in CASES})
+    return {f: build_tiny_checkpoint(root / f, family=f) for f in families}
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{c[1]}f-{c[2]}px")
+def family_run(
+    request: pytest.FixtureRequest,
+    demo_dataset: Path,
+    family_checkpoints: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    ray_session: None,
+) -> FamilyRun:
+    family, frames, resolution = request.param
+    root = tmp_path_factory.mktemp(f"{family}-{frames}")
+    dataset = root / "dataset"
+    shutil.copytree(demo_dataset, dataset)
+    ingest(dataset)
+    config = load_preset(f"tiny-{family}").replace(
+        model=str(family_checkpoints[family]), frames=frames, resolution=resolution
+    )
+    summary = extract_catalog(dataset, root / "store", config, actors=1, progress=False)
+    train = train_run(dataset, root / "store", root / "run", "full", epochs=1, progress=False)
+    return FamilyRun(summary=summary, store=root / "store", train=train)
+
+
+def test_every_video_is_extracted_into_a_store_that_verifies(family_run: FamilyRun) -> None:
+    version = FeatureStore.open(family_run.store, family_run.summary.fingerprint)
+
+    assert (family_run.summary.extracted, family_run.summary.failed) == (12, 0)
+    assert version.verify().ok
+
+
+def test_rows_are_L_by_K_by_D_at_the_tapped_hidden_state_indices(family_run: FamilyRun) -> None:
+    version = FeatureStore.open(family_run.store, family_run.summary.fingerprint)
+    items = sorted(version.index())
+
+    rows = version.read(items[:2])
+
+    assert version.shape_per_item == (6, 64, 64)  # 6 tapped layers, K = 64, the tiny D = 64
+    assert version.extractor["layers"] == [0, 4, 8, 12, 16, 20]
+    assert rows.shape == (2, 6, 64, 64) and rows.dtype == np.float16
+    assert np.isfinite(rows).all()
+
+
+def test_full_trains_on_the_store(family_run: FamilyRun) -> None:
+    train = family_run.train
+    # every item with a video has its row; the demo's one ID-only item has none
+    assert (train.n_items, train.n_missing_features) == (13, 1)
+    assert 0.0 <= train.metrics["test"]["overall"]["hr@10"] <= 1.0
+
+
+def test_extract_cli_refuses_an_unsupported_family_in_one_line_before_any_work(
+    tmp_path: Path, demo_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.cli import main
+
+    model = tmp_path / "llava-1.5"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llava"}))
+
+    code = main(["extract", "--dataset", str(demo_dataset), "--store", str(tmp_path / "store"),
+                 "--model", str(model)])  # fmt: skip
+
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "model_type 'llava'" in err and "qwen3_vl" in err
+    assert not (tmp_path / "store").exists()
