@@ -295,7 +295,10 @@ def _cached_model_type(source: str, revision: str | None, local_dir: bool) -> st
             raise ModelUnavailableError(f"{config_json}: not a readable config: {exc}") from None
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(source, "config.json", revision=revision)
+    try:
+        cached = try_to_load_from_cache(source, "config.json", revision=revision)
+    except ValueError:  # not a hub id either (a missing path): from_pretrained names it
+        return None
     if not isinstance(cached, str):
         return None
     try:

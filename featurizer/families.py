@@ -131,6 +131,21 @@ _QWEN_VL_ATTRIBUTES = {
 _LLAVA_ATTRIBUTES = {"image_token": "<image>", "video_token": "<video>"}
 _LLAVA_CONFIG_IDS = {"<image>": "image_token_id", "<video>": "video_token_id"}
 
+
+def _qwen_vl_family(model_type: str, video: str, default_system: bool) -> Family:
+    """Qwen2.5-VL and Qwen3-VL share tokenizer layout and processor inputs; templates differ."""
+    return Family(
+        model_type=model_type,
+        specials=_QWEN_VL_SPECIALS,
+        roles=_QWEN_ROLES,
+        real_ids=_QWEN_VL_IDS,
+        config_ids=_QWEN_VL_CONFIG_IDS,
+        chat_template=_qwen_vl_template(video, default_system),
+        dynamic_resolution=True,
+        token_attributes=_QWEN_VL_ATTRIBUTES,
+    )
+
+
 FAMILIES: dict[str, Family] = {
     "llava_onevision": Family(
         model_type="llava_onevision",
@@ -159,28 +174,10 @@ FAMILIES: dict[str, Family] = {
         dynamic_resolution=False,
         token_attributes=_LLAVA_ATTRIBUTES,
     ),
-    "qwen2_5_vl": Family(
-        model_type="qwen2_5_vl",
-        specials=_QWEN_VL_SPECIALS,
-        roles=_QWEN_ROLES,
-        real_ids=_QWEN_VL_IDS,
-        config_ids=_QWEN_VL_CONFIG_IDS,
-        chat_template=_qwen_vl_template(
-            "<|vision_start|><|video_pad|><|vision_end|>", default_system=True
-        ),
-        dynamic_resolution=True,
-        token_attributes=_QWEN_VL_ATTRIBUTES,
+    "qwen2_5_vl": _qwen_vl_family(
+        "qwen2_5_vl", "<|vision_start|><|video_pad|><|vision_end|>", default_system=True
     ),
-    "qwen3_vl": Family(
-        model_type="qwen3_vl",
-        specials=_QWEN_VL_SPECIALS,
-        roles=_QWEN_ROLES,
-        real_ids=_QWEN_VL_IDS,
-        config_ids=_QWEN_VL_CONFIG_IDS,
-        chat_template=_qwen_vl_template("<|video_pad|>", default_system=False),
-        dynamic_resolution=True,
-        token_attributes=_QWEN_VL_ATTRIBUTES,
-    ),
+    "qwen3_vl": _qwen_vl_family("qwen3_vl", "<|video_pad|>", default_system=False),
 }
 SUPPORTED_FAMILIES = tuple(FAMILIES)
 

@@ -9,7 +9,6 @@ import contextlib
 import io
 import re
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,17 +35,6 @@ class CliRun:
     fingerprint: str
     code: int
     stdout: str
-
-
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    import ray
-
-    from pipelines.ray_runtime import ensure_ray
-
-    ensure_ray()
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,17 +99,6 @@ def _decoder_reason(path: Path, config: ExtractorConfig) -> str:
 
 
 # --- stages ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    import ray
-
-    from pipelines.ray_runtime import ensure_ray
-
-    ensure_ray()
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

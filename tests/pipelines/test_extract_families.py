@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,17 +38,6 @@ class FamilyRun:
     summary: ExtractSummary
     store: Path
     train: TrainResult
-
-
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    import ray
-
-    from pipelines.ray_runtime import ensure_ray
-
-    ensure_ray()
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
