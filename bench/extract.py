@@ -21,6 +21,7 @@ tiny-qwen2_5_vl, tiny-qwen3_vl); a tiny preset's checkpoint is built in data/ on
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import tempfile
@@ -111,7 +112,10 @@ def measure_extraction(preset: str, random_weights: bool, dataset: Path, work: P
         f"model only:      {model_vps:8.2f} videos/s ({model_s / len(videos):.3f} s/video; "
         f"load {load_s:.1f} s; family {family})"
     )
-    del extractor
+    del extractor  # the Ray actor below loads its own copy: free this one's GPU memory first
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     torch.set_num_threads(os.cpu_count() or 1)
 
     one = [videos[0].item]

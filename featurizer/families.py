@@ -194,14 +194,18 @@ def family_of(model_type: str | None, model: str = "") -> Family:
 
 
 # ------------------------------------------------------------------------------------ frames
-def frame_factor(model_config: PretrainedConfig) -> int:
+def frame_factor(model_config: PretrainedConfig | Mapping[str, Any]) -> int:
     """The pixel step a dynamic-resolution family's frame sides must be multiples of."""
-    vision = model_config.vision_config
-    return int(vision.patch_size) * int(vision.spatial_merge_size)
+    return int(_vision(model_config, "patch_size")) * int(
+        _vision(model_config, "spatial_merge_size")
+    )
 
 
-def check_resolution(family: Family, model_config: PretrainedConfig, resolution: int) -> None:
-    """Raise ValueError where the family would not see frames at the preset's resolution."""
+def check_resolution(
+    family: Family, model_config: PretrainedConfig | Mapping[str, Any], resolution: int
+) -> None:
+    """Raise ValueError where the family would not see frames at the preset's resolution.
+    `model_config`: the loaded config, or its config.json values (checked before any actor)."""
     name = family.model_type
     if family.dynamic_resolution:
         factor = frame_factor(model_config)
@@ -211,12 +215,18 @@ def check_resolution(family: Family, model_config: PretrainedConfig, resolution:
                 f"{name} patches frames on; use e.g. {max(factor, resolution // factor * factor)}"
             )
         return
-    size = int(model_config.vision_config.image_size)
+    size = int(_vision(model_config, "image_size"))
     if resolution != size:
         raise ValueError(
             f"resolution {resolution} but {name}'s vision tower reads {size}x{size} frames (its "
             f"processor would resize them); set the preset's resolution to {size}"
         )
+
+
+def _vision(model_config: PretrainedConfig | Mapping[str, Any], key: str) -> Any:
+    if isinstance(model_config, Mapping):
+        return model_config["vision_config"][key]
+    return getattr(model_config.vision_config, key)
 
 
 def video_kwargs(

@@ -375,6 +375,7 @@ class FeatureStore:
                 f"+ G={e['G']} new",
                 f"  frames        {e.get('frames')} at {e.get('resolution')}px",
                 f"  hidden size   D={D}",
+                *_derived_line(e),
                 f"  items         {n_items} committed, {n_failures} failed, "
                 f"{n_rows} rows allocated",
                 f"  checksums     {n_checksums} of {n_items} committed rows ({CHECKSUM})",
@@ -549,13 +550,22 @@ def _create_version(root: Path, config: ExtractorConfig, hidden_size: int) -> No
     """Build the version in a hidden temp dir, then rename it into place: a version directory
     is complete or absent, and concurrent creators agree (the loser opens the winner's). It is
     born with an empty index, so a missing index later means a lost one."""
-    fingerprint = config.fingerprint()
-    L, K, G = len(config.layers), config.k_tokens, config.new_tokens
     fields = config.fingerprint_fields()
-    extractor = {
-        "fingerprint": fingerprint,
-        **fields,
-        "fingerprinted": sorted(fields),
+    create_version(
+        root,
+        {
+            "fingerprint": config.fingerprint(),
+            **fields,
+            "fingerprinted": sorted(fields),
+            **version_shape(hidden_size, len(config.layers), config.k_tokens, config.new_tokens),
+        },
+    )
+
+
+def version_shape(hidden_size: int, n_layers: int, k_tokens: int, new_tokens: int) -> dict:
+    """The extractor.json keys that describe a version's rows, (L, K, D) float16."""
+    L, K, G = n_layers, k_tokens, new_tokens
+    return {
         "hidden_size": int(hidden_size),
         "L": L,
         "K": K,
@@ -563,8 +573,16 @@ def _create_version(root: Path, config: ExtractorConfig, hidden_size: int) -> No
         "token_split": {"old": [0, K - G], "new": [K - G, K]},  # half-open row ranges within K
         "dtype": "float16",
         "checksum": CHECKSUM,
-        "created_at": now().isoformat(),
     }
+
+
+def create_version(root: Path, extractor: dict[str, Any]) -> None:
+    """A new, empty version under `root` described by `extractor` (its extractor.json: the
+    fingerprint, what it hashes, and `version_shape`'s keys), made atomically; an existing one
+    with that fingerprint is kept."""
+    fingerprint = str(extractor["fingerprint"])
+    L, K, hidden_size = int(extractor["L"]), int(extractor["K"]), int(extractor["hidden_size"])
+    extractor = {**extractor, "created_at": now().isoformat()}
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{fingerprint}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -608,6 +626,15 @@ def _read_extractor(path: Path) -> dict[str, Any]:
     if missing:
         raise StoreError(f"feature store file {file} lacks {', '.join(missing)}")
     return extractor
+
+
+def _derived_line(extractor: dict[str, Any]) -> list[str]:
+    d = extractor.get("derived_from")
+    if not d:
+        return []
+    return [
+        f"  derived from  {d['fingerprint']}: layers {d['layers']}, K={d['k_tokens']} ({d['merge']})"
+    ]
 
 
 def _rmtree(path: Path) -> None:

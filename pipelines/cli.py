@@ -73,6 +73,15 @@ def cmd_extract(args: argparse.Namespace) -> None:
 def cmd_store(args: argparse.Namespace) -> int:
     from pipelines.extract import store_info, store_verify
 
+    if args.action != "derive" and (args.layers is not None or args.k_tokens is not None):
+        raise PipelineError(f"--layers and --k-tokens go with `store derive`, not `{args.action}`")
+    if args.action == "derive":
+        from pipelines.store_views import parse_layers, store_derive
+
+        summary = store_derive(args.store, parse_layers(args.layers), args.k_tokens)
+        print(summary.describe())
+        print(summary.view.fingerprint)
+        return 0
     if args.action == "info":
         print(store_info(args.store))
         return 0
@@ -247,9 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("store", help="inspect or verify a feature store")
-    p.add_argument("action", choices=["info", "verify"])
+    p = sub.add_parser("store", help="inspect, verify or derive a compact view of a feature store")
+    p.add_argument("action", choices=["info", "verify", "derive"])
     p.add_argument("store", type=Path)
+    p.add_argument("--layers", default=None, help="derive: keep these tapped layers (e.g. 0,8,20)")
+    p.add_argument(
+        "--k-tokens",
+        type=int,
+        default=None,
+        help="derive: tokens per layer (old ones merged further, the G new ones kept)",
+    )
     p.set_defaults(func=cmd_store)
 
     p = sub.add_parser("train", help="train a ranker variant into a run directory")

@@ -14,8 +14,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from featurizer.config import ExtractorConfig, hidden_size_of, load_preset, model_type_of
-from featurizer.families import family_of
+from featurizer.config import (
+    ExtractorConfig,
+    hidden_size_of,
+    load_preset,
+    model_type_of,
+    model_values,
+)
+from featurizer.families import check_resolution, family_of
 from featurizer.store import FeatureStore, StoreError, read_current, set_current
 from pipelines.catalog import scan_videos
 from pipelines.errors import PipelineError, one_line
@@ -98,6 +104,19 @@ def resolve_extractor(
     return config
 
 
+def check_model_family(config: ExtractorConfig) -> None:
+    """Refuse, before any work, a model of a family the extractor cannot read or a resolution
+    its processor would not keep (read from config.json or the preset's architecture; a hub
+    id in the cache is checked when its actor loads it)."""
+    if not (Path(config.model) / "config.json").is_file() and not config.random_weights:
+        return
+    family = family_of(model_type_of(config), config.model)
+    try:
+        check_resolution(family, model_values(config), config.resolution)
+    except (KeyError, TypeError):  # an unusual config.json: the actor's loaded config decides
+        return
+
+
 def tiny_family_of(model: str) -> str | None:
     """The family of a tiny checkpoint the project builds itself at this path, or None."""
     from featurizer.families import SUPPORTED_FAMILIES
@@ -131,8 +150,7 @@ def extract_catalog(
     has no CURRENT yet, so a partial re-extraction never switches what training reads."""
     dataset, store = Path(dataset), Path(store)
     started = time.perf_counter()
-    if (Path(config.model) / "config.json").is_file() or config.random_weights:
-        family_of(model_type_of(config), config.model)  # a family we cannot read: before any work
+    check_model_family(config)
     catalog = scan_videos(dataset)
     if not catalog.videos and not catalog.unreadable:
         raise PipelineError(f"{dataset / 'videos'}: no .mp4 files to extract")

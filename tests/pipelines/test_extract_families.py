@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featurizer.config import load_preset
+from featurizer.config import PRESET_DIR, load_preset
 from featurizer.store import FeatureStore
 from pipelines.extract import ExtractSummary, extract_catalog
 from pipelines.ingest import ingest
@@ -112,4 +112,25 @@ def test_extract_cli_refuses_an_unsupported_family_in_one_line_before_any_work(
     assert code != 0
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "model_type 'llava'" in err and "qwen3_vl" in err
+    assert not (tmp_path / "store").exists()
+
+
+def test_extract_cli_refuses_a_resolution_off_the_familys_grid_before_any_work(
+    tmp_path: Path,
+    demo_dataset: Path,
+    family_checkpoints: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pipelines.cli import main
+
+    preset = json.loads((PRESET_DIR / "tiny-qwen3_vl.json").read_text())
+    preset.update(model=str(family_checkpoints["qwen3_vl"]), resolution=300)
+    (tmp_path / "preset.json").write_text(json.dumps(preset))
+
+    code = main(["extract", "--dataset", str(demo_dataset), "--store", str(tmp_path / "store"),
+                 "--preset", str(tmp_path / "preset.json")])  # fmt: skip
+
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1
+    assert "resolution 300 is not a multiple of 32" in err and "qwen3_vl" in err
     assert not (tmp_path / "store").exists()

@@ -1,0 +1,215 @@
+"""Compact views of a store version, derived without re-extraction (supplementary §9.1): fewer
+tapped layers, or fewer old tokens per layer.
+
+A derived view is an ordinary version under the same root (same layout, float16 rows, its own
+index, failures and checksums), so training, evaluation and `store info|verify` read it as they
+read an extracted one (`--store ROOT/<fingerprint>`), and a view can be derived from a view.
+
+- `layers`: keep a subset of the source's tapped layers (hidden-state indices, e.g. 0, 8, 20).
+- `k_tokens`: merge each layer's K - G stored old tokens further, to k_tokens - G, by the same
+  bipartite soft matching the extractor uses (`featurizer.merge`); the G new tokens are kept.
+  The stored old tokens are already merges of unequal sizes, and those sizes are not stored, so
+  this second merge weighs them equally: a view is close to, not equal to, extracting at K.
+
+Identity. A view's fingerprint hashes its source's fingerprint and the derivation, so the same
+view of the same source always has the same name, and no view shares a name with an extraction.
+extractor.json records `derived_from` (source fingerprint and the derivation) beside the
+source's own fields, with `layers`, `k_tokens`, L and K updated.
+
+Deriving is incremental, like extraction: an item whose view row exists for the source row's
+identity (video and prompt hashes) is skipped, so rerunning after the source grew derives only
+the new items. Items the source failed are failure rows of the view. Rows are read and written
+`batch_rows` at a time: memory is bounded by that, not by the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from featurizer.config import STORE_FORMAT_VERSION
+from featurizer.errors import StoreError
+from featurizer.merge import merge_tokens
+from featurizer.store import FeatureStore, create_version, version_shape
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """What a view keeps: `layers` (hidden-state indices, a subset of the source's; None = all)
+    and `k_tokens` (tokens per layer, G < k_tokens <= K; None = the source's K)."""
+
+    layers: tuple[int, ...] | None = None
+    k_tokens: int | None = None
+
+    def record(self, source: FeatureStore) -> dict[str, Any]:
+        """The derivation as extractor.json's `derived_from` records it (values resolved)."""
+        e = source.extractor
+        return {
+            "fingerprint": source.fingerprint,
+            "layers": list(self.layers if self.layers is not None else e["layers"]),
+            "k_tokens": int(self.k_tokens if self.k_tokens is not None else e["K"]),
+            "merge": "bipartite, stored old tokens weighed equally",
+        }
+
+
+@dataclass
+class DeriveSummary:
+    view: FeatureStore
+    derived: int
+    skipped: int
+    failed: int
+    seconds: float
+
+    def describe(self) -> str:
+        L, K, D = self.view.shape_per_item
+        return (
+            f"derived {self.derived}, skipped {self.skipped} (already derived), failed "
+            f"{self.failed} (failed in the source); view (L={L}, K={K}, D={D}) "
+            f"{self.view.path.parent}/{self.view.fingerprint}"
+        )
+
+
+def check_derivation(source: FeatureStore, derivation: Derivation) -> None:
+    """Raise ValueError naming the flag where the source cannot give this view."""
+    e = source.extractor
+    layers, K, G = list(e["layers"]), int(e["K"]), int(e["G"])
+    if derivation.layers is not None:
+        if not derivation.layers:
+            raise ValueError("--layers: give at least one layer")
+        unknown = [i for i in derivation.layers if i not in layers]
+        if unknown:
+            raise ValueError(
+                f"--layers: {unknown} not in the source's tapped layers {layers} ({source.path})"
+            )
+        if len(set(derivation.layers)) != len(derivation.layers):
+            raise ValueError(f"--layers: {list(derivation.layers)} names a layer twice")
+    if derivation.k_tokens is not None and not G < derivation.k_tokens <= K:
+        raise ValueError(
+            f"--k-tokens: {derivation.k_tokens} must be more than the G = {G} new tokens and at "
+            f"most the source's K = {K}"
+        )
+    if derivation.layers is None and derivation.k_tokens in (None, K):
+        raise ValueError("nothing to derive: give --layers or a smaller --k-tokens")
+
+
+def view_fingerprint(source: FeatureStore, derivation: Derivation) -> str:
+    """What extractor.json's `fingerprinted` fields of the view hash to (verify recomputes it)."""
+    fields = {"derived_from": derivation.record(source), "store_format": STORE_FORMAT_VERSION}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def derive_version(
+    source: FeatureStore,
+    derivation: Derivation,
+    batch_rows: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> DeriveSummary:
+    """Create (or complete) the view of `source` under the same root; see the module docstring."""
+    check_derivation(source, derivation)
+    started = time.perf_counter()
+    view = _create_or_open_view(source, derivation)
+    record = derivation.record(source)
+    layer_rows = [list(source.extractor["layers"]).index(i) for i in record["layers"]]
+    k_tokens, G = record["k_tokens"], int(source.extractor["G"])
+
+    table = source.index_table()
+    items = table.column("item").to_pylist()
+    sources = dict(zip(items, table.column("source_sha256").to_pylist(), strict=True))
+    prompts = dict(zip(items, table.column("prompt_sha256").to_pylist(), strict=True))
+    # rows stored before prompt identities were recorded carry none; compare videos only then
+    known = all(p is not None for p in prompts.values())
+    pending = view.pending(sources, prompts if known else None)
+    index = source.index()
+    n_old = dict(zip(items, table.column("n_old").to_pylist(), strict=True))
+    failures = source.failures_table().to_pylist()
+
+    with view.writer(wait=0.0) as writer:
+        row_writer = writer.row_writer()
+        for failure in failures:
+            if failure["item"] not in index:
+                writer.fail(failure["item"], failure["stage"], failure["error"])
+        done = 0
+        for start in range(0, len(pending), batch_rows):
+            batch = pending[start : start + batch_rows]
+            rows = source.read_rows([index[item] for item in batch])  # (n, L, K, D) float16
+            compact = _compact(rows[:, layer_rows], k_tokens, G)
+            for item, view_row, features in zip(
+                batch, writer.allocate(len(batch)), compact, strict=True
+            ):
+                checksum = row_writer.write(view_row, features)
+                writer.commit(
+                    item, view_row, sources[item], n_old[item], G,
+                    prompt_sha256=prompts[item], checksum=checksum,
+                )  # fmt: skip
+            writer.publish()
+            done += len(batch)
+            if progress is not None:
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                progress(f"derived {done}/{len(pending)} rows ({rate:.1f} rows/s)")
+    return DeriveSummary(
+        view=view,
+        derived=len(pending),
+        skipped=len(sources) - len(pending),
+        failed=sum(1 for f in failures if f["item"] not in index),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _compact(rows: np.ndarray, k_tokens: int, new_tokens: int) -> np.ndarray:
+    """(n, L, K, D) -> (n, L, k_tokens, D) float16: old tokens merged further, new ones kept."""
+    n, L, K, D = rows.shape
+    if k_tokens == K:
+        return np.ascontiguousarray(rows)
+    out = np.empty((n, L, k_tokens, D), dtype=np.float16)
+    k_old = K - new_tokens
+    for i in range(n):
+        for layer in range(L):
+            old = torch.from_numpy(rows[i, layer, :k_old].astype(np.float32))
+            out[i, layer, : k_tokens - new_tokens] = merge_tokens(
+                old, k_tokens - new_tokens
+            ).numpy()
+            out[i, layer, k_tokens - new_tokens :] = rows[i, layer, k_old:]
+    return out
+
+
+def _create_or_open_view(source: FeatureStore, derivation: Derivation) -> FeatureStore:
+    record = derivation.record(source)
+    e = source.extractor
+    fingerprint = view_fingerprint(source, derivation)
+    root = source.path.parent
+    path = root / fingerprint
+    if not path.is_dir():
+        kept = {
+            k: v
+            for k, v in e.items()
+            if k not in ("fingerprint", "created_at", "token_split", "L", "K", "G", "hidden_size")
+        }
+        create_version(
+            root,
+            {
+                **kept,
+                "fingerprint": fingerprint,
+                "layers": record["layers"],
+                "k_tokens": record["k_tokens"],
+                "derived_from": record,
+                "store_format": STORE_FORMAT_VERSION,
+                "fingerprinted": ["derived_from", "store_format"],
+                **version_shape(
+                    int(e["hidden_size"]), len(record["layers"]), record["k_tokens"], int(e["G"])
+                ),
+            },
+        )
+    view = FeatureStore(path)
+    if view.extractor.get("derived_from") != record:
+        raise StoreError(f"feature store {path}: not the view {record} of {source.path}")
+    return view

@@ -1,0 +1,106 @@
+"""Compact views derived from a store version: fewer layers, fewer old tokens, no re-extraction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from featurizer.merge import merge_tokens
+from featurizer.store import FeatureStore, list_versions
+from featurizer.store_derive import Derivation, derive_version
+from tests.synthetic import write_topic_store
+
+ITEMS = [f"i{i:03d}" for i in range(10)]
+
+
+@pytest.fixture()
+def source(tmp_path: Path) -> FeatureStore:
+    """Rows (L=3 at layers 0, 4, 8; K=6 with G=2 new tokens; D=8) for 10 items, 1 failure."""
+    root = write_topic_store(tmp_path / "store", ITEMS, n_topics=3, failed=("i099",))
+    return FeatureStore.open(root)
+
+
+def test_layers_view_holds_the_sources_rows_at_those_layers(source: FeatureStore) -> None:
+    view = derive_version(source, Derivation(layers=(0, 8))).view
+
+    assert view.shape_per_item == (2, 6, 8)
+    assert view.extractor["layers"] == [0, 8]
+    np.testing.assert_array_equal(view.read(ITEMS), source.read(ITEMS)[:, [0, 2]])
+
+
+def test_k_tokens_view_merges_the_old_tokens_and_keeps_the_new_ones(source: FeatureStore) -> None:
+    view = derive_version(source, Derivation(k_tokens=4)).view
+    rows, full = view.read(ITEMS), source.read(ITEMS)
+
+    assert view.shape_per_item == (3, 4, 8)
+    np.testing.assert_array_equal(rows[:, :, 2:], full[:, :, 4:])  # the G = 2 new tokens
+    old = torch.from_numpy(full[3, 1, :4].astype(np.float32))
+    expected = merge_tokens(old, 2).numpy().astype(np.float16)
+    np.testing.assert_array_equal(rows[3, 1, :2], expected)
+
+
+def test_view_is_a_version_that_verifies_with_a_fingerprint_of_its_source(
+    source: FeatureStore,
+) -> None:
+    view = derive_version(source, Derivation(layers=(4,), k_tokens=3)).view
+    again = derive_version(source, Derivation(layers=(4,), k_tokens=3)).view
+
+    assert view.path.parent == source.path.parent
+    assert view.fingerprint == again.fingerprint != source.fingerprint
+    assert view.extractor["derived_from"]["fingerprint"] == source.fingerprint
+    assert view.verify().ok
+
+
+def test_view_of_a_view_derives_from_the_view(source: FeatureStore) -> None:
+    fewer_layers = derive_version(source, Derivation(layers=(0, 8))).view
+
+    fewer_tokens = derive_version(fewer_layers, Derivation(k_tokens=4)).view
+
+    assert fewer_tokens.shape_per_item == (2, 4, 8)
+    assert fewer_tokens.extractor["derived_from"]["fingerprint"] == fewer_layers.fingerprint
+    assert fewer_tokens.verify().ok
+    assert len(list_versions(source.path.parent)) == 3
+
+
+def test_rerun_derives_only_what_the_source_gained(source: FeatureStore) -> None:
+    first = derive_version(source, Derivation(layers=(0,)))
+    with source.writer() as writer:
+        row_writer = writer.row_writer()
+        for item, row in zip(["i010", "i011"], writer.allocate(2), strict=True):
+            checksum = row_writer.write(row, np.ones((3, 6, 8), np.float16))
+            writer.commit(item, row, f"sha-{item}", 4, 2, checksum=checksum)
+
+    second = derive_version(source, Derivation(layers=(0,)))
+
+    assert (first.derived, first.skipped) == (10, 0)
+    assert (second.derived, second.skipped) == (2, 10)
+    assert second.view.read(["i011"]).tolist() == np.ones((1, 1, 6, 8)).tolist()
+
+
+def test_items_the_source_failed_are_failure_rows_of_the_view(source: FeatureStore) -> None:
+    summary = derive_version(source, Derivation(layers=(0,)))
+
+    failures = summary.view.failures_table().to_pylist()
+    assert summary.failed == 1
+    assert [(f["item"], f["stage"]) for f in failures] == [("i099", "decode")]
+
+
+@pytest.mark.parametrize(
+    ("derivation", "message"),
+    [
+        (Derivation(layers=(0, 12)), r"--layers: \[12\] not in the source's tapped layers"),
+        (Derivation(layers=(0, 0)), r"--layers: \[0, 0\] names a layer twice"),
+        (Derivation(k_tokens=2), r"--k-tokens: 2 must be more than the G = 2 new tokens"),
+        (Derivation(k_tokens=7), r"--k-tokens: 7 .* at most the source's K = 6"),
+        (Derivation(), "nothing to derive"),
+    ],
+)
+def test_derivation_the_source_cannot_give_is_a_value_error_naming_the_flag(
+    source: FeatureStore, derivation: Derivation, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        derive_version(source, derivation)
+    assert list_versions(source.path.parent) == [source.fingerprint]
