@@ -44,7 +44,7 @@ import torch
 
 from featurizer.config import ExtractorConfig
 from featurizer.decode import FrameTiming
-from featurizer.families import check_resolution, family_of, video_kwargs
+from featurizer.families import check_frames, family_of, video_kwargs
 from featurizer.merge import merge_tokens
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class VideoLLMExtractor:
             config, self.device, self.dtype
         )
         self.family = family_of(self.model.config.model_type, config.model)
-        check_resolution(self.family, self.model.config, config.resolution)
+        check_frames(self.family, self.model.config, config.frames, config.resolution)
         text_config = self.model.config.get_text_config()
         self.hidden_size: int = int(text_config.hidden_size)
         self.num_layers: int = int(text_config.num_hidden_layers)

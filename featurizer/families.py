@@ -6,7 +6,7 @@ A family is a Hugging Face `model_type`. Per family this module holds:
 - its chat template (where a turn puts the video), for processors built here;
 - how its processor is built from a model config (`build_processor`: the real processor class,
   sized from the vision config), for tiny checkpoints and random-weight builds of a preset;
-- how frames reach its processor (`video_kwargs`, `check_resolution`):
+- how frames reach its processor (`video_kwargs`, `check_frames`):
   - LLaVA-OneVision and LLaVA-NeXT-Video resize every frame to their vision tower's fixed square
     input (`vision_config.image_size`), so a preset's resolution must be that size;
   - Qwen2.5-VL and Qwen3-VL patch frames on a dynamic grid (`video_grid_thw`: frames / 2 in time,
@@ -43,6 +43,7 @@ class Family:
     config_ids: Mapping[str, str]  # special token -> the model config attribute holding its id
     chat_template: str
     dynamic_resolution: bool  # Qwen-VL: grid patching, frame times; else a fixed tower size
+    min_frames: int = 1  # Qwen3-VL's processor refuses a clip shorter than one 2-frame patch
     token_attributes: Mapping[str, str] = field(default_factory=dict)  # processor-read names
 
 
@@ -132,7 +133,9 @@ _LLAVA_ATTRIBUTES = {"image_token": "<image>", "video_token": "<video>"}
 _LLAVA_CONFIG_IDS = {"<image>": "image_token_id", "<video>": "video_token_id"}
 
 
-def _qwen_vl_family(model_type: str, video: str, default_system: bool) -> Family:
+def _qwen_vl_family(
+    model_type: str, video: str, default_system: bool, min_frames: int = 1
+) -> Family:
     """Qwen2.5-VL and Qwen3-VL share tokenizer layout and processor inputs; templates differ."""
     return Family(
         model_type=model_type,
@@ -142,6 +145,7 @@ def _qwen_vl_family(model_type: str, video: str, default_system: bool) -> Family
         config_ids=_QWEN_VL_CONFIG_IDS,
         chat_template=_qwen_vl_template(video, default_system),
         dynamic_resolution=True,
+        min_frames=min_frames,
         token_attributes=_QWEN_VL_ATTRIBUTES,
     )
 
@@ -177,7 +181,7 @@ FAMILIES: dict[str, Family] = {
     "qwen2_5_vl": _qwen_vl_family(
         "qwen2_5_vl", "<|vision_start|><|video_pad|><|vision_end|>", default_system=True
     ),
-    "qwen3_vl": _qwen_vl_family("qwen3_vl", "<|video_pad|>", default_system=False),
+    "qwen3_vl": _qwen_vl_family("qwen3_vl", "<|video_pad|>", default_system=False, min_frames=2),
 }
 SUPPORTED_FAMILIES = tuple(FAMILIES)
 
@@ -201,12 +205,21 @@ def frame_factor(model_config: PretrainedConfig | Mapping[str, Any]) -> int:
     )
 
 
-def check_resolution(
-    family: Family, model_config: PretrainedConfig | Mapping[str, Any], resolution: int
+def check_frames(
+    family: Family,
+    model_config: PretrainedConfig | Mapping[str, Any],
+    frames: int,
+    resolution: int,
 ) -> None:
-    """Raise ValueError where the family would not see frames at the preset's resolution.
-    `model_config`: the loaded config, or its config.json values (checked before any actor)."""
+    """Raise ValueError where the family would not read the preset's frames as they are: too
+    few, or not at its resolution. `model_config`: the loaded config, or its config.json values
+    (checked before any actor starts)."""
     name = family.model_type
+    if frames < family.min_frames:
+        raise ValueError(
+            f"frames {frames}: {name} reads frames in 2-frame patches and needs at least "
+            f"{family.min_frames}"
+        )
     if family.dynamic_resolution:
         factor = frame_factor(model_config)
         if resolution < factor or resolution % factor:

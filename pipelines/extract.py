@@ -21,7 +21,7 @@ from featurizer.config import (
     model_type_of,
     model_values,
 )
-from featurizer.families import check_resolution, family_of
+from featurizer.families import check_frames, family_of
 from featurizer.store import FeatureStore, StoreError, read_current, set_current
 from pipelines.catalog import scan_videos
 from pipelines.errors import PipelineError, one_line
@@ -112,7 +112,7 @@ def check_model_family(config: ExtractorConfig) -> None:
         return
     family = family_of(model_type_of(config), config.model)
     try:
-        check_resolution(family, model_values(config), config.resolution)
+        check_frames(family, model_values(config), config.frames, config.resolution)
     except (KeyError, TypeError):  # an unusual config.json: the actor's loaded config decides
         return
 

@@ -188,3 +188,10 @@ def test_cached_hub_checkpoint_of_an_unsupported_family_is_refused_before_loadin
 
     with pytest.raises(UnsupportedFamilyError, match="'acme/llava-1.5' has model_type 'llava'"):
         VideoLLMExtractor(ExtractorConfig(model="acme/llava-1.5"), device="cpu")
+
+
+def test_qwen3_vl_clip_shorter_than_one_frame_pair_is_a_one_line_error(
+    checkpoints: dict[str, Path],
+) -> None:
+    with pytest.raises(ValueError, match=r"^frames 1: qwen3_vl reads frames in 2-frame patches"):
+        _extractor(checkpoints["qwen3_vl"], frames=1)
