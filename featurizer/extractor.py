@@ -112,8 +112,10 @@ class VideoLLMExtractor:
         <|vision_start|><|video_pad|><|vision_end|>). Special-token strings in the title are
         neutralized, so a title can neither add a video slot nor close the turn."""
         title = "" if title is None else str(title)
-        specials = {VIDEO_MARKER, self._video_token, "<image>"}
-        for special in specials | set(self.processor.tokenizer.all_special_tokens):
+        tokenizer = self.processor.tokenizer
+        specials = {VIDEO_MARKER, self._video_token, "<image>", *tokenizer.all_special_tokens}
+        specials |= set(tokenizer.get_added_vocab())  # <|im_start|>, <|box_start|>... too
+        for special in sorted(specials, key=len, reverse=True):
             title = title.replace(special, special.strip("<>|"))
         text = self.config.item_prompt(title)
         if text.count(VIDEO_MARKER) > 1:
