@@ -29,3 +29,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from featurizer.tiny_model import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("models") / "tiny-llava-onevision")
+
+
+@pytest.fixture(scope="session")
+def family_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny checkpoint of each family beside the demo's: LLaVA-NeXT-Video, Qwen2.5-VL and
+    Qwen3-VL (real architectures, random weights, specials at the families' real ids)."""
+    from featurizer.tiny_model import build_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("family-models")
+    families = ("llava_next_video", "qwen2_5_vl", "qwen3_vl")
+    return {f: build_tiny_checkpoint(root / f, family=f) for f in families}

@@ -28,11 +28,8 @@ TIMING = FrameTiming(indices=tuple(range(15, 240, 30)), fps=30.0, total_frames=2
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from featurizer.tiny_model import build_tiny_checkpoint
-
-    root = tmp_path_factory.mktemp("families")
-    return {f: build_tiny_checkpoint(root / f, family=f) for f in NEW_FAMILIES}
+def checkpoints(family_checkpoints: dict[str, Path]) -> dict[str, Path]:
+    return family_checkpoints
 
 
 def _config(model: Path, **changes: object) -> ExtractorConfig:
