@@ -79,12 +79,16 @@ from featurizer.store_format import (
     FEATURES_DIR,
     INDEX_FILE,
     INDEX_SCHEMA,
+    INT8,
     LOCK_FILE,
+    SCALES_NAME,
     atomic_write_bytes,
     chunk_path,
+    dequantize_int8,
     direct_io,
     file_key,
     fsync_path,
+    int8_row_checksum,
     now,
     open_array,
     publish_table,
@@ -124,6 +128,8 @@ class FeatureStore:
         self._extractor = _read_extractor(self._path)
         self._array: Any = None
         self._array_key: tuple[int, int, int] | None = None
+        self._scales: Any = None
+        self._scales_key: tuple[int, int, int] | None = None
         self._index_loaded = False
         self._index_key: tuple[int, int, int] | None = None
         self._index_table = pa.Table.from_pylist([], schema=INDEX_SCHEMA)
@@ -203,6 +209,24 @@ class FeatureStore:
     def chunk_path(self, row: int) -> Path:
         """The chunk file that holds `row` (whether or not it exists)."""
         return chunk_path(self._path / FEATURES_DIR / ARRAY_NAME, self.array, row)
+
+    @property
+    def int8(self) -> bool:
+        """Rows stored as int8 values with per-token scales (a compact view), read as float16."""
+        return self._extractor.get("dtype") == "int8"
+
+    @property
+    def scales(self) -> Any:
+        """An int8 version's zarr array "scales" (N, L, K) float16, opened read-only."""
+        key = file_key(self._path / FEATURES_DIR / SCALES_NAME / "zarr.json")
+        if self._scales is None or key != self._scales_key:
+            self._scales = open_array(self._path, mode="r", name=SCALES_NAME)
+            self._scales_key = key
+        return self._scales
+
+    def scales_chunk_path(self, row: int) -> Path:
+        """The chunk file of an int8 `row`'s scales (whether or not it exists)."""
+        return chunk_path(self._path / FEATURES_DIR / SCALES_NAME, self.scales, row)
 
     # -- index ---------------------------------------------------------------------------------
 
@@ -290,6 +314,8 @@ class FeatureStore:
                 f"{rows[(rows < 0) | (rows >= array.shape[0])][:5].tolist()}"
             )
         self._refresh_index()
+        if self.int8:
+            return self._read_rows_int8(rows, check)
         if not direct_io(array):
             return self._read_rows_zarr(rows, check)
         out = np.empty((rows.size, *array.shape[1:]), dtype=DTYPE)
@@ -308,6 +334,40 @@ class FeatureStore:
                         row, f"chunk file {path} does not match the checksum recorded at commit"
                     )
                 )
+        return out
+
+    def _read_rows_int8(self, rows: np.ndarray, check: bool) -> np.ndarray:
+        """read_rows for an int8 version: each row's values and scales, checked, as float16."""
+        array = self.array
+        if not direct_io(array):
+            raise StoreError(f"feature store {self._path}: int8 rows need the raw chunk layout")
+        out = np.empty((rows.size, *array.shape[1:]), dtype=DTYPE)
+        values = np.empty(array.shape[1:], dtype=INT8)  # (L, K, D)
+        scales = np.empty(array.shape[1:3], dtype=DTYPE)  # (L, K)
+        values_bytes, scales_bytes = memoryview(values).cast("B"), memoryview(scales).cast("B")
+        for i, row in enumerate(rows.tolist()):
+            path, scales_path = self.chunk_path(row), self.scales_chunk_path(row)
+            problem = read_chunk(path, values_bytes)
+            expected = self._row_checksums.get(row) if check else None
+            if problem == "is missing" and expected is None:
+                out[i] = np.nan  # never written
+                continue
+            if problem:
+                raise StoreError(self._bad_row_message(row, f"chunk file {path} {problem}"))
+            problem = read_chunk(scales_path, scales_bytes)
+            if problem:
+                raise StoreError(
+                    self._bad_row_message(row, f"scales chunk file {scales_path} {problem}")
+                )
+            if expected is not None and int8_row_checksum(values_bytes, scales_bytes) != expected:
+                raise StoreError(
+                    self._bad_row_message(
+                        row,
+                        f"chunk files {path} and {scales_path} do not match the checksum "
+                        "recorded at commit",
+                    )
+                )
+            dequantize_int8(values, scales, out[i])
         return out
 
     # -- writing -------------------------------------------------------------------------------
@@ -361,7 +421,8 @@ class FeatureStore:
         disk = _du(self._path)
         features_disk = _du(self._path / FEATURES_DIR)
         chunks = _chunk_sizes(self._path)
-        raw = L * K * D * DTYPE.itemsize
+        raw = L * K * D * (INT8.itemsize if self.int8 else DTYPE.itemsize)
+        raw += L * K * DTYPE.itemsize if self.int8 else 0  # the int8 rows' per-token scales
         per_item = sum(chunks) / len(chunks) if chunks else 0.0
         current = read_current(self._path.parent)
         return "\n".join(
@@ -380,7 +441,9 @@ class FeatureStore:
                 f"{n_rows} rows allocated",
                 f"  checksums     {n_checksums} of {n_items} committed rows ({CHECKSUM})",
                 f"  on disk       {_human(disk)} ({_human(features_disk)} features)",
-                f"  per item      {_human(raw)} raw (L*K*D*2), {_human(per_item)} per chunk file "
+                f"  per item      {_human(raw)} raw "
+                f"({'L*K*D int8 + L*K*2 scales' if self.int8 else 'L*K*D*2'}), "
+                f"{_human(per_item)} per chunk file "
                 f"({len(chunks)} chunk files)",
             ]
         )
@@ -562,8 +625,11 @@ def _create_version(root: Path, config: ExtractorConfig, hidden_size: int) -> No
     )
 
 
-def version_shape(hidden_size: int, n_layers: int, k_tokens: int, new_tokens: int) -> dict:
-    """The extractor.json keys that describe a version's rows, (L, K, D) float16."""
+def version_shape(
+    hidden_size: int, n_layers: int, k_tokens: int, new_tokens: int, dtype: str = "float16"
+) -> dict:
+    """The extractor.json keys that describe a version's rows: (L, K, D) float16, or int8 with
+    per-token scales (a compact view)."""
     L, K, G = n_layers, k_tokens, new_tokens
     return {
         "hidden_size": int(hidden_size),
@@ -571,7 +637,7 @@ def version_shape(hidden_size: int, n_layers: int, k_tokens: int, new_tokens: in
         "K": K,
         "G": G,
         "token_split": {"old": [0, K - G], "new": [K - G, K]},  # half-open row ranges within K
-        "dtype": "float16",
+        "dtype": dtype,
         "checksum": CHECKSUM,
     }
 
@@ -588,15 +654,26 @@ def create_version(root: Path, extractor: dict[str, Any]) -> None:
     tmp.mkdir()
     try:
         group = zarr.open_group(str(tmp / FEATURES_DIR), mode="w", zarr_format=3)
+        int8 = extractor.get("dtype") == "int8"
         group.create_array(
             ARRAY_NAME,
             shape=(0, L, K, hidden_size),
             chunks=(1, L, K, hidden_size),
-            dtype=DTYPE,
+            dtype=INT8 if int8 else DTYPE,
             compressors=None,  # DESIGN §9: zstd is ~10x slower and fp16 barely compresses
-            fill_value=float("nan"),
+            fill_value=0 if int8 else float("nan"),
             dimension_names=["item", "layer", "token", "hidden"],
         )
+        if int8:
+            group.create_array(
+                SCALES_NAME,
+                shape=(0, L, K),
+                chunks=(1, L, K),
+                dtype=DTYPE,
+                compressors=None,
+                fill_value=float("nan"),
+                dimension_names=["item", "layer", "token"],
+            )
         publish_table(pa.Table.from_pylist([], schema=INDEX_SCHEMA), tmp / INDEX_FILE)
         atomic_write_bytes(tmp / EXTRACTOR_FILE, (json.dumps(extractor, indent=2) + "\n").encode())
         try:

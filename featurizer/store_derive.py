@@ -1,15 +1,17 @@
 """Compact views of a store version, derived without re-extraction (supplementary §9.1): fewer
-tapped layers, or fewer old tokens per layer.
+tapped layers, fewer old tokens per layer, int8 values.
 
-A derived view is an ordinary version under the same root (same layout, float16 rows, its own
-index, failures and checksums), so training, evaluation and `store info|verify` read it as they
-read an extracted one (`--store ROOT/<fingerprint>`), and a view can be derived from a view.
+A derived view is an ordinary version under the same root (same layout, its own index, failures
+and checksums), so training, evaluation and `store info|verify` read it as they read an
+extracted one (`--store ROOT/<fingerprint>`), and a view can be derived from a view.
 
 - `layers`: keep a subset of the source's tapped layers (hidden-state indices, e.g. 0, 8, 20).
 - `k_tokens`: merge each layer's K - G stored old tokens further, to k_tokens - G, by the same
   bipartite soft matching the extractor uses (`featurizer.merge`); the G new tokens are kept.
   The stored old tokens are already merges of unequal sizes, and those sizes are not stored, so
   this second merge weighs them equally: a view is close to, not equal to, extracting at K.
+- `int8`: each token's D values as int8 with one float16 scale (max |x| / 127), about half the
+  bytes (featurizer.store_format.quantize_int8); readers get float16 back.
 
 Identity. A view's fingerprint hashes its source's fingerprint and the derivation, so the same
 view of the same source always has the same name, and no view shares a name with an extraction.
@@ -45,11 +47,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Derivation:
-    """What a view keeps: `layers` (hidden-state indices, a subset of the source's; None = all)
-    and `k_tokens` (tokens per layer, G < k_tokens <= K; None = the source's K)."""
+    """What a view keeps: `layers` (hidden-state indices, a subset of the source's; None = all),
+    `k_tokens` (tokens per layer, G < k_tokens <= K; None = the source's K), and whether its
+    values are `int8`."""
 
     layers: tuple[int, ...] | None = None
     k_tokens: int | None = None
+    int8: bool = False
 
     def record(self, source: FeatureStore) -> dict[str, Any]:
         """The derivation as extractor.json's `derived_from` records it (values resolved)."""
@@ -59,6 +63,7 @@ class Derivation:
             "layers": list(self.layers if self.layers is not None else e["layers"]),
             "k_tokens": int(self.k_tokens if self.k_tokens is not None else e["K"]),
             "merge": "bipartite, stored old tokens weighed equally",
+            "dtype": "int8" if self.int8 else "float16",
         }
 
 
@@ -72,9 +77,10 @@ class DeriveSummary:
 
     def describe(self) -> str:
         L, K, D = self.view.shape_per_item
+        dtype = self.view.extractor["dtype"]
         return (
             f"derived {self.derived}, skipped {self.skipped} (already derived), failed "
-            f"{self.failed} (failed in the source); view (L={L}, K={K}, D={D}) "
+            f"{self.failed} (failed in the source); view (L={L}, K={K}, D={D}, {dtype}) "
             f"{self.view.path.parent}/{self.view.fingerprint}"
         )
 
@@ -98,8 +104,8 @@ def check_derivation(source: FeatureStore, derivation: Derivation) -> None:
             f"--k-tokens: {derivation.k_tokens} must be more than the G = {G} new tokens and at "
             f"most the source's K = {K}"
         )
-    if derivation.layers is None and derivation.k_tokens in (None, K):
-        raise ValueError("nothing to derive: give --layers or a smaller --k-tokens")
+    if derivation.layers is None and derivation.k_tokens in (None, K) and not derivation.int8:
+        raise ValueError("nothing to derive: give --layers, a smaller --k-tokens or --int8")
 
 
 def view_fingerprint(source: FeatureStore, derivation: Derivation) -> str:
@@ -205,7 +211,11 @@ def _create_or_open_view(source: FeatureStore, derivation: Derivation) -> Featur
                 "store_format": STORE_FORMAT_VERSION,
                 "fingerprinted": ["derived_from", "store_format"],
                 **version_shape(
-                    int(e["hidden_size"]), len(record["layers"]), record["k_tokens"], int(e["G"])
+                    int(e["hidden_size"]),
+                    len(record["layers"]),
+                    record["k_tokens"],
+                    int(e["G"]),
+                    dtype=record["dtype"],
                 ),
             },
         )

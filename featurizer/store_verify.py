@@ -33,10 +33,12 @@ from featurizer.store_format import (
     ARRAY_NAME,
     DTYPE,
     FEATURES_DIR,
+    INT8,
     STAGES,
     all_finite,
     chunk_path,
     direct_io,
+    int8_row_checksum,
     read_chunk,
     row_checksum,
 )
@@ -112,8 +114,11 @@ def verify_version(
         return report
     L, K, D = store.shape_per_item
     n_layout_problems = len(report.problems)
-    if array.dtype != DTYPE:
-        report.problems.append(f"features dtype is {array.dtype}, expected float16")
+    dtype = INT8 if store.int8 else DTYPE
+    if array.dtype != dtype:
+        report.problems.append(f"features dtype is {array.dtype}, expected {dtype}")
+    if store.int8:
+        _check_scales(store, report)
     if tuple(array.shape[1:]) != (L, K, D):
         report.problems.append(
             f"features shape {array.shape} does not end in (L, K, D)={(L, K, D)}"
@@ -196,7 +201,10 @@ def _check_values(
     row_shape = tuple(array.shape[1:])
     nbytes = int(np.prod(row_shape)) * DTYPE.itemsize
     start = time.perf_counter()
-    if direct_io(array):
+    if store.int8:
+        nbytes = int(np.prod(row_shape)) + int(np.prod(row_shape[:2])) * DTYPE.itemsize
+        _check_int8_values(store, entries, report)
+    elif direct_io(array):
         buffer = np.empty(row_shape, dtype=DTYPE)
         view = memoryview(buffer).cast("B")
         for item, row, expected in entries:
@@ -225,6 +233,50 @@ def _check_values(
                     )
     report.seconds = time.perf_counter() - start
     report.bytes_read = report.n_checked * nbytes
+
+
+def _check_scales(store: FeatureStore, report: VerifyReport) -> None:
+    """An int8 version's scales array: (N, L, K) float16 in (1, L, K) raw chunks."""
+    L, K, _ = store.shape_per_item
+    try:
+        scales = store.scales
+    except StoreError as exc:
+        report.problems.append(str(exc))
+        return
+    if scales.dtype != DTYPE or tuple(scales.shape[1:]) != (L, K):
+        report.problems.append(
+            f"scales are {scales.dtype}{scales.shape}, expected float16 (N, {L}, {K})"
+        )
+    elif tuple(scales.chunks) != (1, L, K) or scales.shape[0] != store.array.shape[0]:
+        report.problems.append(
+            f"scales chunks {scales.chunks} over {scales.shape[0]} rows, expected {(1, L, K)} "
+            f"over the features' {store.array.shape[0]}"
+        )
+
+
+def _check_int8_values(
+    store: FeatureStore, entries: list[tuple[str, int, int | None]], report: VerifyReport
+) -> None:
+    """Each int8 row's value and scale chunk files against the row's checksum."""
+    L, K, D = store.shape_per_item
+    values, scales = np.empty((L, K, D), dtype=INT8), np.empty((L, K), dtype=DTYPE)
+    values_bytes, scales_bytes = memoryview(values).cast("B"), memoryview(scales).cast("B")
+    for item, row, expected in entries:
+        for path, buffer in (
+            (store.chunk_path(row), values_bytes),
+            (store.scales_chunk_path(row), scales_bytes),
+        ):
+            problem = read_chunk(path, buffer)
+            if problem:
+                report.bad_rows[item] = f"row {row}: chunk file {path} {problem}"
+                break
+        else:
+            report.n_checked += 1
+            if expected is None or int8_row_checksum(values_bytes, scales_bytes) != expected:
+                report.bad_rows[item] = (
+                    f"row {row}: chunk files {store.chunk_path(row)} and "
+                    f"{store.scales_chunk_path(row)} do not match the checksum recorded at commit"
+                )
 
 
 def _value_problem(data: Any, features: np.ndarray, expected: int | None) -> str:

@@ -19,14 +19,18 @@ from featurizer.store_format import (
     FEATURES_DIR,
     INDEX_FILE,
     INDEX_SCHEMA,
+    INT8,
+    SCALES_NAME,
     STAGES,
     all_finite,
     chunk_path,
     fsync_path,
+    int8_row_checksum,
     is_raw_little_endian,
     now,
     open_array,
     publish_table,
+    quantize_int8,
     read_index,
     read_table,
     row_checksum,
@@ -49,6 +53,7 @@ class RowWriter:
         # fraction of the cost (one fsync per 3 MB row halves a disk's write rate).
         self.durable = durable
         self._array: Any = None
+        self._scales: Any = None  # an int8 version's scales array
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "durable": self.durable}
@@ -81,6 +86,8 @@ class RowWriter:
             raise StoreError(
                 f"feature store {self.path}: row {row} holds NaN/Inf (float16 overflow?)"
             )
+        if array.dtype == INT8:
+            return self._write_int8(row, data)
         checksum = row_checksum(data)
         if is_raw_little_endian(array):
             self._write_chunk_file(row, data)
@@ -90,21 +97,40 @@ class RowWriter:
             self._sync_chunk(row)
         return checksum
 
-    def _write_chunk_file(self, row: int, data: np.ndarray) -> None:
-        """The row's chunk file written directly. With the store's codec chain (bytes,
-        little-endian, no compressor) a chunk file is exactly the row's raw bytes, so this is the
-        file zarr itself would write, without its per-chunk event-loop round trip (which cost
-        up to half of the write rate). Written to a temp name and renamed, like zarr's store."""
-        chunk = chunk_path(Path(self.path) / FEATURES_DIR / ARRAY_NAME, self._array, row)
+    def _write_int8(self, row: int, data: np.ndarray) -> int:
+        """An int8 version's row: int8 values and their per-token scales, two chunk files (the
+        values last, so a row whose values exist has its scales)."""
+        if not is_raw_little_endian(self._array):
+            raise StoreError(f"feature store {self.path}: int8 rows need the raw chunk layout")
+        if self._scales is None or row >= self._scales.shape[0]:
+            self._scales = open_array(Path(self.path), mode="r+", name=SCALES_NAME)
+        values, scales = quantize_int8(data)
+        self._write_chunk_file(row, scales, self._scales, SCALES_NAME)
+        self._write_chunk_file(row, values)
+        if self.durable:
+            self._sync_chunk(row, self._scales, SCALES_NAME)
+            self._sync_chunk(row)
+        return int8_row_checksum(values, scales)
+
+    def _write_chunk_file(
+        self, row: int, data: np.ndarray, array: Any = None, name: str = ARRAY_NAME
+    ) -> None:
+        """The row's chunk file (of array `name`, by default the features) written directly.
+        With the store's codec chain (bytes, little-endian, no compressor) a chunk file is
+        exactly the row's raw bytes, so this is the file zarr itself would write, without its
+        per-chunk event-loop round trip (which cost up to half of the write rate). Written to a
+        temp name and renamed, like zarr's store."""
+        array = self._array if array is None else array
+        chunk = chunk_path(Path(self.path) / FEATURES_DIR / name, array, row)
         chunk.parent.mkdir(parents=True, exist_ok=True)
         tmp = chunk.with_name(f".{chunk.name}.{os.getpid()}.partial")
         with open(tmp, "wb") as f:
             f.write(memoryview(data).cast("B"))
         os.replace(tmp, chunk)
 
-    def _sync_chunk(self, row: int) -> None:
-        array_dir = Path(self.path) / FEATURES_DIR / ARRAY_NAME
-        chunk = chunk_path(array_dir, self._array, row)
+    def _sync_chunk(self, row: int, array: Any = None, name: str = ARRAY_NAME) -> None:
+        array_dir = Path(self.path) / FEATURES_DIR / name
+        chunk = chunk_path(array_dir, self._array if array is None else array, row)
         fsync_path(chunk)
         for parent in chunk.relative_to(array_dir).parents:
             fsync_path(array_dir / parent, directory=True)
@@ -147,9 +173,11 @@ class StoreWriter:
         rows = list(range(self._next_row, self._next_row + n))
         self._next_row += n
         if n:
-            array = open_array(self._path, mode="r+")
-            if array.shape[0] < self._next_row:
-                array.resize((self._next_row, *array.shape[1:]))
+            names = [ARRAY_NAME, SCALES_NAME] if self.store.int8 else [ARRAY_NAME]
+            for name in names:
+                array = open_array(self._path, mode="r+", name=name)
+                if array.shape[0] < self._next_row:
+                    array.resize((self._next_row, *array.shape[1:]))
         self._allocated.update(rows)
         return rows
 
@@ -245,6 +273,11 @@ class StoreWriter:
     def _checksum_of_written(self, item: str, row: int) -> int:
         """The checksum of what `row` holds on disk, for a commit whose writer did not pass it;
         refuses a row never written or holding NaN/Inf (the checksum would certify it)."""
+        if self.store.int8:
+            raise StoreError(
+                f"feature store {self._path}: item {item}: an int8 row is committed with the "
+                "checksum RowWriter.write returned; not committed"
+            )
         features = self.store.read_rows([row], check=False)[0]
         if not all_finite(features):
             raise StoreError(

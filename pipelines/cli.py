@@ -73,12 +73,16 @@ def cmd_extract(args: argparse.Namespace) -> None:
 def cmd_store(args: argparse.Namespace) -> int:
     from pipelines.extract import store_info, store_verify
 
-    if args.action != "derive" and (args.layers is not None or args.k_tokens is not None):
-        raise PipelineError(f"--layers and --k-tokens go with `store derive`, not `{args.action}`")
+    if args.action != "derive" and (
+        args.layers is not None or args.k_tokens is not None or args.int8
+    ):
+        raise PipelineError(
+            f"--layers, --k-tokens and --int8 go with `store derive`, not `{args.action}`"
+        )
     if args.action == "derive":
         from pipelines.store_views import parse_layers, store_derive
 
-        summary = store_derive(args.store, parse_layers(args.layers), args.k_tokens)
+        summary = store_derive(args.store, parse_layers(args.layers), args.k_tokens, args.int8)
         print(summary.describe())
         print(summary.view.fingerprint)
         return 0
@@ -265,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="derive: tokens per layer (old ones merged further, the G new ones kept)",
+    )
+    p.add_argument(
+        "--int8", action="store_true", help="derive: int8 values with a float16 scale per token"
     )
     p.set_defaults(func=cmd_store)
 

@@ -26,14 +26,16 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
 
 
 def store_derive(
-    store: Path, layers: tuple[int, ...] | None = None, k_tokens: int | None = None
+    store: Path,
+    layers: tuple[int, ...] | None = None,
+    k_tokens: int | None = None,
+    int8: bool = False,
 ) -> DeriveSummary:
     """Derive the view of `store` (a version directory, or a root: its CURRENT version)."""
+    derivation = Derivation(layers=layers, k_tokens=k_tokens, int8=int8)
     try:
         source = FeatureStore.open(Path(store))
-        return derive_version(
-            source, Derivation(layers=layers, k_tokens=k_tokens), progress=log.info
-        )
+        return derive_version(source, derivation, progress=log.info)
     except StoreBusyError as exc:
         raise PipelineError(f"{exc}; rerun when it has finished") from None
     except StoreError as exc:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from featurizer.errors import StoreError
 from featurizer.merge import merge_tokens
 from featurizer.store import FeatureStore, list_versions
 from featurizer.store_derive import Derivation, derive_version
@@ -104,3 +105,51 @@ def test_derivation_the_source_cannot_give_is_a_value_error_naming_the_flag(
     with pytest.raises(ValueError, match=message):
         derive_version(source, derivation)
     assert list_versions(source.path.parent) == [source.fingerprint]
+
+
+def test_int8_view_reads_back_within_half_a_step_of_each_tokens_scale(
+    source: FeatureStore,
+) -> None:
+    view = derive_version(source, Derivation(int8=True)).view
+    full = source.read(ITEMS).astype(np.float32)
+
+    rows = view.read(ITEMS)
+
+    step = np.abs(full).max(axis=-1, keepdims=True) / 127  # each token's int8 step
+    assert rows.dtype == np.float16 and rows.shape == full.shape
+    assert (np.abs(rows.astype(np.float32) - full) <= step / 2 + 1e-2).all()
+
+
+def test_int8_view_stores_one_byte_a_value_plus_a_scale_per_token(source: FeatureStore) -> None:
+    view = derive_version(source, Derivation(int8=True)).view
+    row = view.index()["i003"]
+
+    assert view.extractor["dtype"] == "int8"
+    assert view.chunk_path(row).stat().st_size == 3 * 6 * 8  # L * K * D int8
+    assert view.scales_chunk_path(row).stat().st_size == 3 * 6 * 2  # L * K float16
+    assert source.chunk_path(source.index()["i003"]).stat().st_size == 3 * 6 * 8 * 2
+
+
+def test_int8_row_whose_scales_changed_is_named_by_verify_and_refused_by_reads(
+    source: FeatureStore,
+) -> None:
+    view = derive_version(source, Derivation(int8=True)).view
+    scales_file = view.scales_chunk_path(view.index()["i005"])
+    data = bytearray(scales_file.read_bytes())
+    data[0] ^= 0x01
+    scales_file.write_bytes(bytes(data))
+
+    report = view.verify()
+
+    assert list(report.bad_rows) == ["i005"] and str(scales_file) in report.bad_rows["i005"]
+    with pytest.raises(StoreError, match="i005.*do not match the checksum"):
+        view.read(["i005"])
+
+
+def test_views_of_an_int8_view_derive_from_its_values(source: FeatureStore) -> None:
+    compact = derive_version(source, Derivation(layers=(0, 8), int8=True)).view
+
+    fewer_tokens = derive_version(compact, Derivation(k_tokens=4, int8=True)).view
+
+    assert fewer_tokens.shape_per_item == (2, 4, 8) and fewer_tokens.int8
+    assert fewer_tokens.verify().ok

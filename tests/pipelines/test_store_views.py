@@ -75,11 +75,19 @@ def test_derive_flags_with_another_store_action_are_refused(
 ) -> None:
     code = main(["store", "info", str(workspace / "store"), "--layers", "0"])
 
-    assert code != 0 and "--layers and --k-tokens go with `store derive`" in capsys.readouterr().err
+    assert (
+        code != 0
+        and "--layers, --k-tokens and --int8 go with `store derive`" in capsys.readouterr().err
+    )
 
 
-def test_full_trains_on_a_view(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _, out, _ = _derive(workspace / "store", "--layers", "0,8", "--k-tokens", "4", capsys=capsys)
+@pytest.mark.parametrize(
+    "flags", [["--layers", "0,8", "--k-tokens", "4"], ["--int8"]], ids=["fewer", "int8"]
+)
+def test_full_trains_on_a_view(
+    workspace: Path, flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = _derive(workspace / "store", *flags, capsys=capsys)
     view = workspace / "store" / out.strip().splitlines()[-1]
 
     result = train_run(
