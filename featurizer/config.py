@@ -133,11 +133,6 @@ def model_values(config: ExtractorConfig) -> dict[str, Any]:
     return values
 
 
-def model_type_of(config: ExtractorConfig) -> str | None:
-    """The model's `model_type` (its family), read without loading it."""
-    return model_values(config).get("model_type")
-
-
 def hidden_size_of(config: ExtractorConfig) -> int:
     """The language model's width D, read from config.json (or the preset's architecture)
     without loading the model, so a store can be laid out before any actor starts. Older

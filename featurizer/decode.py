@@ -43,10 +43,6 @@ class FrameTiming:
         """The timing assumed for frames that come without a source video: 1 s apart."""
         return cls(indices=tuple(range(frames)), fps=1.0, total_frames=frames)
 
-    @property
-    def seconds(self) -> list[float]:
-        return [i / self.fps for i in self.indices]
-
 
 def sample_indices(n_frames: int, frames: int) -> np.ndarray:
     """The centres of `frames` equal segments over `n_frames` frames (repeats if n < T)."""

@@ -137,13 +137,13 @@ def derive_version(
     pending = view.pending(sources, prompts if known else None)
     index = source.index()
     n_old = dict(zip(items, table.column("n_old").to_pylist(), strict=True))
-    failures = source.failures_table().to_pylist()
+    # items the source failed (a failure row beside a committed row is the source's to repair)
+    failures = [f for f in source.failures_table().to_pylist() if f["item"] not in index]
 
     with view.writer(wait=0.0) as writer:
         row_writer = writer.row_writer()
         for failure in failures:
-            if failure["item"] not in index:
-                writer.fail(failure["item"], failure["stage"], failure["error"])
+            writer.fail(failure["item"], failure["stage"], failure["error"])
         done = 0
         for start in range(0, len(pending), batch_rows):
             batch = pending[start : start + batch_rows]
@@ -166,7 +166,7 @@ def derive_version(
         view=view,
         derived=len(pending),
         skipped=len(sources) - len(pending),
-        failed=sum(1 for f in failures if f["item"] not in index),
+        failed=len(failures),
         seconds=time.perf_counter() - started,
     )
 

@@ -97,8 +97,8 @@ def int8_row_checksum(values: Any, scales: Any) -> int:
 
 def quantize_int8(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(L, K, D) float16 -> ((L, K, D) int8, (L, K) float16 scales), symmetric per token:
-    scale = max |x| / 127, so every value is within scale / 2 of int8 * scale (before float16 rounding). A token of
-    zeros gets scale 1."""
+    scale = max |x| / 127, so every value is within scale / 2 of int8 * scale (before float16
+    rounding). A token of zeros gets scale 1."""
     x = features.astype(np.float32)
     scales = (np.abs(x).max(axis=-1) / 127.0).astype(np.float16)
     scales[scales == 0] = 1.0

@@ -18,10 +18,9 @@ from featurizer.config import (
     ExtractorConfig,
     hidden_size_of,
     load_preset,
-    model_type_of,
     model_values,
 )
-from featurizer.families import check_frames, family_of
+from featurizer.families import SUPPORTED_FAMILIES, check_frames, family_of
 from featurizer.store import FeatureStore, StoreError, read_current, set_current
 from pipelines.catalog import scan_videos
 from pipelines.errors import PipelineError, one_line
@@ -110,17 +109,16 @@ def check_model_family(config: ExtractorConfig) -> None:
     id in the cache is checked when its actor loads it)."""
     if not (Path(config.model) / "config.json").is_file() and not config.random_weights:
         return
-    family = family_of(model_type_of(config), config.model)
+    values = model_values(config)
+    family = family_of(values.get("model_type"), config.model)
     try:
-        check_frames(family, model_values(config), config.frames, config.resolution)
+        check_frames(family, values, config.frames, config.resolution)
     except (KeyError, TypeError):  # an unusual config.json: the actor's loaded config decides
         return
 
 
 def tiny_family_of(model: str) -> str | None:
     """The family of a tiny checkpoint the project builds itself at this path, or None."""
-    from featurizer.families import SUPPORTED_FAMILIES
-
     path = Path(model)
     if path == DEMO_MODEL_DIR:
         return "llava_onevision"
