@@ -211,6 +211,14 @@ class FeatureStore:
         return chunk_path(self._path / FEATURES_DIR / ARRAY_NAME, self.array, row)
 
     @property
+    def row_bytes(self) -> int:
+        """Bytes one item's row takes as stored: L*K*D*2, or L*K*D int8 + L*K*2 of scales."""
+        L, K, D = self.shape_per_item
+        if self.int8:
+            return L * K * D * INT8.itemsize + L * K * DTYPE.itemsize
+        return L * K * D * DTYPE.itemsize
+
+    @property
     def int8(self) -> bool:
         """Rows stored as int8 values with per-token scales (a compact view), read as float16."""
         return self._extractor.get("dtype") == "int8"
@@ -337,20 +345,47 @@ class FeatureStore:
         return out
 
     def _read_rows_int8(self, rows: np.ndarray, check: bool) -> np.ndarray:
-        """read_rows for an int8 version: each row's values and scales, checked, as float16."""
+        """read_rows for an int8 version: read_rows_int8, dequantized to float16."""
+        values, scales = self.read_rows_int8(rows, check=check)
+        return dequantize_int8(values, scales, np.empty(values.shape, dtype=DTYPE))
+
+    def read_rows_int8(
+        self,
+        rows: np.ndarray | Sequence[int],
+        *,
+        check: bool = True,
+        out: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """An int8 version's rows as stored: (n, L, K, D) int8 values and (n, L, K) float16
+        per-token scales (into `out` if given), checked as read_rows checks. Half the bytes of
+        the float16 rows: training moves them as they are and dequantizes on its device. A
+        never-written row reads as values 0, scales NaN (NaN once dequantized)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         array = self.array
+        if not self.int8:
+            raise StoreError(f"feature store {self._path}: rows are float16, not int8")
         if not direct_io(array):
             raise StoreError(f"feature store {self._path}: int8 rows need the raw chunk layout")
-        out = np.empty((rows.size, *array.shape[1:]), dtype=DTYPE)
-        values = np.empty(array.shape[1:], dtype=INT8)  # (L, K, D)
-        scales = np.empty(array.shape[1:3], dtype=DTYPE)  # (L, K)
-        values_bytes, scales_bytes = memoryview(values).cast("B"), memoryview(scales).cast("B")
+        if rows.size and (rows.min() < 0 or rows.max() >= array.shape[0]):
+            raise StoreError(
+                f"feature store {self._path}: rows out of range [0, {array.shape[0]}): "
+                f"{rows[(rows < 0) | (rows >= array.shape[0])][:5].tolist()}"
+            )
+        self._refresh_index()
+        if out is None:
+            out = (
+                np.empty((rows.size, *array.shape[1:]), dtype=INT8),  # (n, L, K, D)
+                np.empty((rows.size, *array.shape[1:3]), dtype=DTYPE),  # (n, L, K)
+            )
+        values, scales = out
         for i, row in enumerate(rows.tolist()):
             path, scales_path = self.chunk_path(row), self.scales_chunk_path(row)
+            values_bytes = memoryview(values[i]).cast("B")
+            scales_bytes = memoryview(scales[i]).cast("B")
             problem = read_chunk(path, values_bytes)
             expected = self._row_checksums.get(row) if check else None
             if problem == "is missing" and expected is None:
-                out[i] = np.nan  # never written
+                values[i], scales[i] = 0, np.nan  # never written
                 continue
             if problem:
                 raise StoreError(self._bad_row_message(row, f"chunk file {path} {problem}"))
@@ -367,8 +402,7 @@ class FeatureStore:
                         "recorded at commit",
                     )
                 )
-            dequantize_int8(values, scales, out[i])
-        return out
+        return values, scales
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -421,8 +455,7 @@ class FeatureStore:
         disk = _du(self._path)
         features_disk = _du(self._path / FEATURES_DIR)
         chunks = _chunk_sizes(self._path)
-        raw = L * K * D * (INT8.itemsize if self.int8 else DTYPE.itemsize)
-        raw += L * K * DTYPE.itemsize if self.int8 else 0  # the int8 rows' per-token scales
+        raw = self.row_bytes
         per_item = sum(chunks) / len(chunks) if chunks else 0.0
         current = read_current(self._path.parent)
         return "\n".join(

@@ -135,6 +135,7 @@ def store_features(store: Path, catalog: Sequence[str]) -> ItemFeatures:
         read_rows=fs.read_rows,
         shape=fs.shape_per_item,
         n_new=int(fs.extractor["new_tokens"]),
+        read_rows_int8=fs.read_rows_int8 if fs.int8 else None,
     )
 
 
@@ -158,7 +159,8 @@ def _load_inputs(dataset: Path, store: Path | None, variant: str, max_history: i
         failed = set(fs.failures_table().column("item").to_pylist())
         extractor = fs.extractor
         store_info = {
-            "path": str(Path(store).resolve()),
+            # the root, also when --store named a version: readers join root and fingerprint
+            "path": str(fs.path.parent.resolve()),
             "fingerprint": fs.fingerprint,
             "layers": list(extractor.get("layers", range(fs.shape_per_item[0]))),
             "shape": list(fs.shape_per_item),

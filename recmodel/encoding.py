@@ -50,7 +50,7 @@ def encode_block(
     ids = torch.from_numpy(np.asarray(items, dtype=np.int64)).to(device)
     features = has = None
     if block is not None:
-        features = block.features.to(device, non_blocking=True)
+        features = block.on_device(device)
         has = block.has.to(device, non_blocking=True)
     with encoder_precision(device, bf16):
         out = model.items(ids, features, has)

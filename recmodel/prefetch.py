@@ -22,21 +22,36 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from recmodel.features import ItemFeatureBank
+from recmodel.features import ItemFeatureBank, dequantize
 
 _DONE = object()
 
 
 class Block:
-    """The features of one request, as tensors (pinned host memory where asked)."""
+    """The features of one request, as tensors (pinned host memory where asked): float16, or
+    an int8 bank's rows as stored (values and per-token scales), dequantized by `on_device`."""
 
-    __slots__ = ("items", "features", "has", "nbytes")
+    __slots__ = ("items", "features", "scales", "has", "nbytes")
 
-    def __init__(self, items: np.ndarray, features: torch.Tensor, has: torch.Tensor) -> None:
+    def __init__(
+        self,
+        items: np.ndarray,
+        features: torch.Tensor,
+        has: torch.Tensor,
+        scales: torch.Tensor | None = None,
+    ) -> None:
         self.items = items  # (U,) catalog indices, as requested
-        self.features = features  # (F, *view) float16, F = has.sum()
+        self.features = features  # (F, *view) float16 (or int8), F = has.sum()
+        self.scales = scales  # (F, L, K) float16 for int8 features, else None
         self.has = has  # (U,) bool
-        self.nbytes = features.numel() * features.element_size()
+        self.nbytes = sum(t.numel() * t.element_size() for t in (features, scales) if t is not None)
+
+    def on_device(self, device: torch.device | str) -> torch.Tensor:
+        """(F, *view) float16 on `device`: int8 rows move as they are and are dequantized there."""
+        features = self.features.to(device, non_blocking=True)
+        if self.scales is None:
+            return features
+        return dequantize(features, self.scales.to(device, non_blocking=True))
 
 
 class Prefetcher:
@@ -141,10 +156,16 @@ class Prefetcher:
     def _read(self, items: np.ndarray) -> Block:
         started = time.perf_counter()
         n = int(self.bank.has[items].sum())
-        out = torch.empty(
-            (n, *self.bank.view_shape), dtype=torch.float16, pin_memory=self.pin_memory
-        )
-        _, has = self.bank.read(items, out=out.numpy())
+        pin = self.pin_memory
+        if self.bank.int8:
+            values = torch.empty((n, *self.bank.view_shape), dtype=torch.int8, pin_memory=pin)
+            scales = torch.empty((n, *self.bank.scales_shape), dtype=torch.float16, pin_memory=pin)
+            *_, has = self.bank.read_int8(items, out=(values.numpy(), scales.numpy()))
+            block = Block(items, values, torch.from_numpy(has), scales)
+        else:
+            out = torch.empty((n, *self.bank.view_shape), dtype=torch.float16, pin_memory=pin)
+            _, has = self.bank.read(items, out=out.numpy())
+            block = Block(items, out, torch.from_numpy(has))
         self.read_seconds += time.perf_counter() - started
-        self.bytes_read += out.numel() * 2
-        return Block(items, out, torch.from_numpy(has))
+        self.bytes_read += block.nbytes
+        return block

@@ -153,3 +153,17 @@ def test_views_of_an_int8_view_derive_from_its_values(source: FeatureStore) -> N
 
     assert fewer_tokens.shape_per_item == (2, 4, 8) and fewer_tokens.int8
     assert fewer_tokens.verify().ok
+
+
+def test_int8_view_gives_its_rows_as_stored_for_training(source: FeatureStore) -> None:
+    view = derive_version(source, Derivation(int8=True)).view
+    rows = np.array([view.index()[item] for item in ("i004", "i001")])
+
+    values, scales = view.read_rows_int8(rows)
+
+    assert values.dtype == np.int8 and values.shape == (2, 3, 6, 8)
+    assert scales.dtype == np.float16 and scales.shape == (2, 3, 6)
+    dequantized = values.astype(np.float32) * scales[..., None].astype(np.float32)
+    assert np.allclose(dequantized, view.read_rows(rows).astype(np.float32), rtol=2e-3)
+    with pytest.raises(StoreError, match="float16, not int8"):
+        source.read_rows_int8(rows)

@@ -89,3 +89,53 @@ def test_bank_counts_items_without_features():
     assert bank.n_missing == 2
     assert bank.has.tolist() == [True, False, True, True, True, True, False, True]
     assert bank.nbytes(np.array([0, 1, 2])) == 2 * L * D * 2
+
+
+def _int8(n_items: int):
+    """An int8 store's rows (values, per-token scales) and what they dequantize to."""
+    rng = np.random.default_rng(0)
+    values = rng.integers(-127, 128, size=(n_items, L, K, D), dtype=np.int8)
+    scales = rng.uniform(0.01, 0.1, size=(n_items, L, K)).astype(np.float16)
+    table = (values.astype(np.float32) * scales[..., None].astype(np.float32)).astype(np.float16)
+    reader = ItemFeatures(
+        np.arange(n_items),
+        lambda r: table[np.asarray(r)],
+        (L, K, D),
+        G,
+        read_rows_int8=lambda r: (values[np.asarray(r)], scales[np.asarray(r)]),
+    )
+    return reader, values, scales, table
+
+
+def test_int8_bank_keeps_the_rows_as_stored_and_reads_them_as_float16():
+    reader, values, scales, table = _int8(6)
+
+    bank = ItemFeatureBank(reader, "tokens", hot_bytes=3 * L * K * (D + 2))  # 3 of 6 hot
+    got_values, got_scales, has = bank.read_int8(np.array([4, 0, 5]))
+    feats, _ = bank.read(np.array([4, 0, 5]))
+
+    assert bank.int8 and bank.n_hot == 3 and has.all()
+    assert np.array_equal(got_values, values[[4, 0, 5]])
+    assert np.array_equal(got_scales, scales[[4, 0, 5]])
+    assert np.allclose(feats.astype(np.float32), table[[4, 0, 5]], rtol=2e-3, atol=1e-4)
+
+
+def test_int8_bank_holds_about_twice_the_items_in_one_hot_budget():
+    int8_reader, *_ = _int8(40)
+    float16_reader, _, _ = _counting(40)
+
+    int8_bank = ItemFeatureBank(int8_reader, "tokens", hot_bytes=10 * ROW_BYTES)
+    float16_bank = ItemFeatureBank(float16_reader, "tokens", hot_bytes=10 * ROW_BYTES)
+
+    assert float16_bank.n_hot == 10 and int8_bank.n_hot == 10 * ROW_BYTES // (L * K * (D + 2))
+    assert int8_bank.n_hot >= 1.5 * float16_bank.n_hot
+
+
+def test_int8_store_read_for_a_reduced_view_is_float16():
+    reader, _, _, table = _int8(4)
+
+    bank = ItemFeatureBank(reader, "last", hot_bytes=0)
+    feats, _ = bank.read(np.array([1, 2]))
+
+    assert not bank.int8 and feats.dtype == np.float16
+    assert np.array_equal(feats, table[[1, 2], :, -1])

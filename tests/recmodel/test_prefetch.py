@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from recmodel.features import ItemFeatureBank, ItemFeatures
 from recmodel.prefetch import Prefetcher
@@ -90,3 +91,25 @@ def test_blocks_the_consumer_holds_count_against_the_bound():
     _wait_for_rows(bank, 4)
     assert bank.rows_read == 4
     reader.close()
+
+
+def test_blocks_of_an_int8_bank_move_as_int8_and_dequantize_on_the_device():
+    rng = np.random.default_rng(0)
+    values = rng.integers(-127, 128, size=(5, L, K, D), dtype=np.int8)
+    scales = rng.uniform(0.01, 0.1, size=(5, L, K)).astype(np.float16)
+    reader = ItemFeatures(
+        np.arange(5),
+        lambda r: None,  # never read: the bank keeps the rows as stored
+        (L, K, D),
+        G,
+        read_rows_int8=lambda r: (values[np.asarray(r)], scales[np.asarray(r)]),
+    )
+    bank = ItemFeatureBank(reader, "tokens", hot_bytes=0)
+
+    with Prefetcher(bank, [np.array([3, 1])], max_bytes=1 << 20) as prefetcher:
+        block = next(prefetcher)
+
+    assert block.features.dtype == torch.int8 and block.nbytes == 2 * L * K * (D + 2)
+    on_device = block.on_device("cpu")
+    assert on_device.dtype == torch.float16
+    assert np.array_equal(on_device.numpy(), bank.read(np.array([3, 1]))[0])
