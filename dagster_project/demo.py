@@ -1,5 +1,6 @@
 """The demo runner: the generated dataset and the tiny checkpoint through `linkedout_full` on a
-persistent Dagster instance, so that `dagster dev` shows the run afterwards.
+persistent Dagster instance, so that `dagster dev` shows the run afterwards; with the three
+compact store views trained beside the full store.
 
 `linkedout demo` starts it as `python -m dagster_project.demo` (pipelines never imports the
 orchestration); the paths reach the run as resources, not as environment variables."""
@@ -15,9 +16,12 @@ from pathlib import Path
 import dagster as dg
 
 from dagster_project.definitions import build_definitions
-from dagster_project.resources import LinkedOutPaths, default_resources
+from dagster_project.resources import LinkedOutPaths, StoreViews, default_resources
 from pipelines.demo import DEMO_ROOT, generate_demo_dataset
 from pipelines.errors import PipelineError
+
+# the paper's three storage reductions (supplementary section 9.1), each trained beside the store
+DEMO_VIEWS = ("int8", "k_tokens=32", "layers=0,8,20")
 
 
 def run_demo(root: Path = DEMO_ROOT) -> Path:
@@ -33,6 +37,7 @@ def run_demo(root: Path = DEMO_ROOT) -> Path:
         runs_dir=str(root / "runs"),
         report_dir=str(root / "report"),
     )
+    resources["views"] = StoreViews(views=list(DEMO_VIEWS))
     job = build_definitions(resources).resolve_job_def("linkedout_full")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False)

@@ -30,7 +30,9 @@ reextract_features = dg.define_asset_job(
 
 train_and_evaluate = dg.define_asset_job(
     "train_and_evaluate",
-    selection=dg.AssetSelection.assets("interactions", *VARIANT_KEYS, "evaluation_report"),
+    selection=dg.AssetSelection.assets(
+        "interactions", *VARIANT_KEYS, "store_views", "evaluation_report"
+    ),
     description=(
         "Train every variant on the CURRENT store, export their item vectors, write the report."
     ),

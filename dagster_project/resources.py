@@ -1,4 +1,5 @@
-"""Resources: where the data lives, which Ray to use, which extractor, which training settings.
+"""Resources: where the data lives, which Ray to use, which extractor, which training settings,
+which compact store views.
 
 Every field can be set in the launchpad's run config (`resources: paths: config: ...`). A field
 left unset falls back to an environment variable read when the run uses it (never when `defs`
@@ -13,6 +14,7 @@ import pydantic
 
 from pipelines.extract import resolve_extractor
 from pipelines.ray_runtime import ensure_ray
+from pipelines.store_views import ViewSpec, parse_view
 
 
 def _setting(value: str | None, env: str, default: str) -> str:
@@ -103,10 +105,31 @@ class TrainingSettings(dg.ConfigurableResource):
         return _setting(self.config, "LINKEDOUT_TRAIN_CONFIG", "demo")
 
 
+class StoreViews(dg.ConfigurableResource):
+    """Compact views of the CURRENT store version that the `store_views` asset derives and trains `full`
+    on, for the report's efficiency section. Off unless named: each view is another copy of the
+    store (half of it for int8), which a demo store affords and a 54 GB one may not."""
+
+    views: list[str] | None = pydantic.Field(
+        default=None,
+        description=(
+            "views such as int8, k_tokens=32, layers=0,8,20 (several joined by +); default: "
+            "$LINKEDOUT_STORE_VIEWS (space-separated), else none"
+        ),
+    )
+
+    def specs(self) -> list[ViewSpec]:
+        names = self.views
+        if names is None:
+            names = os.environ.get("LINKEDOUT_STORE_VIEWS", "").split()
+        return [parse_view(name) for name in names]
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "paths": LinkedOutPaths(),
         "ray": RayCluster(),
         "extractor": ExtractorPreset(),
         "training": TrainingSettings(),
+        "views": StoreViews(),
     }

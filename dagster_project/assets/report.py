@@ -5,6 +5,7 @@ import dagster as dg
 
 from dagster_project.assets.features import video_features
 from dagster_project.assets.variants import MAIN_VARIANT, embeddings_key, ranker_key
+from dagster_project.assets.views import store_views
 from dagster_project.automation import RETRAIN_ON_NEW_DATA
 from dagster_project.resources import LinkedOutPaths
 from dagster_project.versions import source_version
@@ -14,7 +15,8 @@ from pipelines.report import SWEEP_VARIANTS, write_report
 @dg.asset(
     deps=[video_features]
     + [ranker_key(v) for v in SWEEP_VARIANTS]
-    + [embeddings_key(v) for v in SWEEP_VARIANTS],
+    + [embeddings_key(v) for v in SWEEP_VARIANTS]
+    + [store_views],
     group_name="linkedout",
     code_version=source_version("pipelines.report"),
     kinds={"html"},

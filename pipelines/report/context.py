@@ -21,7 +21,13 @@ from pipelines.report.measure import (
     read_extraction_runs,
     store_version,
 )
-from pipelines.report.runs import read_config, read_metrics, same_split_runs, variant_of
+from pipelines.report.runs import (
+    read_config,
+    read_metrics,
+    same_split_runs,
+    variant_of,
+    view_runs,
+)
 from pipelines.serve import read_run_config
 from pipelines.serving_bench import read_serving, summary_from_record
 
@@ -49,6 +55,21 @@ class ReportContext:
     encoding: dict[str, Any] = field(default_factory=dict)
     extraction_runs: list[dict[str, Any]] = field(default_factory=list)
     extraction_estimate: float | None = None
+    views: list[StoreViewRun] = field(default_factory=list)  # runs/views/, by view name
+
+
+@dataclass
+class StoreViewRun:
+    """A run of `full` on a compact store view: its test metrics and the view's row layout."""
+
+    name: str
+    test: dict[str, Any]
+    fingerprint: str | None
+    shape: tuple[int, int, int] | None  # (L, K, D)
+    dtype: str
+    row_bytes: int | None  # one item's row as stored
+    derived_from: str | None  # the source version's fingerprint
+    note: str = ""  # why the view's store could not be read
 
 
 def collect_context(run: Path) -> ReportContext:
@@ -86,6 +107,7 @@ def collect_context(run: Path) -> ReportContext:
         ctx.random_note = random_weights_reason(extractor)
         ctx.extraction_runs = read_extraction_runs(version)  # type: ignore[arg-type]
         ctx.extraction_estimate = commit_interval_estimate(store)
+    ctx.views = _store_view_runs(run, config, metrics)
     try:
         ctx.dataset = dataset_stats(config, metrics, run, store)
     except (OSError, PipelineError, KeyError, ValueError, pa.ArrowException) as exc:
@@ -105,3 +127,30 @@ def collect_context(run: Path) -> ReportContext:
         ctx.serving_error = "not recorded (the run was trained before serving.json was written)"
         ctx.encoding = {"skipped": "not recorded"}
     return ctx
+
+
+def _store_view_runs(
+    run: Path, config: dict[str, Any], metrics: dict[str, Any]
+) -> list[StoreViewRun]:
+    from featurizer.store import StoreError
+
+    found = []
+    for name, m in view_runs(run, config, metrics)[0].items():
+        version, note = store_version(m["config"])
+        view = StoreViewRun(name, m.get("test", {}), None, None, "float16", None, None, note)
+        if version is not None:
+            try:
+                fs = open_store(version)
+            except StoreError as exc:
+                view.note = str(exc)
+            else:
+                e = fs.extractor
+                view.fingerprint, view.shape, view.row_bytes = (
+                    fs.fingerprint,
+                    fs.shape_per_item,
+                    fs.row_bytes,
+                )
+                view.dtype = str(e.get("dtype", "float16"))
+                view.derived_from = (e.get("derived_from") or {}).get("fingerprint")
+        found.append(view)
+    return found

@@ -8,6 +8,7 @@ from typing import Any
 
 from pipelines.errors import PipelineError
 from pipelines.report.layout import SWEEP_VARIANTS
+from pipelines.store_views import VIEW_RUNS_DIR
 
 # =============================================================================================
 # Reading runs
@@ -42,10 +43,33 @@ def same_split_runs(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """The sibling run directories trained on the same dataset and catalog as `run` (itself
     included), sweep variants first, keyed by directory name; and those left out, with why."""
+    found, excluded = _same_split(run.parent, run, config, metrics)
+    order = {v: i for i, v in enumerate(SWEEP_VARIANTS)}
+    names = sorted(found, key=lambda n: (order.get(n, len(order)), n))
+    return {n: found[n] for n in names}, excluded
+
+
+def view_runs(
+    run: Path, config: dict[str, Any], metrics: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The runs on compact store views (runs/views/<view>/, pipelines.store_views) that share
+    `run`'s split, keyed by view name, with their config.json under "config"; and those left
+    out, with why."""
+    found, excluded = _same_split(run.parent / VIEW_RUNS_DIR, run, config, metrics)
+    for name, m in found.items():
+        m["config"] = read_config(run.parent / VIEW_RUNS_DIR / name)
+    return dict(sorted(found.items())), excluded
+
+
+def _same_split(
+    directory: Path, run: Path, config: dict[str, Any], metrics: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     found: dict[str, dict[str, Any]] = {}
     excluded: dict[str, str] = {}
+    if not directory.is_dir():
+        return found, excluded
     n_test = metrics.get("test", {}).get("overall", {}).get("n")
-    for d in sorted(run.parent.iterdir()):
+    for d in sorted(directory.iterdir()):
         if not d.is_dir() or not (d / "metrics.json").is_file():
             continue
         if d.resolve() == run.resolve():
@@ -65,6 +89,4 @@ def same_split_runs(
             excluded[d.name] = "another test split"
         else:
             found[d.name] = other
-    order = {v: i for i, v in enumerate(SWEEP_VARIANTS)}
-    names = sorted(found, key=lambda n: (order.get(n, len(order)), n))
-    return {n: found[n] for n in names}, excluded
+    return found, excluded

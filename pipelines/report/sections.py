@@ -55,6 +55,7 @@ from pipelines.report.render import (
     pct,
     rel,
 )
+from pipelines.report.views import store_view_blocks
 
 
 def _label(ctx: ReportContext, name: str) -> str:
@@ -381,11 +382,12 @@ def _efficiency_blocks(ctx: ReportContext) -> list[Block]:
             int(ctx.extractor["K"]),
             int(ctx.extractor["hidden_size"]),
         )
-        per_video = L * K * D * 2
+        per_video = ctx.store.row_bytes
         n_rows = ctx.store.index_table().num_rows
+        layout = "L×K×D int8 + L×K×2 scales" if ctx.store.int8 else "L×K×D×2 bytes, fp16"
         rows += [
             [
-                "Store per video (L×K×D×2 bytes, fp16)",
+                f"Store per video ({layout})",
                 f"{fmt_bytes(per_video)} ({L}×{K}×{D})",
                 f"{fmt_bytes(paper_bytes)} ({pL}×{pK}×{pD})",
             ],
@@ -462,6 +464,7 @@ def _efficiency_blocks(ctx: ReportContext) -> list[Block]:
             "extraction runs. The paper measured on one H100."
         ),
         table,
+        *store_view_blocks(ctx),
     ]
 
 

@@ -8,7 +8,8 @@ VARIANT_ASSETS = frozenset(
     {f"ranker_{v}" for v in VARIANTS} | {f"item_embeddings_{v}" for v in VARIANTS}
 )
 ASSETS = frozenset(
-    {"interactions", "video_catalog", "video_features", "evaluation_report"} | VARIANT_ASSETS
+    {"interactions", "video_catalog", "video_features", "store_views", "evaluation_report"}
+    | VARIANT_ASSETS
 )
 
 

@@ -17,10 +17,12 @@ from dagster_project.assets.dataset import interactions, video_catalog
 from dagster_project.assets.features import video_features
 from dagster_project.assets.report import evaluation_report
 from dagster_project.assets.variants import beats_popularity, variant_assets
+from dagster_project.assets.views import store_views
 from dagster_project.resources import (
     ExtractorPreset,
     LinkedOutPaths,
     RayCluster,
+    StoreViews,
     TrainingSettings,
 )
 from featurizer.config import PRESET_DIR
@@ -102,6 +104,42 @@ def test_a_variant_step_materializes_its_run_and_its_vectors_with_metadata(
     assert 0.0 <= ranker["NDCG@10"] <= 1.0 and ranker["epochs"] == 1
     assert vectors["items"] == 24 and vectors["query p50 ms (history -> top-10)"] > 0
     assert (topic_root / "runs" / "full" / "serving.json").is_file()
+
+
+def test_store_views_trains_full_on_each_named_view_beside_the_variants(tmp_path) -> None:
+    root = write_topic_workspace(tmp_path)
+    (tmp_path / "train.yaml").write_text("epochs: 1\n")
+
+    result = dg.materialize(
+        [store_views],
+        resources={
+            "paths": _paths(root),
+            "views": StoreViews(views=["int8", "layers=0,8"]),
+            "training": TrainingSettings(config=str(tmp_path / "train.yaml")),
+        },
+    )
+
+    metadata = materialization_metadata(result, "store_views")
+    assert metadata["bytes per video: int8"] == 3 * 6 * 8 + 3 * 6 * 2  # int8 + a scale a token
+    assert metadata["bytes per video: layers-0-8"] == 2 * 6 * 8 * 2
+    assert sorted(p.name for p in (root / "runs").iterdir()) == ["views"]
+    assert sorted(p.name for p in (root / "runs" / "views").iterdir()) == ["int8", "layers-0-8"]
+
+
+def test_store_views_trains_nothing_when_no_view_is_named(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("LINKEDOUT_STORE_VIEWS", raising=False)
+
+    result = dg.materialize(
+        [store_views],
+        resources={
+            "paths": _paths(tmp_path),
+            "views": StoreViews(),
+            "training": TrainingSettings(),
+        },
+    )
+
+    assert materialization_metadata(result, "store_views")["views"] == "none configured"
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.fixture

@@ -437,3 +437,28 @@ def test_a_run_without_serving_json_is_reported_as_not_recorded_not_timed(sweep_
     assert paths.markdown == tmp_path / "report" / "report.md"
     assert "not recorded (the run was trained before serving.json was written)" in md
     assert not (runs / "full" / "serving.json").exists()
+
+
+def test_efficiency_sets_each_trained_store_view_beside_the_full_store(sweep_dir, runs, tmp_path):
+    from pipelines.store_views import parse_view, train_views
+
+    store = shutil.copytree(sweep_dir / "store", tmp_path / "store")  # the views go beside it
+    train_views(
+        sweep_dir / "dataset",
+        store,
+        runs,
+        [parse_view("int8"), parse_view("layers=0,8")],
+        epochs=1,
+        model_overrides=TINY_MODEL,
+        train_overrides={"batch_size": 64},
+    )
+    write_report(runs / "full")
+
+    md = (runs / "full" / "report.md").read_text()
+    rows = {r[0]: r[1:] for r in _md_table(md, "Compact store views")}
+    assert rows["full store `full`"][:3] == ["3×6×8 float16", "288 B", "1.00"]
+    assert rows["view `int8`"][:3] == ["3×6×8 int8", "180 B", "0.62"]  # + 3×6 float16 scales
+    assert rows["view `layers-0-8`"][:3] == ["2×6×8 float16", "192 B", "0.67"]
+    metrics = json.loads((runs / "views" / "int8" / "metrics.json").read_text())["test"]
+    assert rows["view `int8`"][3] == f"{metrics['overall']['hr@10']:.4f}"
+    assert "views" not in {r[0].split("`")[1] for r in _md_table(md, "All test targets")[1:]}

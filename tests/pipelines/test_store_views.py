@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 
 from featurizer.store import FeatureStore, read_current
+from featurizer.store_derive import Derivation
 from pipelines.cli import main
+from pipelines.errors import PipelineError
+from pipelines.store_views import ViewSpec, parse_view
 from pipelines.train import train_run
 from tests.synthetic import write_topic_dataset, write_topic_store
 
@@ -96,3 +101,21 @@ def test_full_trains_on_a_view(
 
     assert result.n_missing_features == 0
     assert result.metrics["test"]["overall"]["n"] > 0
+    recorded = json.loads((workspace / "run" / "config.json").read_text())["store"]
+    assert Path(recorded["path"]) / recorded["fingerprint"] == view.resolve()
+
+
+def test_view_names_say_what_each_keeps() -> None:
+    assert parse_view("int8").name == "int8"
+    assert parse_view("k_tokens=32").derivation == Derivation(k_tokens=32)
+    assert parse_view("layers=0,8,20+int8") == ViewSpec(
+        "layers-0-8-20+int8", Derivation(layers=(0, 8, 20), int8=True)
+    )
+
+
+@pytest.mark.parametrize("text", ["int9", "k_tokens=many", "layers=a,b", "+", "int8=1"])
+def test_bad_view_is_a_one_line_error_naming_it(text: str) -> None:
+    with pytest.raises(PipelineError, match=f"store view {re.escape(repr(text))}") as error:
+        parse_view(text)
+
+    assert "\n" not in str(error.value)
