@@ -32,6 +32,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/extract.py
+	$(BIN)/python bench/views.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/train_scale.py
 	$(BIN)/python bench/serve.py

@@ -16,6 +16,7 @@ from dagster_project.resources import (
     ExtractorPreset,
     LinkedOutPaths,
     RayCluster,
+    StoreViews,
     TrainingSettings,
 )
 from featurizer.config import PRESET_DIR
@@ -47,6 +48,7 @@ def _defs(root: Path, preset: str) -> dg.Definitions:
             "ray": RayCluster(),
             "extractor": ExtractorPreset(preset=preset),
             "training": TrainingSettings(),
+            "views": StoreViews(views=[]),
         }
     )
 
