@@ -7,7 +7,7 @@ import dagster as dg
 
 from dagster_project.jobs import extract_new_videos
 from dagster_project.resources import ExtractorPreset, LinkedOutPaths
-from pipelines.extract import unextracted_videos
+from pipelines.store_status import unextracted_videos
 
 BATCH_SIZE = int(os.environ.get("LINKEDOUT_SENSOR_BATCH", "64"))
 

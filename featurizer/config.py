@@ -1,4 +1,9 @@
-"""What an extraction is: the extractor settings a feature-store version is fingerprinted by."""
+"""What an extraction is: the extractor settings a feature-store version is fingerprinted by.
+
+A preset names one prompt (`prompt_template`) or a prompt bank (`prompts`, paper §3.4: a small
+set of canonical prompts per video). A bank is stored as one ordinary version per prompt (its
+`members()`, each fingerprinted exactly as a single-prompt preset with that prompt would be) and
+a bank version naming them (featurizer.store_bank)."""
 
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ class ExtractorConfig:
     # ^ the model's config values, for building it with random weights where no checkpoint exists
     random_weights: bool = False  # opt in to that build; fingerprinted, so such features never
     # share a store version with the real model's
+    prompts: tuple[str, ...] = ()  # a prompt bank (several templates); then prompt_template is
+    # the first of them, the bank's primary prompt
 
     def __post_init__(self) -> None:
         if not 0 < self.new_tokens < self.k_tokens:
@@ -46,13 +53,40 @@ class ExtractorConfig:
         if not self.layers or any(i < 0 for i in self.layers):
             raise ValueError(f"layers must be non-negative hidden-state indices: {self.layers}")
         object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        if self.prompts:
+            prompts = tuple(self.prompts)
+            if any(not isinstance(p, str) or not p.strip() for p in prompts):
+                raise ValueError("prompts: every prompt of a bank is a non-empty template")
+            repeated = sorted({p for p in prompts if prompts.count(p) > 1})
+            if repeated:
+                raise ValueError(f"prompts: the bank names {repeated[0]!r} twice")
+            object.__setattr__(self, "prompts", prompts)
+            object.__setattr__(self, "prompt_template", prompts[0])
+
+    @property
+    def is_bank(self) -> bool:
+        """A prompt bank (`prompts` given), even of one prompt."""
+        return bool(self.prompts)
+
+    def members(self) -> tuple[ExtractorConfig, ...]:
+        """One single-prompt config per prompt of the bank, in the bank's order (a config of one
+        prompt is its own only member)."""
+        if not self.prompts:
+            return (self,)
+        return tuple(dataclasses.replace(self, prompts=(), prompt_template=p) for p in self.prompts)
 
     @property
     def old_tokens(self) -> int:
         return self.k_tokens - self.new_tokens
 
     def fingerprint_fields(self) -> dict[str, Any]:
-        """The human-readable content of extractor.json that the fingerprint hashes."""
+        """The human-readable content of extractor.json that the fingerprint hashes. A bank's
+        are its members' fingerprints in order (each hashes everything about its prompt)."""
+        if self.prompts:
+            return {
+                "bank": [member.fingerprint() for member in self.members()],
+                "store_format": STORE_FORMAT_VERSION,
+            }
         return {
             "model": model_identity(self.model),
             "revision": self.revision,
@@ -76,7 +110,7 @@ class ExtractorConfig:
         """One item's prompt text: the template with its title ("" if none) filled in. The
         extractor renders exactly this with the processor's chat template, which is the same
         for every item of a model, so this text is what differs per item."""
-        return self.prompt_template.replace("{title}", "" if title is None else str(title))
+        return fill_prompt(self.prompt_template, title)
 
     def prompt_sha256(self, title: str | None) -> str:
         """The prompt half of an item's source identity (the video's sha256 is the other):
@@ -85,6 +119,11 @@ class ExtractorConfig:
 
     def replace(self, **changes: Any) -> ExtractorConfig:
         return dataclasses.replace(self, **changes)
+
+
+def fill_prompt(template: str, title: str | None) -> str:
+    """A prompt template with its "{title}" filled in ("" without a title)."""
+    return template.replace("{title}", "" if title is None else str(title))
 
 
 def model_identity(model: str) -> str:
@@ -114,9 +153,17 @@ def load_preset(name_or_path: str) -> ExtractorConfig:
     values.pop("description", None)
     if "layers" in values:
         values["layers"] = tuple(values["layers"])
+    if "prompts" in values:
+        if "prompt_template" in values:
+            raise ValueError(
+                f"{path}: give prompt_template (one prompt) or prompts (a bank), not both"
+            )
+        if not isinstance(values["prompts"], list) or not values["prompts"]:
+            raise ValueError(f"{path}: prompts must be a non-empty list of prompt templates")
+        values["prompts"] = tuple(values["prompts"])
     try:
         return ExtractorConfig(**values)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
 
 

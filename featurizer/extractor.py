@@ -1,17 +1,19 @@
 """Hidden-state capture from a frozen video LLM: old + new tokens at the tapped layers, merged to
 K rows per layer (the paper's section 3.2; DESIGN section 4).
 
-For one video and its title:
+For one video, its title and one or more prompts (a prompt bank, §3.4):
 
-1. the prompt (`config.prompt_template`, "{title}" filled in) is rendered with the processor's
-   chat template as one user turn holding the video and the text, plus the assistant prefix;
-2. one `generate` call, greedy, runs the prompt forward once and then G + 1 decoding steps
-   (G = `config.new_tokens`; the last generated token is never fed back, so G new-token states
-   need G + 1 tokens; `min_new_tokens` suppresses EOS so every video gets exactly G);
+1. each prompt (a template, "{title}" filled in) is rendered with the processor's chat template
+   as one user turn holding the video and the text, plus the assistant prefix; the processor
+   runs once per video (frames, and the first prompt's text), the other prompts' texts are
+   tokenized alone and set after the same expanded video tokens;
+2. `featurizer.capture` runs the part the prompts share (system turn, video) once, then every
+   prompt's own text and G greedy steps in one batch (G = `config.new_tokens`; end-of-turn is
+   masked so every video gets exactly G new tokens);
 3. for every tapped hidden-state index l (0 = embedding output, num_layers = after the final
-   norm): the n_old prompt states (n_old, D) are merged to K - G rows by bipartite soft matching
+   norm): a prompt's n_old states (n_old, D) are merged to K - G rows by bipartite soft matching
    (`featurizer.merge.merge_tokens`), the G new-token states (G, D) are kept, and the two are
-   stacked to (K, D); all layers give (L, K, D), stored as float16.
+   stacked to (K, D); all layers give (L, K, D), stored as float16, one row per prompt.
 
 The model is a local checkpoint of a supported family (`featurizer.families`: LLaVA-OneVision,
 LLaVA-NeXT-Video, Qwen2.5-VL, Qwen3-VL) loadable with `AutoProcessor` /
@@ -42,7 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from featurizer.config import ExtractorConfig
+from featurizer.capture import capture_prompts, common_prefix_length
+from featurizer.config import ExtractorConfig, fill_prompt
 from featurizer.decode import FrameTiming
 from featurizer.families import check_frames, family_of, video_kwargs
 from featurizer.merge import merge_tokens
@@ -102,11 +105,14 @@ class VideoLLMExtractor:
         self._eos_id = tokenizer.eos_token_id
         pad = tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else self._eos_id
+        self._stop_ids = _stop_ids(tokenizer.eos_token_id, self.model.generation_config)
         self._video_token = getattr(self.processor, "video_token", VIDEO_MARKER)
+        self._video_token_id = tokenizer.convert_tokens_to_ids(self._video_token)
 
     # ----------------------------------------------------------------------------- prompts
-    def render_prompt(self, title: str | None) -> str:
-        """The chat-formatted prompt text for one video. The template's "<video>" marker (if any,
+    def render_prompt(self, title: str | None, template: str | None = None) -> str:
+        """The chat-formatted text of one prompt (`template`, default the config's prompt) for
+        one video. The template's "<video>" marker (if any,
         at most one) says a video goes with the text; the family's chat template decides where
         (every supported family puts it before the turn's text) and with which tokens (Qwen-VL:
         <|vision_start|><|video_pad|><|vision_end|>). Special-token strings in the title are
@@ -117,7 +123,7 @@ class VideoLLMExtractor:
         specials |= set(tokenizer.get_added_vocab())  # <|im_start|>, <|box_start|>... too
         for special in sorted(specials, key=len, reverse=True):
             title = title.replace(special, special.strip("<>|"))
-        text = self.config.item_prompt(title)
+        text = fill_prompt(template or self.config.prompt_template, title)
         if text.count(VIDEO_MARKER) > 1:
             raise ValueError(f"prompt_template has more than one {VIDEO_MARKER} marker")
         text = re.sub(re.escape(VIDEO_MARKER) + r"\s*", "", text, count=1).strip()
@@ -129,11 +135,15 @@ class VideoLLMExtractor:
         )
 
     def model_inputs(
-        self, frames: np.ndarray, title: str | None, timing: FrameTiming | None = None
+        self,
+        frames: np.ndarray,
+        title: str | None,
+        timing: FrameTiming | None = None,
+        template: str | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Processor output for one video, on the model's device (pixel values in its dtype).
-        `timing` places the frames in time for the families that read it (Qwen-VL); without it
-        the frames are taken as 1 s apart."""
+        """Processor output for one video and one prompt, on the model's device (pixel values
+        in its dtype). `timing` places the frames in time for the families that read it
+        (Qwen-VL); without it the frames are taken as 1 s apart."""
         _check_frames(frames)
         if timing is not None and len(timing.indices) != len(frames):
             raise ValueError(f"timing has {len(timing.indices)} frames, the clip {len(frames)}")
@@ -141,7 +151,10 @@ class VideoLLMExtractor:
             self.family, self.model.config, len(frames), self.config.resolution, timing
         )
         batch = self.processor(
-            text=[self.render_prompt(title)], videos=[frames], return_tensors="pt", **extra
+            text=[self.render_prompt(title, template)],
+            videos=[frames],
+            return_tensors="pt",
+            **extra,
         )
         inputs = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         for key in ("pixel_values_videos", "pixel_values"):
@@ -150,40 +163,116 @@ class VideoLLMExtractor:
         return inputs
 
     # ---------------------------------------------------------------------------- features
-    @torch.inference_mode()
     def extract(
         self, frames: np.ndarray, title: str | None, timing: FrameTiming | None = None
     ) -> VideoFeatures:
-        """(T, H, W, 3) uint8 frames + title -> VideoFeatures with (L, K, D) float16 features."""
+        """(T, H, W, 3) uint8 frames + title -> VideoFeatures with (L, K, D) float16 features,
+        for the config's prompt."""
+        return self.extract_prompts(frames, title, timing, [self.config.prompt_template])[0]
+
+    @torch.inference_mode()
+    def extract_prompts(
+        self,
+        frames: np.ndarray,
+        title: str | None,
+        timing: FrameTiming | None,
+        templates: Sequence[str],
+    ) -> list[VideoFeatures]:
+        """One video under several prompts (templates, in order) -> one VideoFeatures each. The
+        video is processed and run through the model once for all of them (module docstring)."""
+        if not templates:
+            return []
         cfg = self.config
-        g, k_old = cfg.new_tokens, cfg.old_tokens
-        inputs = self.model_inputs(frames, title, timing)
-        out = self.model.generate(**inputs, **self._generation_kwargs())
-        steps = out.hidden_states  # (G + 1) steps; each a tuple of (num_layers + 1) tensors
-        if len(steps) < g + 1:
-            raise RuntimeError(f"generation stopped after {len(steps)} steps; {g + 1} needed")
-        prompt = steps[0]  # per layer: (1, n_old, D) over the whole prompt
-        n_old = int(prompt[0].shape[1])
-        if n_old < k_old:
-            raise ValueError(f"prompt has {n_old} tokens, fewer than the {k_old} old rows to keep")
+        inputs = self.model_inputs(frames, title, timing, templates[0])
+        sequences = self._prompt_sequences(inputs, frames, title, timing, templates)
+        states = capture_prompts(
+            self.model,
+            inputs,
+            sequences,
+            cfg.layers,
+            cfg.new_tokens,
+            self._stop_ids,
+            self._pad_id,
+        )
+        return [self._merge(prompt) for prompt in states]
+
+    def extract_batch(self, videos: Sequence[tuple[np.ndarray, str | None]]) -> list[VideoFeatures]:
+        """One `VideoFeatures` per (frames, title), in order. A loop over `extract` for now:
+        batching videos needs their prompts (of different lengths) padded like a bank's
+        suffixes, worth it on a GPU, not on the CPU; the results must stay equal to the
+        per-video ones (tests pin `extract`)."""
+        return [self.extract(frames, title) for frames, title in videos]
+
+    def _prompt_sequences(
+        self,
+        inputs: dict[str, torch.Tensor],
+        frames: np.ndarray,
+        title: str | None,
+        timing: FrameTiming | None,
+        templates: Sequence[str],
+    ) -> list[torch.Tensor]:
+        """Every prompt's whole token sequence (1-D): the first prompt's from the processor;
+        the others' as the same expanded video tokens followed by their own text tokenized
+        alone (the text after the video placeholder: the template ends the video there, so
+        tokenizing it alone gives the tokens the processor would). Where a tokenizer does not
+        split that way (checked on the first prompt), the processor tokenizes each prompt."""
+        first = inputs["input_ids"][0]
+        rendered = [self.render_prompt(title, t) for t in templates]
+        tails = [self._tail_ids(text) for text in rendered]
+        n_head = len(first) - len(tails[0])
+        video_positions = (first == self._video_token_id).nonzero()
+        consistent = (
+            tails[0] is not None
+            and torch.equal(first[n_head:].cpu(), tails[0])
+            and len(video_positions)
+            and int(video_positions[-1]) < n_head
+        )
+        if not consistent or any(t is None for t in tails):
+            sequences = [first] + [
+                self.model_inputs(frames, title, timing, t)["input_ids"][0] for t in templates[1:]
+            ]
+        else:
+            head = first[:n_head]
+            sequences = [first] + [torch.cat([head, t.to(head.device)]) for t in tails[1:]]
+        shared = common_prefix_length(sequences)
+        if len(video_positions) and int(video_positions[-1]) >= shared:
+            raise ValueError(
+                "the prompts differ before the end of the video tokens; a bank's prompts may "
+                "differ only in the text after the video"
+            )
+        for template, sequence in zip(templates, sequences, strict=True):
+            if len(sequence) <= self.config.old_tokens:
+                raise ValueError(
+                    f"prompt has {len(sequence)} tokens, fewer than the {self.config.old_tokens} "
+                    f"old rows to keep ({template[:60]!r})"
+                )
+        return sequences
+
+    def _tail_ids(self, rendered: str) -> torch.Tensor | None:
+        """Token ids of the rendered prompt after its (last) video placeholder; None without one."""
+        at = rendered.rfind(self._video_token)
+        if at < 0:
+            return None
+        tail = rendered[at + len(self._video_token) :]
+        ids = self.processor.tokenizer(tail, add_special_tokens=False)["input_ids"]
+        return torch.tensor(ids, dtype=torch.long)
+
+    def _merge(self, prompt: Any) -> VideoFeatures:
+        """One prompt's states (featurizer.capture.PromptStates) -> its (L, K, D) float16 row."""
+        cfg = self.config
+        if prompt.n_old < cfg.old_tokens:
+            raise ValueError(
+                f"prompt has {prompt.n_old} tokens, fewer than the {cfg.old_tokens} old rows to keep"
+            )
         rows = []
-        for layer in cfg.layers:
-            old = merge_tokens(prompt[layer][0].float(), k_old)  # (K - G, D)
-            new = torch.stack([steps[s][layer][0, -1] for s in range(1, g + 1)]).float()  # (G, D)
-            rows.append(torch.cat([old, new.to(old.device)]))  # (K, D)
+        for j in range(len(cfg.layers)):
+            old = merge_tokens(prompt.old[j].float(), cfg.old_tokens)  # (K - G, D)
+            rows.append(torch.cat([old, prompt.new[j].float().to(old.device)]))  # (K, D)
         features = torch.stack(rows).to(torch.float16).cpu().numpy()  # (L, K, D)
         if not np.isfinite(features).all():
             bad = [cfg.layers[i] for i in range(len(rows)) if not np.isfinite(features[i]).all()]
             raise ValueError(f"hidden states at layers {bad} are not finite in float16")
-        log.debug("extracted n_old=%d n_new=%d features %s", n_old, g, features.shape)
-        return VideoFeatures(features=features, n_old=n_old, n_new=g)
-
-    def extract_batch(self, videos: Sequence[tuple[np.ndarray, str | None]]) -> list[VideoFeatures]:
-        """One `VideoFeatures` per (frames, title), in order. A loop over `extract` for now:
-        prompts differ in length (titles), so a batched generate needs left padding and per-video
-        n_old from the attention mask when slicing hidden states; worth it on a GPU, not on the
-        CPU, and the results must stay equal to the per-video ones (tests pin `extract`)."""
-        return [self.extract(frames, title) for frames, title in videos]
+        return VideoFeatures(features=features, n_old=prompt.n_old, n_new=cfg.new_tokens)
 
     @torch.inference_mode()
     def prompt_hidden_states(
@@ -193,24 +282,6 @@ class VideoLLMExtractor:
         index 0 = embedding output. The rows `extract` stores come from the same states."""
         out = self.model(**self.model_inputs(frames, title, timing), output_hidden_states=True)
         return tuple(h[0] for h in out.hidden_states)
-
-    def _generation_kwargs(self) -> dict[str, Any]:
-        from transformers import GenerationConfig
-
-        n = self.config.new_tokens + 1
-        # A fresh config: the checkpoint's own sampling defaults (temperature, top_p...) are moot.
-        generation = GenerationConfig(
-            max_new_tokens=n,
-            min_new_tokens=n,  # masks EOS until n tokens exist, so every video gets G new states
-            do_sample=False,
-            num_beams=1,
-            use_cache=True,
-            eos_token_id=self._eos_id,
-            pad_token_id=self._pad_id,
-            output_hidden_states=True,
-            return_dict_in_generate=True,
-        )
-        return {"generation_config": generation}
 
 
 # ----------------------------------------------------------------------------------- loading
@@ -307,6 +378,18 @@ def _cached_model_type(source: str, revision: str | None, local_dir: bool) -> st
         return json.loads(Path(cached).read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError):
         return None  # an unreadable cache entry fails in from_pretrained, with its reason
+
+
+def _stop_ids(eos_token_id: int | None, generation_config: Any) -> list[int]:
+    """The tokens that would end the model's answer: the tokenizer's EOS and the checkpoint's
+    generation EOS ids (Qwen-VL lists two), masked so that every video gets G new tokens."""
+    ids = {eos_token_id} if eos_token_id is not None else set()
+    configured = getattr(generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(int(i) for i in configured)
+    return sorted(ids)
 
 
 def _check_frames(frames: np.ndarray) -> None:

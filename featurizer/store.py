@@ -111,6 +111,7 @@ __all__ = [
     "list_versions",
     "read_current",
     "set_current",
+    "version_path",
 ]
 
 _EXTRACTOR_KEYS = ("fingerprint", "hidden_size", "L", "K", "G")
@@ -154,26 +155,11 @@ class FeatureStore:
     @classmethod
     def open(cls, root: Path, fingerprint: str | None = None) -> FeatureStore:
         """An existing version: `fingerprint`, or the one named in root/CURRENT. `root` may also
-        be a version directory itself (then `fingerprint` must be None or its name)."""
-        root = Path(root)
-        if (root / EXTRACTOR_FILE).is_file() and fingerprint in (None, root.name):
-            return cls(root)
-        if fingerprint is None:
-            fingerprint = read_current(root)
-            if fingerprint is None:
-                versions = ", ".join(list_versions(root)) or "none"
-                raise StoreError(
-                    f"feature store {root}: no {CURRENT_FILE} file; pass a fingerprint "
-                    f"(versions: {versions})"
-                )
-        _check_version_name(root, fingerprint, "a fingerprint")
-        path = root / fingerprint
-        if not (path / EXTRACTOR_FILE).is_file():
-            versions = ", ".join(list_versions(root)) or "none"
-            raise StoreError(
-                f"feature store {path} not found (no {EXTRACTOR_FILE}; versions: {versions})"
-            )
-        return cls(path)
+        be a version directory itself (then `fingerprint` must be None or its name). A prompt
+        bank (featurizer.store_bank) opens as its first prompt's version."""
+        path = version_path(root, fingerprint)
+        primary = _bank_primary(path)
+        return cls(path.parent / primary if primary else path)
 
     # -- properties ----------------------------------------------------------------------------
 
@@ -558,6 +544,42 @@ class FeatureStore:
 
 # ---------------------------------------------------------------------------------------------
 # Versions and CURRENT
+
+
+def version_path(root: Path, fingerprint: str | None = None) -> Path:
+    """The directory of an existing version (or bank): root/`fingerprint`, root/CURRENT's, or
+    `root` itself when it is a version directory (and `fingerprint` is None or its name)."""
+    root = Path(root)
+    if (root / EXTRACTOR_FILE).is_file() and fingerprint in (None, root.name):
+        return root
+    if fingerprint is None:
+        fingerprint = read_current(root)
+        if fingerprint is None:
+            versions = ", ".join(list_versions(root)) or "none"
+            raise StoreError(
+                f"feature store {root}: no {CURRENT_FILE} file; pass a fingerprint "
+                f"(versions: {versions})"
+            )
+    _check_version_name(root, fingerprint, "a fingerprint")
+    path = root / fingerprint
+    if not (path / EXTRACTOR_FILE).is_file():
+        versions = ", ".join(list_versions(root)) or "none"
+        raise StoreError(
+            f"feature store {path} not found (no {EXTRACTOR_FILE}; versions: {versions})"
+        )
+    return path
+
+
+def _bank_primary(path: Path) -> str | None:
+    """The first member of the prompt bank at `path`; None when `path` is a plain version."""
+    extractor = _read_extractor(path)
+    if extractor.get("kind") != "bank":
+        return None
+    members = extractor.get("members")
+    if not isinstance(members, list) or not members:
+        raise StoreError(f"prompt bank {path}: {EXTRACTOR_FILE} names no member versions")
+    _check_version_name(path.parent, str(members[0]), "a prompt bank's member")
+    return str(members[0])
 
 
 def set_current(root: Path, fingerprint: str) -> None:

@@ -71,7 +71,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_store(args: argparse.Namespace) -> int:
-    from pipelines.extract import store_info, store_verify
+    from pipelines.store_status import store_info, store_verify
 
     if args.action != "derive" and (
         args.layers is not None or args.k_tokens is not None or args.int8

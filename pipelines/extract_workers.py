@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -100,16 +101,21 @@ class DecodeVideo:
 
 
 class ExtractVideos:
-    """Ray Data actor: loads the frozen model once; per video captures the hidden states, merges
-    them to K rows per layer and writes the video's row (its own chunk) into the store.
+    """Ray Data actor: loads the frozen model once; per video captures the hidden states under
+    each prompt its record asks for (a row >= 0 in that prompt's store version), merges them to
+    K rows per layer and writes each prompt's row (its own chunk) into that prompt's version.
 
-    Errors of one video become that video's failure row. Errors of the run (the model cannot be
-    loaded, the store's disk is full or read-only) come back in the `fatal` column ("model" or
-    "storage") and the driver stops with one line: a model that fails to load is not a failed
-    actor start for Ray to retry and report as a traceback."""
+    Errors of one video become that video's failure row (per prompt where only that prompt's
+    row failed). Errors of the run (the model cannot be loaded, the store's disk is full or
+    read-only) come back in the `fatal` column ("model" or "storage") and the driver stops with
+    one line: a model that fails to load is not a failed actor start for Ray to retry and
+    report as a traceback."""
 
     def __init__(
-        self, config: ExtractorConfig, row_writer: RowWriter, faults: FaultInjection | None = None
+        self,
+        config: ExtractorConfig,
+        row_writers: list[RowWriter],
+        faults: FaultInjection | None = None,
     ) -> None:
         import torch
 
@@ -117,22 +123,24 @@ class ExtractVideos:
 
         # Ray sets OMP_NUM_THREADS to the actor's CPUs; torch does not read it after import.
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "0")) or 1)
+        self.templates = [member.prompt_template for member in config.members()]
         self.extractor: Any = None
         self.load_error = ""
         try:
             self.extractor = VideoLLMExtractor(config)
         except Exception as exc:  # noqa: BLE001 - reported by the driver as the run's error
             self.load_error = _model_error(config.model, exc)
-        self.row_writer = row_writer
+        self.row_writers = row_writers
         self.faults = faults  # None unless a test injects faults
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(batch["item"])
+        n, P = len(batch["item"]), len(self.templates)
         stage = np.array(["decode" if batch["error"][i] else "" for i in range(n)], dtype=object)
         error = np.array([str(e) for e in batch["error"]], dtype=object)
-        n_old = np.zeros(n, np.int64)
-        n_new = np.zeros(n, np.int64)
-        checksum = np.zeros(n, np.uint64)
+        n_old = np.zeros((n, P), np.int64)
+        n_new = np.zeros((n, P), np.int64)
+        checksum = np.zeros((n, P), np.uint64)
+        member_errors = np.array(["{}"] * n, dtype=object)  # JSON: prompt -> its row's error
         fatal = np.array([""] * n, dtype=object)
         for i in range(n):
             if self.load_error:
@@ -140,16 +148,33 @@ class ExtractVideos:
                 continue
             if error[i]:
                 continue
+            rows = np.asarray(batch["rows"][i])
+            wanted = [j for j in range(P) if rows[j] >= 0]
             try:
                 stage[i] = "extract"
-                video = self.extractor.extract(
-                    batch["frames"][i], str(batch["title"][i]), _timing(batch, i)
+                videos = self.extractor.extract_prompts(
+                    batch["frames"][i],
+                    str(batch["title"][i]),
+                    _timing(batch, i),
+                    [self.templates[j] for j in wanted],
                 )
                 if self.faults is not None:
                     self.faults.after_model_call(str(batch["item"][i]))
                 stage[i] = "write"
-                checksum[i] = self.row_writer.write(int(batch["row"][i]), video.features)
-                n_old[i], n_new[i], stage[i] = video.n_old, video.n_new, ""
+                failed: dict[str, str] = {}
+                for j, video in zip(wanted, videos, strict=True):
+                    try:
+                        checksum[i, j] = self.row_writers[j].write(int(rows[j]), video.features)
+                        n_old[i, j], n_new[i, j] = video.n_old, video.n_new
+                    except OSError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - this prompt's row only
+                        failed[str(j)] = one_line(exc, 500)
+                if failed and len(failed) == len(wanted):
+                    error[i] = next(iter(failed.values()))
+                else:
+                    member_errors[i] = json.dumps(failed)
+                    stage[i] = ""
             except OSError as exc:
                 error[i] = one_line(exc, 500)
                 # No space or quota left, or a read-only store: not this video's fault, and
@@ -160,12 +185,10 @@ class ExtractVideos:
                 error[i] = one_line(exc, 500)
         return {
             "item": batch["item"],
-            "row": batch["row"],
-            "sha256": batch["sha256"],
-            "prompt_sha256": batch["prompt_sha256"],
             "checksum": checksum,
             "n_old": n_old,
             "n_new": n_new,
+            "member_errors": member_errors,
             "stage": stage,
             "error": error,
             "fatal": fatal,

@@ -81,6 +81,7 @@ def measure_item_encoding(run: Path, version: Path | None, batch: int = 64) -> d
     import torch
 
     from featurizer.store import FeatureStore
+    from featurizer.store_bank import PromptBank
     from recmodel.features import FEATURE_VIEWS, reduce_features
     from recmodel.serving import load_model_file
     from recmodel.variants import build_model
@@ -94,15 +95,20 @@ def measure_item_encoding(run: Path, version: Path | None, batch: int = 64) -> d
     model = build_model(cfg)
     model.load_state_dict(state)
     model.eval()
-    store = FeatureStore.open(version)
-    index = store.index()
+    if cfg.n_prompts > 1:  # full_prompt_bank: every prompt's row of an item
+        bank = PromptBank.open(version)
+        index = {item: rows[0] for item, rows in bank.items().items()}
+        read_rows = bank.read_rows
+    else:
+        store = FeatureStore.open(version)
+        index, read_rows = store.index(), store.read_rows
     pairs = [(i, index[item]) for i, item in enumerate(read_item_ids(run)) if item in index]
     pairs = pairs[:batch]
     if not pairs:
         return {"skipped": "no item of the catalog has features in the store"}
     rows = np.array([r for _, r in pairs], dtype=np.int64)
     t0 = time.perf_counter()
-    block = store.read_rows(rows)
+    block = read_rows(rows)
     read_s = time.perf_counter() - t0
     features = torch.from_numpy(
         np.ascontiguousarray(reduce_features(block, FEATURE_VIEWS[cfg.variant]))

@@ -61,7 +61,8 @@ from recmodel.serving import (
 from recmodel.train import FitResult, feature_bank, fit, loss_kind, plan_training
 from recmodel.variants import build_model
 
-PROGRESS_LINE_SECONDS = 60.0  # a step-progress line in non-interactive logs at most this often
+PROGRESS_LINE_SECONDS = 60.0
+BANK_VARIANT = "full_prompt_bank"  # reads every prompt of the store's prompt bank  # a step-progress line in non-interactive logs at most this often
 
 
 @dataclass
@@ -124,9 +125,18 @@ def _open_store(store: Path) -> Any:
         raise PipelineError(str(exc)) from None
 
 
-def store_features(store: Path, catalog: Sequence[str]) -> ItemFeatures:
-    """recmodel's view of a store version (CURRENT) for `catalog`; picklable via
+def store_features(store: Path, catalog: Sequence[str], bank: bool = False) -> ItemFeatures:
+    """recmodel's view of a store version (CURRENT) for `catalog`; with `bank`, of every prompt
+    of its prompt bank (an item's rows stacked prompt-major, (P * L, K, D)). Picklable via
     functools.partial, so every Ray Train worker opens the store itself."""
+    if bank:
+        prompts = _open_bank(store)
+        return ItemFeatures(
+            item_rows=prompts.item_rows(catalog),
+            read_rows=prompts.read_rows,
+            shape=prompts.row_shape,
+            n_new=prompts.new_tokens,
+        )
     fs = _open_store(store)
     index = fs.index()
     rows = np.array([index.get(item, -1) for item in catalog], dtype=np.int64)
@@ -137,6 +147,16 @@ def store_features(store: Path, catalog: Sequence[str]) -> ItemFeatures:
         n_new=int(fs.extractor["new_tokens"]),
         read_rows_int8=fs.read_rows_int8 if fs.int8 else None,
     )
+
+
+def _open_bank(store: Path) -> Any:
+    from featurizer.store import StoreError
+    from featurizer.store_bank import PromptBank
+
+    try:
+        return PromptBank.open(Path(store))
+    except StoreError as exc:
+        raise PipelineError(str(exc)) from None
 
 
 @dataclass
@@ -166,6 +186,13 @@ def _load_inputs(dataset: Path, store: Path | None, variant: str, max_history: i
             "shape": list(fs.shape_per_item),
             "new_tokens": int(extractor["new_tokens"]),
         }
+        if variant == BANK_VARIANT:  # every prompt's version, read together
+            bank = _open_bank(store)
+            store_info.update(
+                fingerprint=bank.fingerprint,
+                prompts=bank.prompts,
+                members=[m.fingerprint for m in bank.members],
+            )
     elif variant in FEATURE_VIEWS:
         raise PipelineError(
             f"variant {variant} reads video features: pass --store (only id_only and "
@@ -177,7 +204,7 @@ def _load_inputs(dataset: Path, store: Path | None, variant: str, max_history: i
     except ValueError as exc:
         raise PipelineError(f"{dataset}: {exc}") from None
     if store is not None and variant in FEATURE_VIEWS:
-        features = store_features(store, catalog)
+        features = store_features(store, catalog, bank=variant == BANK_VARIANT)
     return _Inputs(splits, store_info, features, failed)
 
 
@@ -188,6 +215,8 @@ def _configs(
     if store_info.get("shape"):
         L, K, D = store_info["shape"]
         shape = {"n_layers": L, "n_tokens": K, "feature_dim": D, "n_new": store_info["new_tokens"]}
+        if variant == BANK_VARIANT:
+            shape["n_prompts"] = len(store_info["prompts"])
     try:
         model_cfg = ModelConfig(variant=variant, n_items=n_items, **{**shape, **values.model})
         return model_cfg, TrainConfig(**values.train)
@@ -296,7 +325,9 @@ def train_run(
                     model_cfg, train_cfg, splits, bank, plan.memory, checkpoint, progress
                 )
             else:
-                features_factory = functools.partial(store_features, store, splits.items)
+                features_factory = functools.partial(
+                    store_features, store, splits.items, variant == BANK_VARIANT
+                )
                 fit_with_ray(
                     model_cfg, train_cfg, splits, features_factory, checkpoint, workers, out
                 )

@@ -21,11 +21,13 @@ VARIANTS: tuple[str, ...] = (
     "last_token_moe",  # last token per layer, then the cross-layer MoE
     "full",  # Token Compressor Experts (old/new branches) + cross-layer MoE
     "full_id_fusion",  # full, fused with an ID embedding by a learned gate (DFF study)
+    "full_prompt_bank",  # full over a prompt bank: a learned prompt mixture before the layer gate
 )
 CONTENT_VARIANTS: frozenset[str] = frozenset(VARIANTS) - {"popularity", "id_only"}
 MOE_VARIANTS: frozenset[str] = frozenset(
-    {"mean_pool_moe", "last_token_moe", "full", "full_id_fusion"}
+    {"mean_pool_moe", "last_token_moe", "full", "full_id_fusion", "full_prompt_bank"}
 )
+TOKEN_VARIANTS: frozenset[str] = frozenset({"full", "full_id_fusion", "full_prompt_bank"})
 
 
 def check_variant(variant: str) -> str:
@@ -84,6 +86,7 @@ class ModelConfig(_Serializable):
     n_tokens: int = 64
     feature_dim: int = 4096
     n_new: int = 16
+    n_prompts: int = 1  # full_prompt_bank: P prompts, each with its own (L, K, D) rows
     # widths: d_model is the item-vector width dz and the ranker width (scores are dot products)
     d_model: int = 64
     n_queries_old: int = 4  # learnable queries of the old-token attention pool
@@ -105,7 +108,9 @@ class ModelConfig(_Serializable):
                 f"d_model={self.d_model} must be divisible by n_heads={self.n_heads} "
                 f"and pool_heads={self.pool_heads}"
             )
-        if self.variant in {"full", "full_id_fusion"} and not 0 < self.n_new < self.n_tokens:
+        if self.n_prompts < 1:
+            raise ValueError(f"n_prompts must be at least 1, got {self.n_prompts}")
+        if self.variant in TOKEN_VARIANTS and not 0 < self.n_new < self.n_tokens:
             raise ValueError(
                 f"variant {self.variant} splits K={self.n_tokens} tokens into old and new: "
                 f"needs 0 < n_new < K, got n_new={self.n_new}"

@@ -16,6 +16,14 @@ summaries h_1..h_L instead (concatenated, normalised), which is what its text de
 ("layer encoders summarise the compressed tokens, and layer-level soft-gating produces
 context-conditioned mixture weights").
 
+Prompt mixture (`full_prompt_bank`, §3.3.2 and §3.4): with a bank of P prompts an item has P
+rows of (L, K, D). The Token Compressor Experts (shared by the prompts: a layer's experts read
+that layer's tokens whatever the prompt) give e (B, P, L, dc); a PromptGate mixes the prompts per
+item, alpha = softmax over P, into e~_l = sum_p alpha_p e_{p,l}, "the compressed vector after
+token compression and prompt mixing" that the layer experts and the layer gate then read as in
+`full`. One mixture per item, not per layer: it says which prompt (which attributes) the item is
+read by, the readable explanation §3.4 asks of it, and leaves depth to the layer gate.
+
 Token merging: the paper's old-token branch merges, then compresses. The merge has no learned
 weights, so the featurizer does it at extraction time (bipartite soft matching down to K - G
 rows); here the old branch only compresses (attention pooling over those K - G rows).
@@ -167,11 +175,32 @@ class LayerGate(nn.Module):
         return torch.softmax(self.out(F.gelu(self.fc(summary))), dim=-1)  # (B, L)
 
 
+class PromptGate(nn.Module):
+    """alpha = softmax over prompts of a score per prompt: one MLP, shared by the prompts, reads
+    a prompt's normalised layer summaries; a learned bias per prompt says how much each prompt
+    serves on average. (B, P, L, dc) -> (B, P). Its last layer starts at zero, so every item
+    starts with the mean of the prompts."""
+
+    def __init__(self, n_prompts: int, n_layers: int, d_in: int, hidden: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(n_layers * d_in, hidden)
+        self.out = nn.Linear(hidden, 1)
+        self.bias = nn.Parameter(torch.zeros(n_prompts))
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        summary = F.layer_norm(e, e.shape[-1:]).flatten(2)  # (B, P, L*dc)
+        score = self.out(F.gelu(self.fc(summary))).squeeze(-1) + self.bias  # (B, P)
+        return torch.softmax(score, dim=-1)
+
+
 @dataclass
 class MoEOutput:
     z: torch.Tensor  # (B, dz) the item vector
     gates: torch.Tensor  # (B, L) pi, sums to 1 per item
     h: torch.Tensor  # (B, L, dz) the layer experts' outputs, for the gate analysis
+    prompt_gates: torch.Tensor | None = None  # (B, P) alpha of full_prompt_bank
 
 
 class CrossLayerMoE(nn.Module):
@@ -196,6 +225,8 @@ class ContentEncoder(nn.Module):
     stored, or float32) is already reduced to what the variant reads (data.FEATURE_VIEWS):
 
     - full, full_id_fusion: (B, L, K, D) -> TokenCompressorExpert -> CrossLayerMoE
+    - full_prompt_bank: (B, P*L, K, D) prompt-major -> TokenCompressorExpert per prompt
+      -> PromptGate mixture -> CrossLayerMoE
     - mean_pool_moe, last_token_moe: (B, L, D) -> LayerProjection -> CrossLayerMoE
     - last_layer_last_token: (B, D) -> norm + one linear projection, no MoE
     """
@@ -204,6 +235,8 @@ class ContentEncoder(nn.Module):
         super().__init__()
         self.summarize: nn.Module | None
         self.moe: CrossLayerMoE | None
+        self.prompt_gate: PromptGate | None = None
+        self.n_prompts = cfg.n_prompts
         if cfg.variant == "last_layer_last_token":
             self.summarize, self.moe = None, None
             self.project = nn.Linear(cfg.feature_dim, cfg.d_model)
@@ -217,9 +250,13 @@ class ContentEncoder(nn.Module):
         elif cfg.variant in {"mean_pool_moe", "last_token_moe"}:
             self.summarize = LayerProjection(cfg)
             self.moe = CrossLayerMoE(cfg, d_in=self.summarize.out_dim)
-        elif cfg.variant in {"full", "full_id_fusion"}:
+        elif cfg.variant in {"full", "full_id_fusion", "full_prompt_bank"}:
             self.summarize = TokenCompressorExpert(cfg)
             self.moe = CrossLayerMoE(cfg, d_in=self.summarize.out_dim)
+            if cfg.variant == "full_prompt_bank":
+                self.prompt_gate = PromptGate(
+                    cfg.n_prompts, cfg.n_layers, self.summarize.out_dim, cfg.gate_hidden
+                )
         else:
             raise ValueError(f"variant {cfg.variant} has no content encoder")
 
@@ -227,4 +264,12 @@ class ContentEncoder(nn.Module):
         if self.moe is None:
             return self.project(F.layer_norm(x.float(), x.shape[-1:]))  # (B, D) -> (B, dz)
         assert self.summarize is not None
-        return self.moe(self.summarize(x))
+        if self.prompt_gate is None:
+            return self.moe(self.summarize(x))
+        B, P = x.shape[0], self.n_prompts
+        e = self.summarize(x.reshape(B * P, x.shape[1] // P, *x.shape[2:]))  # (B*P, L, dc)
+        e = e.view(B, P, *e.shape[1:])  # (B, P, L, dc)
+        alpha = self.prompt_gate(e)  # (B, P)
+        out = self.moe(torch.einsum("bp,bpld->bld", alpha, e))  # e~ (B, L, dc) -> z
+        out.prompt_gates = alpha
+        return out

@@ -81,7 +81,7 @@ def encode_catalog(
         order = np.lexsort((bank.features.item_rows,))
     chunks = [order[s : s + batch_size] for s in range(0, n_items, batch_size)]
     vectors: torch.Tensor | None = None
-    gates = h_norm = id_gate = None
+    gates = h_norm = id_gate = prompt_gates = None
     reader = Prefetcher(bank, chunks, readahead_bytes, device.type == "cuda") if bank else None
     try:
         for chunk in chunks:
@@ -98,6 +98,10 @@ def encode_catalog(
                 with_features = idx[block.has] if block is not None else idx
                 gates[with_features] = out.gates.float().cpu()
                 h_norm[with_features] = out.h_norm.float().cpu()  # type: ignore[index,union-attr]
+                if out.prompt_gates is not None:
+                    if prompt_gates is None:
+                        prompt_gates = torch.zeros(n_items, out.prompt_gates.shape[1])
+                    prompt_gates[with_features] = out.prompt_gates.float().cpu()
             if out.id_gate is not None:
                 if id_gate is None:
                     id_gate = torch.zeros(n_items)
@@ -111,10 +115,16 @@ def encode_catalog(
     has = torch.from_numpy(bank.has.copy()) if bank is not None else None
     if gates is not None and has is not None:
         gates, h_norm = gates[has], h_norm[has]  # type: ignore[index]
+        prompt_gates = prompt_gates[has] if prompt_gates is not None else None
     if on_done is not None:
         on_done(n_items, time.perf_counter() - started)
     return ItemEncoding(
-        vectors=vectors, has_features=has, gates=gates, h_norm=h_norm, id_gate=id_gate
+        vectors=vectors,
+        has_features=has,
+        gates=gates,
+        h_norm=h_norm,
+        id_gate=id_gate,
+        prompt_gates=prompt_gates,
     )
 
 

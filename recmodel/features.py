@@ -50,6 +50,7 @@ FEATURE_VIEWS: dict[str, str] = {
     "last_token_moe": "last",  # (L, D)
     "full": "tokens",  # (L, K, D)
     "full_id_fusion": "tokens",
+    "full_prompt_bank": "tokens",  # a bank's rows: (P * L, K, D), prompt-major
 }
 
 

@@ -9,7 +9,8 @@ the caller):
     item_embeddings.npy  (N, dz) float32, row i = item_ids.parquet row i
     item_ids.parquet     item, has_features, train_count
     gates.parquet        per item with features: item, gate_L<layer>, h_norm_L<layer> for each
-                         tapped layer (and id_gate for full_id_fusion); no rows for variants
+                         tapped layer (and id_gate for full_id_fusion, prompt_<p> for each
+                         prompt of full_prompt_bank: its mixture weight); no rows for variants
                          without a MoE
 """
 
@@ -178,6 +179,10 @@ def write_gates(
             columns[f"h_norm_L{layer}"] = pa.array(norms[:, j], pa.float32())
         if encoding.id_gate is not None:
             columns["id_gate"] = pa.array(encoding.id_gate.numpy()[with_features], pa.float32())
+        if encoding.prompt_gates is not None:
+            alpha = encoding.prompt_gates.numpy()
+            for p in range(alpha.shape[1]):
+                columns[f"prompt_{p}"] = pa.array(alpha[:, p], pa.float32())
     else:
         columns["item"] = pa.array([], pa.string())
     _write_parquet(pa.table(columns), Path(run_dir) / GATES_FILE)

@@ -8,6 +8,7 @@ the SASRec ranker on top. `popularity` learns nothing and has no module (see tra
     last_token_moe          CrossLayerMoE(per-layer projection of the last token)
     full                    CrossLayerMoE(TokenCompressorExpert(L x K tokens))
     full_id_fusion          full, gated with an ID embedding (fusion.IDFusion)
+    full_prompt_bank        full over a prompt bank's P rows, mixed by a PromptGate first
 
 Items without features (no video, or extraction failed) get a learned "missing content"
 vector in the content variants: they all look alike to the ranker unless ID fusion gives them
@@ -34,6 +35,7 @@ class ItemEncoding:
     gates: torch.Tensor | None = None  # (F, L) layer weights of the F items with features
     h_norm: torch.Tensor | None = None  # (F, L) ||h_l|| of those items
     id_gate: torch.Tensor | None = None  # (U,) g of the ID fusion
+    prompt_gates: torch.Tensor | None = None  # (F, P) prompt mixture alpha of those items
 
 
 class ItemEncoder(nn.Module):
@@ -70,12 +72,13 @@ class ItemEncoder(nn.Module):
             raise ValueError("a content variant needs features and has_features")
         U, d = items.shape[0], self.missing.shape[0]
         idx = has_features.nonzero().squeeze(1)  # (F,)
-        gates = h_norm = None
+        gates = h_norm = prompt_gates = None
         content = torch.zeros(U, d, dtype=self.missing.dtype, device=items.device)
         if idx.numel():
             out = self.content(features)
             if isinstance(out, MoEOutput):
                 gates, h_norm = out.gates, out.h.norm(dim=-1)
+                prompt_gates = out.prompt_gates
                 out = out.z
             # float32 whatever the encoder ran in (bf16 under autocast)
             content = content.index_copy(0, idx, out.to(content.dtype))  # (U, d)
@@ -84,7 +87,7 @@ class ItemEncoder(nn.Module):
         id_gate = None
         if self.fusion is not None:
             content, id_gate = self.fusion(items, content)
-        return ItemEncoding(content, has_features, gates, h_norm, id_gate)
+        return ItemEncoding(content, has_features, gates, h_norm, id_gate, prompt_gates)
 
 
 class LinkedOutModel(nn.Module):

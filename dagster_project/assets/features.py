@@ -5,7 +5,8 @@ import dagster as dg
 from dagster_project.assets.dataset import video_catalog
 from dagster_project.resources import ExtractorPreset, LinkedOutPaths, RayCluster
 from dagster_project.versions import source_version
-from pipelines.extract import extract_catalog, store_integrity
+from pipelines.extract import extract_catalog
+from pipelines.store_status import store_integrity
 
 
 class ExtractionConfig(dg.Config):

@@ -24,8 +24,8 @@ import pytest
 
 from featurizer.config import load_preset
 from featurizer.store import FeatureStore
-from pipelines.extract import store_integrity
 from pipelines.extract_workers import INVOCATION_LOG_ENV
+from pipelines.store_status import store_integrity
 from tests.faults.conftest import CliProcess, kill_session, wait_for
 
 pytestmark = pytest.mark.slow

@@ -134,7 +134,7 @@ def test_model_directory_with_pickled_weights_is_refused(
     (model / "model.safetensors").unlink()
     marker = tmp_path / MARKER_NAME
     torch.save({"model.x": Payload(marker)}, model / "pytorch_model.bin")
-    actor = ExtractVideos(load_preset("demo").replace(model=str(model)), row_writer=None)  # type: ignore[arg-type]
+    actor = ExtractVideos(load_preset("demo").replace(model=str(model)), row_writers=[])  # type: ignore[arg-type]
     ran = marker.exists()
     fault_report.record(
         "model directory with a malicious pytorch_model.bin",

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from featurizer.store import FeatureStore
-from pipelines.extract import ACTOR_RETRIES, ExtractSummary, extract_catalog
+from pipelines.extract import ExtractSummary, extract_catalog
+from pipelines.extract_pool import ACTOR_RETRIES
 from pipelines.extract_workers import (
     FAULT_MARKER_DIR_ENV,
     INVOCATION_LOG_ENV,

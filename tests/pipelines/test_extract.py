@@ -32,12 +32,8 @@ from featurizer.config import ExtractorConfig, load_preset
 from featurizer.decode import DecodeError, decode_video, sha256_file
 from featurizer.store import FeatureStore, VerifyReport, read_current
 from pipelines.catalog import scan_videos
-from pipelines.extract import (
-    ExtractSummary,
-    extract_catalog,
-    store_integrity,
-    unextracted_videos,
-)
+from pipelines.extract import ExtractSummary, extract_catalog
+from pipelines.store_status import store_integrity, unextracted_videos
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,298 @@
+"""Prompt banks in the feature store (paper §3.4): every video's features under each prompt of a
+small set of canonical prompts, read together by the prompt-mixing variant.
+
+Layout, beside the store's other versions (featurizer.store describes one version)::
+
+    STORE/
+      <member fingerprint>/  one ordinary version per prompt: exactly the version a
+                             single-prompt preset with that prompt has (rows, index, failures)
+      <bank fingerprint>/
+        extractor.json       kind "bank"; prompts and members (their fingerprints) in the bank's
+                             order; the rows' shape (L, K, D, G), which every member shares;
+                             fingerprint = hash of the members' fingerprints, in order
+      CURRENT                may name a bank
+
+Why a version per prompt, not a prompt axis in one version, nor shared video rows:
+- adding a prompt leaves the other members complete, so extraction runs that prompt alone;
+  removing one names fewer members and re-extracts nothing. A prompt axis would be part of the
+  version's fingerprint: any change to the bank would extract everything again;
+- each member is a version like any other: verified, repaired, derived into compact views and
+  read by every single-prompt variant as before. A single-prompt store is already the first
+  member of a bank that starts with its prompt (the demo's store kept its fingerprint);
+- the video tokens' states are shared between prompts, but the stored old tokens are a merge of
+  the video and the text tokens (featurizer.merge), so a video-only row would change the row
+  layout every reader depends on. The sharing is in the compute (featurizer.capture runs the
+  video once per video), not in the bytes.
+
+Reading. Where one prompt is read (every variant but `full_prompt_bank`, derive, serving), a bank
+reads as its first prompt's version: FeatureStore.open resolves it. PromptBank reads them all:
+an item's bank row is its P member rows stacked prompt-major, (P * L, K, D), for the items every
+member holds; the others have no features (the missing-content vector).
+
+Commit. A bank version holds no rows. It is written once, complete, by the same
+temp-directory-and-rename as any version, so it is never half there; its members each follow the
+store's commit protocol. A bank whose member is missing is a problem `verify` reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featurizer.config import ExtractorConfig
+from featurizer.errors import StoreError
+from featurizer.store import FeatureStore, read_current, version_path
+from featurizer.store_format import DTYPE, EXTRACTOR_FILE, atomic_write_bytes, fsync_path, now
+from featurizer.store_verify import VerifyReport
+
+BANK_KIND = "bank"
+
+
+def create_bank(root: Path, config: ExtractorConfig, hidden_size: int) -> Path:
+    """The bank version of `config` (a bank config) under `root`, created if missing."""
+    root = Path(root)
+    fingerprint = config.fingerprint()
+    path = root / fingerprint
+    if (path / EXTRACTOR_FILE).is_file():
+        return path
+    fields = config.fingerprint_fields()
+    L, K, G = len(config.layers), config.k_tokens, config.new_tokens
+    extractor = {
+        "fingerprint": fingerprint,
+        "kind": BANK_KIND,
+        **fields,
+        "fingerprinted": sorted(fields),
+        "prompts": list(config.prompts),
+        "members": list(fields["bank"]),
+        "hidden_size": int(hidden_size),
+        "L": L,
+        "K": K,
+        "G": G,
+        "layers": list(config.layers),
+        "new_tokens": G,
+        "dtype": "float16",
+        "created_at": now().isoformat(),
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{fingerprint}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        atomic_write_bytes(tmp / EXTRACTOR_FILE, (json.dumps(extractor, indent=2) + "\n").encode())
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not (path / EXTRACTOR_FILE).is_file():
+                raise StoreError(
+                    f"feature store {path} exists but is not a store version (no "
+                    f"{EXTRACTOR_FILE}); move it away"
+                ) from None
+        else:
+            fsync_path(root, directory=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+@dataclass
+class BankVerifyReport:
+    """verify() of a bank: the bank's own problems and each member's VerifyReport."""
+
+    path: Path
+    prompts: list[str]
+    members: list[VerifyReport]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(m.ok for m in self.members)
+
+    @property
+    def bad_rows(self) -> dict[str, str]:
+        """item -> what is wrong, over every member (named by its prompt number)."""
+        return {
+            f"{item} (prompt {i})": why
+            for i, member in enumerate(self.members)
+            for item, why in member.bad_rows.items()
+        }
+
+    def describe(self) -> str:
+        head = (
+            f"{'OK' if self.ok else 'FAILED'}: prompt bank {self.path}: "
+            f"{len(self.prompts)} prompts, one store version each"
+        )
+        lines = [head, *(f"  - {p}" for p in self.problems)]
+        for i, (prompt, report) in enumerate(zip(self.prompts, self.members, strict=True)):
+            lines.append(f"  prompt {i}: {_short(prompt)}")
+            lines += ["    " + line for line in report.describe().splitlines()]
+        return "\n".join(lines)
+
+
+class PromptBank:
+    """The prompts of a bank version and their member versions, read together. A plain
+    version opens as a bank of one (its own prompt)."""
+
+    def __init__(self, path: Path, prompts: Sequence[str], members: Sequence[FeatureStore]):
+        self.path = Path(path)
+        self.prompts = list(prompts)
+        self.members = list(members)
+        shapes = {(m.shape_per_item, int(m.extractor["G"])) for m in self.members}
+        if len(shapes) > 1:
+            raise StoreError(
+                f"prompt bank {self.path}: its members' rows differ in shape: {shapes}"
+            )
+        if any(m.int8 for m in self.members):
+            raise StoreError(
+                f"prompt bank {self.path}: a member holds int8 rows; banks are float16"
+            )
+
+    @classmethod
+    def open(cls, root: Path, fingerprint: str | None = None) -> PromptBank:
+        """The bank (or plain version) at root/fingerprint, at root/CURRENT, or at `root` when it
+        is a version directory itself."""
+        path = version_path(Path(root), fingerprint)
+        extractor = _read(path)
+        if extractor.get("kind") != BANK_KIND:
+            store = FeatureStore.open(path)
+            return cls(path, [str(extractor.get("prompt_template", ""))], [store])
+        members = [str(m) for m in extractor.get("members", [])]
+        prompts = [str(p) for p in extractor.get("prompts", [])]
+        if not members or len(members) != len(prompts):
+            raise StoreError(f"prompt bank {path}: {EXTRACTOR_FILE} lacks its prompts or members")
+        missing = [m for m in members if not (path.parent / m / EXTRACTOR_FILE).is_file()]
+        if missing:
+            raise StoreError(
+                f"prompt bank {path}: member version(s) {', '.join(missing)} not found under "
+                f"{path.parent}; `linkedout extract` with the bank's preset extracts them"
+            )
+        return cls(path, prompts, [FeatureStore.open(path.parent, m) for m in members])
+
+    @property
+    def fingerprint(self) -> str:
+        return self.path.name
+
+    @property
+    def is_bank(self) -> bool:
+        """A bank version (not a plain version opened as a bank of one)."""
+        return _read(self.path).get("kind") == BANK_KIND
+
+    @property
+    def primary(self) -> FeatureStore:
+        """The first prompt's version: what single-prompt readers of this bank read."""
+        return self.members[0]
+
+    @property
+    def shape_per_item(self) -> tuple[int, int, int]:
+        """(L, K, D) of one prompt's row."""
+        return self.primary.shape_per_item
+
+    @property
+    def new_tokens(self) -> int:
+        return int(self.primary.extractor["G"])
+
+    @property
+    def row_shape(self) -> tuple[int, int, int]:
+        """(P * L, K, D): an item's bank row, prompt-major."""
+        L, K, D = self.shape_per_item
+        return (len(self.members) * L, K, D)
+
+    def items(self) -> dict[str, tuple[int, ...]]:
+        """item -> its row in every member, for the items every member holds."""
+        indexes = [m.index() for m in self.members]
+        return {
+            item: tuple(index[item] for index in indexes)
+            for item in indexes[0]
+            if all(item in index for index in indexes[1:])
+        }
+
+    def item_rows(self, catalog: Sequence[str]) -> np.ndarray:
+        """(n,) int64: each catalog item's row in the first member (its bank row's key), -1
+        where any member lacks the item."""
+        items = self.items()
+        return np.array([items[i][0] if i in items else -1 for i in catalog], dtype=np.int64)
+
+    def read_rows(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
+        """(n,) first-member rows (item_rows) -> (n, P * L, K, D) float16 bank rows."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        by_row = {r[0]: r for r in self.items().values()}
+        unknown = [int(r) for r in rows if int(r) not in by_row]
+        if unknown:
+            raise StoreError(
+                f"prompt bank {self.path}: rows {unknown[:5]} are not rows of an item every "
+                "prompt's version holds"
+            )
+        L = self.shape_per_item[0]
+        out = np.empty((rows.size, *self.row_shape), dtype=DTYPE)
+        for j, member in enumerate(self.members):
+            member_rows = np.array([by_row[int(r)][j] for r in rows], dtype=np.int64)
+            out[:, j * L : (j + 1) * L] = member.read_rows(member_rows)
+        return out
+
+    def verify(self, check_values: bool = True) -> BankVerifyReport:
+        report = BankVerifyReport(
+            path=self.path,
+            prompts=self.prompts,
+            members=[m.verify(check_values=check_values) for m in self.members],
+        )
+        if self.is_bank:
+            e = _read(self.path)
+            fields = {key: e.get(key) for key in e.get("fingerprinted", [])}
+            expected = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+            if expected[:12] != self.path.name or e.get("fingerprint") != self.path.name:
+                report.problems.append(
+                    f"{EXTRACTOR_FILE}: its members hash to {expected[:12]}, not {self.path.name}"
+                )
+        return report
+
+    def info(self) -> str:
+        """A human-readable summary: the bank, its prompts, then each member version."""
+        current = read_current(self.path.parent)
+        L, K, D = self.shape_per_item
+        n_items = len(self.items())
+        lines = [
+            f"prompt bank {self.path}" + (" (CURRENT)" if current == self.fingerprint else ""),
+            f"  prompts       {len(self.prompts)}, one store version each; rows (P*L, K, D) = "
+            f"{self.row_shape} for the {n_items} items every prompt holds",
+        ]
+        for i, (prompt, member) in enumerate(zip(self.prompts, self.members, strict=True)):
+            lines.append(f"  prompt {i}      {member.fingerprint}  {_short(prompt, 70)}")
+        lines.append(f"  per item      {len(self.prompts) * self.primary.row_bytes:,} bytes raw "
+                     f"({len(self.prompts)} x L*K*D*2, L={L}, K={K}, D={D})")  # fmt: skip
+        for member in self.members:
+            lines += [""] + member.info().splitlines()
+        return "\n".join(lines)
+
+
+def bank_extractor(path: Path) -> dict[str, Any] | None:
+    """The extractor.json of the bank version at `path`, None when it is not a bank."""
+    try:
+        extractor = _read(path)
+    except StoreError:
+        return None
+    return extractor if extractor.get("kind") == BANK_KIND else None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    file = Path(path) / EXTRACTOR_FILE
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StoreError(f"feature store {path} not found (no {EXTRACTOR_FILE})") from None
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"feature store file {file} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise StoreError(f"feature store file {file} is not a JSON object")
+    return value
+
+
+def _short(prompt: str, limit: int = 90) -> str:
+    text = " ".join(prompt.replace("\n", " ⏎ ").split())
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
