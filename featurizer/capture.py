@@ -16,10 +16,13 @@ prompt. For P prompts of one video, as token sequences s_1..s_P:
    prompt gets exactly G new tokens; the last generated token is never fed back, so G states
    need G steps after the prompt, as with `generate(min_new_tokens=G + 1)`).
 
-Positions. Models with plain rotary positions place the suffix at prefix_len + i. Qwen-VL's
-multimodal rotary positions (M-RoPE) give the video tokens compressed positions; the model
-records the offset of the text after them (`rope_deltas`) when it runs the prefix, and the
-suffix and new tokens are placed at prefix_len + rope_delta + i, as `generate` places them.
+Positions, as `generate` gives them over the whole prompt. Models with plain rotary positions
+place token t at t. Qwen-VL's multimodal rotary positions (M-RoPE, the model's own
+`get_rope_index`) give the video tokens positions by time and grid, and the text after the
+video one position each from where the video's end leaves it; a generated token goes one past
+the largest position of its whole prompt (video times included), then one per step. So a
+suffix starts one past the prefix's last token, and a prompt's new tokens one past the larger of
+its last token and the prefix's largest position.
 
 With one prompt this is a plain prompt forward and G decoding steps. The states equal those of
 `generate` up to float rounding (different matmul shapes); the tests pin both.
@@ -88,7 +91,7 @@ def capture_prompts(
     out = model(**prefix_inputs, use_cache=True, output_hidden_states=True, logits_to_keep=1)
     prefix_states = [out.hidden_states[layer][0] for layer in layers]  # L x (prefix_len, D)
     cache = _cache_of(out)
-    first_position = prefix_len + _rope_delta(inner)
+    first_position, prefix_top = _prefix_positions(inner, prefix_inputs)
 
     # suffixes: (P, S) ids, left-padded after the prefix; mask over prefix + suffix
     suffixes = [s[prefix_len:].to(device) for s in sequences]
@@ -122,6 +125,7 @@ def capture_prompts(
     ]  # fmt: skip
 
     new = []  # G x (L, P, D)
+    new_position = torch.clamp(first_position + lengths - 1, min=prefix_top) + 1  # (P,)
     tokens = _greedy(out.logits, stop_ids)  # (P,)
     past = prefix_len + S
     for step in range(G):
@@ -129,7 +133,7 @@ def capture_prompts(
         out = model(
             input_ids=tokens[:, None],
             attention_mask=mask,
-            position_ids=(first_position + lengths + step)[:, None],
+            position_ids=(new_position + step)[:, None],
             cache_position=torch.tensor([past], device=device),
             use_cache=True,
             output_hidden_states=True,
@@ -152,10 +156,16 @@ def _greedy(logits: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
     return scores.argmax(dim=-1)
 
 
-def _rope_delta(inner: Any) -> int:
-    """Qwen-VL's offset of the text positions after the video (0 for plain rotary models)."""
-    deltas = getattr(inner, "rope_deltas", None)
-    return 0 if deltas is None else int(deltas.reshape(-1)[0])
+def _prefix_positions(inner: Any, prefix_inputs: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(the position after the prefix's last token, the prefix's largest position): from the
+    model's own multimodal rotary index where it has one (Qwen-VL), else the token count."""
+    n = int(prefix_inputs["input_ids"].shape[1])
+    rope_index = getattr(inner, "get_rope_index", None)
+    if rope_index is None:
+        return n, n - 1
+    accepted = inspect.signature(rope_index).parameters
+    positions, _ = rope_index(**{k: v for k, v in prefix_inputs.items() if k in accepted})
+    return int(positions[0, 0, -1]) + 1, int(positions.max())
 
 
 def _cache_keyword(model: Any) -> str:

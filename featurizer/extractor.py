@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from featurizer.capture import capture_prompts, common_prefix_length
+from featurizer.capture import PromptStates, capture_prompts, common_prefix_length
 from featurizer.config import ExtractorConfig, fill_prompt
 from featurizer.decode import FrameTiming
 from featurizer.families import check_frames, family_of, video_kwargs
@@ -170,7 +170,6 @@ class VideoLLMExtractor:
         for the config's prompt."""
         return self.extract_prompts(frames, title, timing, [self.config.prompt_template])[0]
 
-    @torch.inference_mode()
     def extract_prompts(
         self,
         frames: np.ndarray,
@@ -180,12 +179,24 @@ class VideoLLMExtractor:
     ) -> list[VideoFeatures]:
         """One video under several prompts (templates, in order) -> one VideoFeatures each. The
         video is processed and run through the model once for all of them (module docstring)."""
+        return [self._merge(s) for s in self.prompt_states(frames, title, timing, templates)]
+
+    @torch.inference_mode()
+    def prompt_states(
+        self,
+        frames: np.ndarray,
+        title: str | None,
+        timing: FrameTiming | None,
+        templates: Sequence[str],
+    ) -> list[PromptStates]:
+        """The hidden states `extract_prompts` merges: per prompt, its whole prompt's states and
+        its G new tokens' states at the tapped layers."""
         if not templates:
             return []
         cfg = self.config
         inputs = self.model_inputs(frames, title, timing, templates[0])
         sequences = self._prompt_sequences(inputs, frames, title, timing, templates)
-        states = capture_prompts(
+        return capture_prompts(
             self.model,
             inputs,
             sequences,
@@ -194,7 +205,6 @@ class VideoLLMExtractor:
             self._stop_ids,
             self._pad_id,
         )
-        return [self._merge(prompt) for prompt in states]
 
     def extract_batch(self, videos: Sequence[tuple[np.ndarray, str | None]]) -> list[VideoFeatures]:
         """One `VideoFeatures` per (frames, title), in order. A loop over `extract` for now:
@@ -257,8 +267,8 @@ class VideoLLMExtractor:
         ids = self.processor.tokenizer(tail, add_special_tokens=False)["input_ids"]
         return torch.tensor(ids, dtype=torch.long)
 
-    def _merge(self, prompt: Any) -> VideoFeatures:
-        """One prompt's states (featurizer.capture.PromptStates) -> its (L, K, D) float16 row."""
+    def _merge(self, prompt: PromptStates) -> VideoFeatures:
+        """One prompt's states -> its (L, K, D) float16 row."""
         cfg = self.config
         if prompt.n_old < cfg.old_tokens:
             raise ValueError(

@@ -43,26 +43,47 @@ def write_topic_store(
     layers: tuple[int, ...] = (0, 4, 8),
     k_tokens: int = 6,
     hidden: int = 8,
+    prompts: int = 1,
 ) -> Path:
     """A feature store written through the real FeatureStore writer, CURRENT set: a row for each
     of `items` (ids "i<number>") whose topic (number % n_topics) shows in the features, and a
-    decode failure for each of `failed`."""
+    decode failure for each of `failed`. With `prompts` > 1, a prompt bank of that many prompts
+    (one version each, the topic showing in prompt 0's rows only; CURRENT names the bank)."""
     from featurizer.config import ExtractorConfig
     from featurizer.store import FeatureStore, set_current
+    from featurizer.store_bank import create_bank
 
-    config = ExtractorConfig(model="synthetic-test", layers=layers, k_tokens=k_tokens, new_tokens=2)
-    store = FeatureStore.create_or_open(root, config, hidden_size=hidden)
+    templates = tuple(f"<video>\nPrompt {p}: {{title}}" for p in range(prompts))
+    config = ExtractorConfig(
+        model="synthetic-test",
+        layers=layers,
+        k_tokens=k_tokens,
+        new_tokens=2,
+        prompts=templates if prompts > 1 else (),
+    )
     rng = np.random.default_rng(0)
-    with store.writer() as writer:
-        rows = writer.allocate(len(items))
-        row_writer = writer.row_writer(durable=False)
-        for item, row in zip(items, rows, strict=True):
-            features = rng.standard_normal((len(layers), k_tokens, hidden)).astype(np.float16)
-            features[:, :, int(item[1:]) % n_topics] += 3.0
-            row_writer.write(row, features)
-            writer.commit(item, row, source_sha256=f"sha-{item}", n_old=k_tokens - 2, n_new=2)
-        for item in failed:
-            writer.fail(item, "decode", "Error reading video")
+    for p, member in enumerate(config.members()):
+        store = FeatureStore.create_or_open(root, member, hidden_size=hidden)
+        with store.writer() as writer:
+            rows = writer.allocate(len(items))
+            row_writer = writer.row_writer(durable=False)
+            for item, row in zip(items, rows, strict=True):
+                features = rng.standard_normal((len(layers), k_tokens, hidden)).astype(np.float16)
+                if p == 0:
+                    features[:, :, int(item[1:]) % n_topics] += 3.0
+                row_writer.write(row, features)
+                writer.commit(
+                    item,
+                    row,
+                    source_sha256=f"sha-{item}",
+                    n_old=k_tokens - 2,
+                    n_new=2,
+                    prompt_sha256=member.prompt_sha256(""),
+                )
+            for item in failed:
+                writer.fail(item, "decode", "Error reading video")
+    if config.is_bank:
+        create_bank(root, config, hidden)
     set_current(root, config.fingerprint())
     return root
 

@@ -18,7 +18,9 @@ class ExtractionConfig(dg.Config):
 @dg.asset(
     deps=[video_catalog],
     group_name="linkedout",
-    code_version=source_version("featurizer", "pipelines.extract", "pipelines.extract_workers"),
+    code_version=source_version(
+        "featurizer", "pipelines.extract", "pipelines.extract_pool", "pipelines.extract_workers"
+    ),
     kinds={"ray", "zarr"},
 )
 def video_features(
@@ -59,6 +61,8 @@ def video_features(
             "store": dg.MetadataValue.path(str(paths.store / summary.fingerprint)),
             "store bytes": summary.store_bytes,
             "current": summary.is_current,
+            "prompts": max(1, len(summary.prompt_rows)),
+            "rows per prompt (this run)": ", ".join(map(str, summary.prompt_rows)) or "0",
         },
     )
 

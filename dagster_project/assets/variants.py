@@ -31,6 +31,10 @@ DESCRIPTIONS = {
         "knowledge-fusion MoE item encoder under a SASRec ranker."
     ),
     "full_id_fusion": "LinkedOut fused with an ID embedding by a learned gate (the DFF study).",
+    "full_prompt_bank": (
+        "LinkedOut over the store's prompt bank: every video read under each canonical prompt, "
+        "mixed per item by a learned prompt gate before the cross-layer MoE."
+    ),
 }
 
 

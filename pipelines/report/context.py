@@ -21,6 +21,7 @@ from pipelines.report.measure import (
     read_extraction_runs,
     store_version,
 )
+from pipelines.report.prompts import BANK_VARIANT, PromptMixture, read_prompt_mixture
 from pipelines.report.runs import (
     read_config,
     read_metrics,
@@ -56,6 +57,8 @@ class ReportContext:
     extraction_runs: list[dict[str, Any]] = field(default_factory=list)
     extraction_estimate: float | None = None
     views: list[StoreViewRun] = field(default_factory=list)  # runs/views/, by view name
+    prompts: PromptMixture | None = None  # of the full_prompt_bank run beside this one
+    prompts_note: str = ""  # why it could not be read
 
 
 @dataclass
@@ -108,6 +111,12 @@ def collect_context(run: Path) -> ReportContext:
         ctx.extraction_runs = read_extraction_runs(version)  # type: ignore[arg-type]
         ctx.extraction_estimate = commit_interval_estimate(store)
     ctx.views = _store_view_runs(run, config, metrics)
+    bank_run = next((n for n, m in runs.items() if m.get("variant") == BANK_VARIANT), None)
+    if bank_run is not None:
+        try:
+            ctx.prompts = read_prompt_mixture(run.parent / bank_run)
+        except PipelineError as exc:
+            ctx.prompts_note = str(exc)
     try:
         ctx.dataset = dataset_stats(config, metrics, run, store)
     except (OSError, PipelineError, KeyError, ValueError, pa.ArrowException) as exc:

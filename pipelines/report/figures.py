@@ -30,6 +30,7 @@ _VARIANT_COLORS = {
     "last_token_moe": "#3182bd",
     "full": "#d9480f",
     "full_id_fusion": "#f08c00",
+    "full_prompt_bank": "#a61e4d",
 }
 
 
@@ -127,12 +128,18 @@ def density_figure(g: GateAnalysis) -> bytes:
 
 
 def boxplot_figure(g: GateAnalysis) -> bytes:
+    return weight_boxplot(g.gates, [f"L{layer}" for layer in g.layers], "gate weight π")
+
+
+def weight_boxplot(weights: np.ndarray, labels: list[str], ylabel: str) -> bytes:
+    """Box plots of (F, n) mixture weights (each row sums to 1), one per column, with each
+    column's mean annotated in percent and the uniform weight 1/n dotted."""
     plt = _pyplot()
-    L = len(g.layers)
-    fig, ax = plt.subplots(figsize=(10.5, 3.8))
+    n = weights.shape[1]
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.75 * n), 3.8))
     ax.boxplot(
-        [g.gates[:, j] for j in range(L)],
-        tick_labels=[f"L{layer}" for layer in g.layers],
+        [weights[:, j] for j in range(n)],
+        tick_labels=labels,
         showmeans=True,
         meanline=True,
         widths=0.55,
@@ -144,11 +151,11 @@ def boxplot_figure(g: GateAnalysis) -> bytes:
         capprops={"color": "#5b7bb0"},
         flierprops={"marker": ".", "markersize": 3, "markeredgecolor": "#8a94a6"},
     )
-    ax.axhline(1.0 / L, color=_GREY, linestyle=":", linewidth=1.0)
-    top, bottom = float(g.gates.max()), float(g.gates.min())
+    ax.axhline(1.0 / n, color=_GREY, linestyle=":", linewidth=1.0)
+    top, bottom = float(weights.max()), float(weights.min())
     span = max(top - bottom, 1e-6)
     ax.set_ylim(bottom - 0.08 * span, top + 0.22 * span)
-    for j, mean in enumerate(g.mean_gate):
+    for j, mean in enumerate(weights.mean(axis=0)):
         ax.annotate(
             pct(mean),
             (j + 1, top + 0.08 * span),
@@ -157,7 +164,7 @@ def boxplot_figure(g: GateAnalysis) -> bytes:
             fontweight="bold",
             color="#1c2330",
         )
-    ax.set_ylabel("gate weight π")
+    ax.set_ylabel(ylabel)
     ax.grid(axis="y", color="#e6e9ef", linewidth=0.8)
     ax.set_axisbelow(True)
     fig.tight_layout()

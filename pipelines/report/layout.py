@@ -31,6 +31,7 @@ SWEEP_VARIANTS = (
     "last_token_moe",
     "full",
     "full_id_fusion",
+    "full_prompt_bank",
 )
 VARIANT_LABELS = {
     "popularity": "Popularity",
@@ -40,17 +41,19 @@ VARIANT_LABELS = {
     "last_token_moe": "Last token + MoE",
     "full": "LinkedOut (full)",
     "full_id_fusion": "LinkedOut + ID fusion",
+    "full_prompt_bank": "LinkedOut + prompt bank",
 }
 SECTIONS = (
     ("summary", "Summary"),
     ("comparison", "Comparison"),
     ("gates", "Layer-gate analysis"),
+    ("prompts", "Prompt mixture"),
     ("efficiency", "Efficiency"),
     ("dataset", "Dataset"),
     ("provenance", "Provenance"),
 )
 FIGURES_DIR = "figures"
-FIGURE_NAMES = ("comparison", "gate_density", "gate_boxplot", "gate_heatmap")
+FIGURE_NAMES = ("comparison", "gate_density", "gate_boxplot", "gate_heatmap", "prompt_mixture")
 HEATMAP_MAX_ITEMS = 64
 
 # --- the paper's figures (MicroLens-100K; other data, a 7B backbone, 8 GPUs) -------------------

@@ -39,6 +39,7 @@ from pipelines.report.layout import (
 from pipelines.report.measure import (
     code_commit,
 )
+from pipelines.report.prompts import prompt_mixture_blocks
 from pipelines.report.render import (
     Block,
     Cards,
@@ -352,10 +353,13 @@ def _efficiency_blocks(ctx: ReportContext) -> list[Block]:
         seconds = sum(float(r.get("seconds", 0.0)) for r in runs)
         videos = sum(int(r["extracted"]) for r in runs)
         last = runs[-1]
+        prompts = max(int(r.get("prompts", 1)) for r in runs)
         recorded = (
             f"{seconds / videos:.3g} s ({videos} videos in {len(runs)} run"
             f"{'s' * (len(runs) != 1)}, start-up included; last run "
-            f"{float(last.get('seconds', 0)) / int(last['extracted']):.3g} s)"
+            f"{float(last.get('seconds', 0)) / int(last['extracted']):.3g} s"
+            + (f"; each video under a bank of up to {prompts} prompts" if prompts > 1 else "")
+            + ")"
         )
     elif ctx.extractor is not None:
         recorded = "not recorded"
@@ -607,6 +611,7 @@ def build_sections(ctx: ReportContext) -> tuple[list[Block], list[FigureBlock]]:
         "summary": _summary_blocks,
         "comparison": _comparison_blocks,
         "gates": _gate_blocks,
+        "prompts": lambda ctx: prompt_mixture_blocks(ctx.prompts, ctx.prompts_note),
         "efficiency": _efficiency_blocks,
         "dataset": _dataset_blocks,
         "provenance": _provenance_blocks,

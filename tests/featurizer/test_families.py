@@ -206,3 +206,55 @@ def test_title_cannot_open_a_turn_or_add_a_vision_slot_in_a_qwen_prompt(
     assert prompt.count("<|im_start|>") == 3  # system, user, assistant
     assert prompt.count("<|vision_start|>") == prompt.count("<|video_pad|>") == 1
     assert "<|box_start|>" not in prompt
+
+
+# --- prompt banks: one pass over the video for several prompts -------------------------------
+BANK = (
+    '<video>\nThis short video is titled "{title}". Describe its topic, look and motion.',
+    "<video>\nWhat colours and shapes are in it?",
+    'Who would enjoy "{title}", and why?',
+)
+
+
+def _bank_extractor(family: str, checkpoints: dict[str, Path], tiny_model: Path):
+    model = tiny_model if family == "llava_onevision" else checkpoints[family]
+    config = _config(model, frames=8, resolution=224, prompts=BANK)
+    return VideoLLMExtractor(config, device="cpu"), _clip(8, 224)
+
+
+@pytest.mark.parametrize("family", ("llava_onevision", *NEW_FAMILIES))
+def test_a_prompt_banks_states_equal_each_prompt_extracted_alone(
+    family: str, checkpoints: dict[str, Path], tiny_model: Path
+) -> None:
+    extractor, clip = _bank_extractor(family, checkpoints, tiny_model)
+
+    together = extractor.prompt_states(clip, "cats", TIMING, BANK)
+    alone = [extractor.prompt_states(clip, "cats", TIMING, [p])[0] for p in BANK]
+
+    for bank, single in zip(together, alone, strict=True):
+        assert bank.n_old == single.n_old
+        for old_bank, old_single in zip(bank.old, single.old, strict=True):
+            torch.testing.assert_close(old_bank, old_single, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(bank.new, single.new, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ("llava_onevision", *NEW_FAMILIES))
+def test_each_prompt_of_a_bank_reads_the_tokens_the_processor_gives_it_alone(
+    family: str, checkpoints: dict[str, Path], tiny_model: Path
+) -> None:
+    extractor, clip = _bank_extractor(family, checkpoints, tiny_model)
+
+    states = extractor.prompt_states(clip, "cats", TIMING, BANK)
+
+    for template, prompt in zip(BANK, states, strict=True):
+        processed = extractor.model_inputs(clip, "cats", TIMING, template)["input_ids"]
+        assert prompt.n_old == processed.shape[1]
+
+
+def test_a_bank_of_one_prompt_is_the_single_prompt_extraction(tiny_model: Path) -> None:
+    extractor, clip = _bank_extractor("llava_onevision", {}, tiny_model)
+
+    single = extractor.extract(clip, "cats")
+    bank = extractor.extract_prompts(clip, "cats", None, [extractor.config.prompt_template])[0]
+
+    assert np.array_equal(single.features, bank.features)

@@ -29,7 +29,7 @@ from pipelines.report import (
 from tests.synthetic import write_topic_dataset, write_topic_store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FIGURES = ("comparison", "gate_density", "gate_boxplot", "gate_heatmap")
+FIGURES = ("comparison", "gate_density", "gate_boxplot", "gate_heatmap", "prompt_mixture")
 TINY_MODEL = {"d_model": 8, "n_queries_old": 2, "n_queries_new": 1, "gate_hidden": 8, "n_blocks": 1}
 N_ITEMS, N_TOPICS, LAYERS = 24, 3, (0, 4, 8)
 
@@ -39,15 +39,18 @@ def _write_dataset(root: Path, n_users: int = 40) -> Path:
 
 
 def _write_store(root: Path) -> Path:
-    """Every item but i005 (a decode failure) has a (3, 6, 8) row whose topic shows."""
+    """A bank of two prompts: every item but i005 (a decode failure) has a (3, 6, 8) row per
+    prompt, whose topic shows in the first prompt's."""
     items = [f"i{i:03d}" for i in range(N_ITEMS) if i != 5]
-    return write_topic_store(root, items, n_topics=N_TOPICS, failed=("i005",), layers=LAYERS)
+    return write_topic_store(
+        root, items, n_topics=N_TOPICS, failed=("i005",), layers=LAYERS, prompts=2
+    )
 
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory) -> Path:
-    """popularity, id_only and full trained for one epoch on the same split; the report is
-    written into runs/full."""
+    """popularity, id_only, full and full_prompt_bank trained for one epoch on the same split;
+    the report is written into runs/full."""
     root = tmp_path_factory.mktemp("report")
     dataset = _write_dataset(root / "dataset")
     store = _write_store(root / "store")
@@ -55,7 +58,7 @@ def sweep_dir(tmp_path_factory) -> Path:
         dataset,
         store,
         root / "runs",
-        variants=["popularity", "id_only", "full"],
+        variants=["popularity", "id_only", "full", "full_prompt_bank"],
         epochs=1,
         progress=False,
         model_overrides=TINY_MODEL,
@@ -101,6 +104,7 @@ def test_every_section_is_there_in_order_in_markdown_and_html(sweep_dir):
         "Summary",
         "Comparison",
         "Layer-gate analysis",
+        "Prompt mixture",
         "Efficiency",
         "Dataset",
         "Provenance",
@@ -201,6 +205,41 @@ def test_gate_analysis_names_the_layer_that_dominates_the_gates(runs):
     md = (runs / "full/report.md").read_text()
     assert "**L4 dominates on this data**" in md
     assert "70.0%" in md
+
+
+def test_prompt_mixture_shows_each_prompts_mean_weight_from_the_bank_run(runs):
+    n = pq.read_table(runs / "full_prompt_bank/gates.parquet").num_rows
+    table = pq.read_table(runs / "full_prompt_bank/gates.parquet")
+    alpha = np.tile([0.8, 0.2], (n, 1))
+    alpha[0] = [0.1, 0.9]
+    table = table.set_column(
+        table.column_names.index("prompt_0"), "prompt_0", pa.array(alpha[:, 0])
+    )
+    table = table.set_column(
+        table.column_names.index("prompt_1"), "prompt_1", pa.array(alpha[:, 1])
+    )
+    pq.write_table(table, runs / "full_prompt_bank/gates.parquet")
+
+    write_report(runs / "full")
+
+    rows = _md_table((runs / "full/report.md").read_text(), "Prompt mixture: weight per prompt")
+    assert [r[0] for r in rows[1:]] == ["0", "1"]
+    assert rows[1][1] == "`Prompt 0: {title}`"
+    assert rows[1][2] == f"**{100 * alpha[:, 0].mean():.1f}%**"
+    assert rows[2][2] == f"{100 * alpha[:, 1].mean():.1f}%"
+    assert rows[1][5] == f"**{round(100 * (n - 1) / n)}%**"  # the top prompt of n - 1 items
+    assert (runs / "full/figures/prompt_mixture.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_prompt_mixture_says_how_to_get_one_without_a_bank_run(runs):
+    shutil.rmtree(runs / "full_prompt_bank")
+
+    write_report(runs / "full")
+
+    md = (runs / "full/report.md").read_text()
+    section = md[md.index("\n## Prompt mixture\n") : md.index("\n## Efficiency\n")]
+    assert "No `full_prompt_bank` run beside this one" in section
+    assert not (runs / "full/figures/prompt_mixture.png").exists()
 
 
 def test_gate_sentence_says_no_layer_dominates_when_the_gate_is_uniform():
