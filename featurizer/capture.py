@@ -175,5 +175,6 @@ def _cache_keyword(model: Any) -> str:
 
 
 def _cache_of(out: Any) -> Any:
-    cache = getattr(out, "past_key_values", None)
-    return cache if cache is not None else out.cache
+    """The output's KV cache: `cache` in transformers 5 (where `past_key_values` is deprecated)."""
+    cache = getattr(out, "cache", None) if "cache" in out else None
+    return cache if cache is not None else out.past_key_values

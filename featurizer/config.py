@@ -118,6 +118,10 @@ class ExtractorConfig:
         return hashlib.sha256(self.item_prompt(title).encode("utf-8")).hexdigest()
 
     def replace(self, **changes: Any) -> ExtractorConfig:
+        """A copy with `changes`; a new `prompt_template` alone makes a single-prompt config of
+        a bank (the prompt replaces the bank's)."""
+        if "prompt_template" in changes and "prompts" not in changes:
+            changes["prompts"] = ()
         return dataclasses.replace(self, **changes)
 
 

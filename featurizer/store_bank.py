@@ -263,7 +263,7 @@ class PromptBank:
             f"{self.row_shape} for the {n_items} items every prompt holds",
         ]
         for i, (prompt, member) in enumerate(zip(self.prompts, self.members, strict=True)):
-            lines.append(f"  prompt {i}      {member.fingerprint}  {_short(prompt, 70)}")
+            lines.append(f"  prompt {i}      {member.fingerprint}  {_short(prompt, 500)}")
         lines.append(f"  per item      {len(self.prompts) * self.primary.row_bytes:,} bytes raw "
                      f"({len(self.prompts)} x L*K*D*2, L={L}, K={K}, D={D})")  # fmt: skip
         for member in self.members:

@@ -69,3 +69,56 @@ def test_per_layer_linear_applies_each_layers_own_weights():
     for ell in range(3):
         expected = x[:, ell] @ layer.weight[ell] + layer.bias[ell]
         assert torch.allclose(y[:, ell], expected, atol=1e-5)
+
+
+# --- full_prompt_bank: a prompt mixture before the layer gate --------------------------------
+def _bank_encoder(n_prompts: int):
+    from recmodel.encoder import ContentEncoder
+
+    torch.manual_seed(0)
+    config = model_config("full_prompt_bank", n_items=10, n_prompts=n_prompts)
+    return ContentEncoder(config).eval()  # no dropout: outputs are compared
+
+
+def test_prompt_gate_starts_with_the_mean_of_the_prompts():
+    encoder = _bank_encoder(3)
+
+    out = encoder(torch.randn(4, 3 * L, K, D))  # (B, P*L, K, D), prompt-major
+
+    assert out.prompt_gates.shape == (4, 3)
+    assert torch.allclose(out.prompt_gates, torch.full((4, 3), 1 / 3))
+
+
+def test_prompt_mixture_weights_sum_to_one_and_follow_the_item():
+    encoder = _bank_encoder(3)
+    torch.nn.init.normal_(encoder.prompt_gate.out.weight)
+
+    out = encoder(torch.randn(5, 3 * L, K, D))
+
+    assert torch.allclose(out.prompt_gates.sum(dim=1), torch.ones(5), atol=1e-6)
+    assert not torch.allclose(out.prompt_gates[0], out.prompt_gates[1])
+
+
+def test_a_bank_of_one_prompt_encodes_like_full():
+    from recmodel.encoder import ContentEncoder
+
+    bank = _bank_encoder(1)
+    full = ContentEncoder(model_config("full", n_items=10)).eval()
+    full.load_state_dict(
+        {k: v for k, v in bank.state_dict().items() if not k.startswith("prompt_gate.")}
+    )
+    x = torch.randn(4, L, K, D)
+
+    assert torch.allclose(bank(x).z, full(x).z, atol=1e-6)
+
+
+def test_each_prompts_rows_go_through_the_same_layer_experts():
+    encoder = _bank_encoder(2)
+    x = torch.randn(3, L, K, D)
+    y = torch.randn(3, L, K, D)
+
+    swapped = encoder(torch.cat([y, x], dim=1))
+    out = encoder(torch.cat([x, y], dim=1))
+
+    # at the uniform start the mixture is the mean, whatever the prompts' order
+    assert torch.allclose(out.z, swapped.z, atol=1e-5)
