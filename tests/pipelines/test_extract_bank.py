@@ -148,8 +148,10 @@ def test_adding_a_fourth_prompt_extracts_only_that_prompt(
 def test_removing_a_prompt_extracts_nothing(ws: Workspace, two: Run) -> None:
     assert two.summary.prompt_rows == [0, 0]
     assert (two.summary.extracted, two.summary.skipped, two.calls) == (0, 12, [])
-    assert PromptBank.open(ws.store, two.summary.fingerprint).prompts[1].endswith(
-        "Who would enjoy watching it, and why?"
+    assert (
+        PromptBank.open(ws.store, two.summary.fingerprint)
+        .prompts[1]
+        .endswith("Who would enjoy watching it, and why?")
     )
 
 
