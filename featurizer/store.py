@@ -142,7 +142,13 @@ class FeatureStore:
 
     @classmethod
     def create_or_open(cls, root: Path, config: ExtractorConfig, hidden_size: int) -> FeatureStore:
-        """The version of `config` under `root`, created (empty) if missing, validated if not."""
+        """The version of `config` under `root`, created (empty) if missing, validated if not.
+        A prompt bank's config has a version per prompt: create each of its members()."""
+        if config.is_bank:
+            raise ValueError(
+                "a prompt bank is one store version per prompt: create_or_open each of "
+                "config.members() (featurizer.store_bank.create_bank names them)"
+            )
         root = Path(root)
         fingerprint = config.fingerprint()
         path = root / fingerprint

@@ -262,15 +262,20 @@ def _plan(
     work = ExtractionWork()
     work.sources = {i: catalog.videos[i].sha256 for i in sorted(wanted) if i in catalog.videos}
     pending: list[list[str]] = []
-    for i, (member, version, writer) in enumerate(zip(members, versions, writers, strict=True)):
+    notes: list[list[str]] = []
+    for member, version, writer in zip(members, versions, writers, strict=True):
         prompts = {item: member.prompt_sha256(titles.get(item, "")) for item in work.sources}
         work.prompts.append(prompts)
         bad = _fail_bad_rows(version, writer, summary, wanted)
         reasons = version.pending_reasons(work.sources, prompts)
         reasons.update({item: "row failed its check" for item in bad if item in reasons})
-        label = f"prompt {i}: " if len(members) > 1 else ""
-        summary.notes += [label + note for note in _reextraction_notes(reasons)]
+        notes.append(_reextraction_notes(reasons))
         pending.append(list(reasons))
+    # a note every prompt shares (a changed title changes every prompt) is said once
+    shared = [note for note in notes[0] if all(note in n for n in notes[1:])]
+    summary.notes += shared
+    for i, member_notes in enumerate(notes):
+        summary.notes += [f"prompt {i}: {n}" for n in member_notes if n not in shared]
     todo = sorted(set().union(*map(set, pending)))
     summary.skipped = len(work.sources) - len(todo)
     rows = np.full((len(todo), len(members)), -1, dtype=np.int64)

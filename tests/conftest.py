@@ -40,3 +40,19 @@ def family_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     root = tmp_path_factory.mktemp("family-models")
     families = ("llava_next_video", "qwen2_5_vl", "qwen3_vl")
     return {f: build_tiny_checkpoint(root / f, family=f) for f in families}
+
+
+@pytest.fixture(scope="session")
+def one_prompt_preset(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """The demo preset with its first prompt alone (not the bank) and the tiny checkpoint: what
+    tests of one store version's mechanics extract (prompt banks have their own tests)."""
+    import json
+
+    from featurizer.config import PRESET_DIR
+
+    values = json.loads((PRESET_DIR / "demo.json").read_text())
+    values["prompt_template"] = values.pop("prompts")[0]
+    values["model"] = str(tiny_model)
+    path = tmp_path_factory.mktemp("presets") / "demo-one-prompt.json"
+    path.write_text(json.dumps(values))
+    return path

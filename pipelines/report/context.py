@@ -16,6 +16,7 @@ from pipelines.report.gates import GateAnalysis, read_gates
 from pipelines.report.measure import (
     commit_interval_estimate,
     dataset_stats,
+    in_a_bank,
     open_store,
     random_weights_reason,
     read_extraction_runs,
@@ -58,6 +59,7 @@ class ReportContext:
     extraction_estimate: float | None = None
     views: list[StoreViewRun] = field(default_factory=list)  # runs/views/, by view name
     prompts: PromptMixture | None = None  # of the full_prompt_bank run beside this one
+    bank_store: bool = False  # the store version is the first prompt of a prompt bank
     prompts_note: str = ""  # why it could not be read
 
 
@@ -107,6 +109,7 @@ def collect_context(run: Path) -> ReportContext:
         written_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
     )
     if extractor is not None:
+        ctx.bank_store = in_a_bank(version)  # type: ignore[arg-type]
         ctx.random_note = random_weights_reason(extractor)
         ctx.extraction_runs = read_extraction_runs(version)  # type: ignore[arg-type]
         ctx.extraction_estimate = commit_interval_estimate(store)

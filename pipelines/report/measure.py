@@ -40,6 +40,20 @@ def open_store(version: Path) -> Any:
     return FeatureStore.open(version)
 
 
+def in_a_bank(version: Path) -> bool:
+    """Whether `version` is a prompt bank, or one prompt's version of a bank beside it."""
+    from featurizer.store import list_versions
+    from featurizer.store_bank import bank_extractor
+
+    if bank_extractor(version) is not None:
+        return True
+    for name in list_versions(version.parent):
+        bank = bank_extractor(version.parent / name)
+        if bank is not None and version.name in bank.get("members", []):
+            return True
+    return False
+
+
 def random_weights_reason(
     extractor: dict[str, Any], checkpoints: Sequence[Path] | None = None
 ) -> str | None:

@@ -39,7 +39,7 @@ from pipelines.report.layout import (
 from pipelines.report.measure import (
     code_commit,
 )
-from pipelines.report.prompts import prompt_mixture_blocks
+from pipelines.report.prompts import BANK_VARIANT, prompt_mixture_blocks
 from pipelines.report.render import (
     Block,
     Cards,
@@ -225,7 +225,12 @@ def _comparison_blocks(ctx: ReportContext) -> list[Block]:
             "muted",
         )
     )
-    missing = [v for v in SWEEP_VARIANTS if _find_variant(ctx, v) is None]
+    # full_prompt_bank needs a store with a prompt bank: not missing where there is none
+    missing = [
+        v
+        for v in SWEEP_VARIANTS
+        if _find_variant(ctx, v) is None and (v != BANK_VARIANT or ctx.bank_store)
+    ]
     notes = []
     if missing:
         notes.append("not trained on this split: " + ", ".join(f"`{v}`" for v in missing))

@@ -289,12 +289,12 @@ def test_nothing_outside_dataset_and_store_changed(bad_run: BadRun, fault_report
 
 
 def test_items_option_refuses_a_climbing_id_in_one_line(
-    bad_run: BadRun, extract_config, fault_report
+    bad_run: BadRun, one_prompt_preset: Path, fault_report
 ) -> None:
     before = tree_snapshot(bad_run.root, exclude=[bad_run.dataset])
     result = run_cli(
         ["extract", "--dataset", bad_run.dataset, "--store", bad_run.store]
-        + ["--model", extract_config.model, "--items", "../x,a/b"]
+        + ["--preset", one_prompt_preset, "--items", "../x,a/b"]
     )
     line = result.error_line
     fault_report.record(
@@ -307,12 +307,12 @@ def test_items_option_refuses_a_climbing_id_in_one_line(
 
 
 def test_items_option_takes_quoted_ids_with_commas(
-    bad_run: BadRun, extract_config, fault_report
+    bad_run: BadRun, one_prompt_preset: Path, fault_report
 ) -> None:
     """`--items` is one CSV record: "a,b" (quoted) is the item a,b; nothing left to extract."""
     result = run_cli(
         ["extract", "--dataset", bad_run.dataset, "--store", bad_run.store]
-        + ["--model", extract_config.model, "--items", '"a,b",a|b,a b']
+        + ["--preset", one_prompt_preset, "--items", '"a,b",a|b,a b']
     )
     line = result.stdout.strip().splitlines()[0] if result.stdout.strip() else result.stderr
     fault_report.record(

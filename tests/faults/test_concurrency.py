@@ -32,16 +32,21 @@ def _lock_held(lock: Path) -> bool:
 
 
 def test_second_extraction_on_a_busy_store_stops_at_once_with_one_line(
-    demo_dataset: Path, tiny_model: Path, tmp_path: Path, cli_processes, fault_report
+    demo_dataset: Path,
+    tiny_model: Path,
+    one_prompt_preset: Path,
+    tmp_path: Path,
+    cli_processes,
+    fault_report,
 ) -> None:
     dataset, store = tmp_path / "dataset", tmp_path / "store"
     (dataset / "videos").mkdir(parents=True)
     items = sorted(p.stem for p in (demo_dataset / "videos").glob("*.mp4"))[:3]
     for item in items:
         shutil.copyfile(demo_dataset / "videos" / f"{item}.mp4", dataset / "videos" / f"{item}.mp4")
-    fingerprint = load_preset("demo").replace(model=str(tiny_model)).fingerprint()
+    fingerprint = load_preset("demo").replace(model=str(tiny_model), prompts=()).fingerprint()
     lock = store / fingerprint / LOCK_FILE
-    argv = ["extract", "--dataset", dataset, "--store", store, "--model", tiny_model]
+    argv = ["extract", "--dataset", dataset, "--store", store, "--preset", one_prompt_preset]
 
     first = CliProcess(argv, tmp_path / "logs", "first")
     cli_processes.append(first)

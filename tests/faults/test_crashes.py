@@ -148,13 +148,16 @@ def _run(
 
 @pytest.fixture(scope="module")
 def crashes(
-    demo_dataset: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+    demo_dataset: Path,
+    tiny_model: Path,
+    one_prompt_preset: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Crashes]:
     root = tmp_path_factory.mktemp("crashes")
     dataset, store = root / "dataset", root / "store"
     shutil.copytree(demo_dataset, dataset)
     items = sorted(p.stem for p in (dataset / "videos").glob("*.mp4"))
-    argv = ["extract", "--dataset", dataset, "--store", store, "--model", tiny_model]
+    argv = ["extract", "--dataset", dataset, "--store", store, "--preset", one_prompt_preset]
     rng = random.Random(SEED)
     trials: list[Trial] = []
     sessions: list[int] = []
@@ -193,7 +196,7 @@ def crashes(
                 )
             )
         integrity = store_integrity(
-            dataset, store, load_preset("demo").replace(model=str(tiny_model))
+            dataset, store, load_preset("demo").replace(model=str(tiny_model), prompts=())
         )
         yield Crashes(dataset, store, items, trials, integrity)
     finally:

@@ -45,12 +45,13 @@ def test_full_disk_is_one_line_and_the_store_still_verifies(
     tmp_path: Path,
     ray_local: None,
     extract_config,
+    one_prompt_preset: Path,
     fault_report,
 ) -> None:
     dataset, store = tmp_path / "dataset", small_disk / "store"
     shutil.copytree(demo_dataset, dataset)
     items = sorted(p.stem for p in (dataset / "videos").glob("*.mp4"))
-    argv = ["extract", "--dataset", dataset, "--store", store, "--model", extract_config.model]
+    argv = ["extract", "--dataset", dataset, "--store", store, "--preset", one_prompt_preset]
 
     result = run_cli(argv)
     line = result.error_line

@@ -33,6 +33,7 @@ class Workspace:
     store: Path
     fingerprint: str
     model: str
+    preset: str  # the demo's first prompt alone, with the tiny checkpoint
 
     @property
     def version(self) -> FeatureStore:
@@ -55,7 +56,7 @@ class Workspace:
         try:
             result = run_cli(
                 ["extract", "--dataset", self.dataset, "--store", self.store]
-                + ["--model", self.model, *argv]
+                + ["--preset", self.preset, *argv]
             )
         finally:
             del os.environ[INVOCATION_LOG_ENV]
@@ -72,7 +73,11 @@ class Workspace:
 
 @pytest.fixture(scope="module")
 def extracted(
-    demo_dataset: Path, tmp_path_factory: pytest.TempPathFactory, ray_local: None, extract_config
+    demo_dataset: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    ray_local: None,
+    extract_config,
+    one_prompt_preset: Path,
 ) -> Workspace:
     root = tmp_path_factory.mktemp("integrity")
     shutil.copytree(demo_dataset, root / "dataset")
@@ -80,7 +85,12 @@ def extracted(
     summary = extract_catalog(root / "dataset", root / "store", extract_config, progress=False)
     assert summary.extracted == 12 and summary.failed == 0
     return Workspace(
-        root, root / "dataset", root / "store", summary.fingerprint, extract_config.model
+        root,
+        root / "dataset",
+        root / "store",
+        summary.fingerprint,
+        extract_config.model,
+        str(one_prompt_preset),
     )
 
 
@@ -90,7 +100,12 @@ def ws(extracted: Workspace, tmp_path: Path) -> Workspace:
     shutil.copytree(extracted.dataset, tmp_path / "dataset")
     shutil.copytree(extracted.store, tmp_path / "store")
     return Workspace(
-        tmp_path, tmp_path / "dataset", tmp_path / "store", extracted.fingerprint, extracted.model
+        tmp_path,
+        tmp_path / "dataset",
+        tmp_path / "store",
+        extracted.fingerprint,
+        extracted.model,
+        extracted.preset,
     )
 
 

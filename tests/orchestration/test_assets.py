@@ -164,7 +164,7 @@ def test_report_tables_are_byte_identical_to_the_sweep_in_report_from_the_same_r
     dg.materialize([evaluation_report], resources={"paths": _paths(stored_runs)})
 
     markdown = (stored_runs / "report" / "report.md").read_text()
-    tables = markdown[markdown.index("## Comparison") : markdown.index("## Efficiency")]
+    tables = markdown[markdown.index("## Comparison") : markdown.index("## Prompt mixture")]
     assert tables == GOLDEN_TABLES.read_text()
 
 

@@ -55,6 +55,8 @@ def _defs(root: Path, preset: str) -> dg.Definitions:
 
 def _preset_file(root: Path, tiny_model: Path, name: str, **changes: object) -> str:
     values = json.loads((PRESET_DIR / "demo.json").read_text())
+    if "prompt_template" in changes:  # one prompt instead of the demo's bank
+        values.pop("prompts")
     values.update(model=str(tiny_model), **changes)
     path = root / f"{name}.json"
     path.write_text(json.dumps(values))
@@ -87,8 +89,11 @@ class FullRun:
 
 @pytest.fixture(scope="module")
 def full_run(workspace: Path, tiny_model: Path) -> FullRun:
+    """The whole job on the 12-video dataset, two epochs a variant: what it shows is how the
+    job runs (processes, parallel steps, directories), not what training reaches."""
     home = workspace / "dagster_home"
     home.mkdir()
+    (workspace / "train.yaml").write_text("epochs: 2\n")
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -97,6 +102,7 @@ def full_run(workspace: Path, tiny_model: Path) -> FullRun:
         "LINKEDOUT_RUNS": str(workspace / "runs"),
         "LINKEDOUT_REPORT": str(workspace / "report"),
         "LINKEDOUT_PRESET": _preset_file(workspace, tiny_model, "demo-tiny"),
+        "LINKEDOUT_TRAIN_CONFIG": str(workspace / "train.yaml"),
     }
     dagster = Path(sys.executable).with_name("dagster")
     process = subprocess.run(
@@ -220,5 +226,5 @@ def test_changed_prompt_reextracts_into_a_new_version_and_then_switches_current(
     metadata = materialization_metadata(result, "video_features")
     assert result.success
     assert after != before and after == metadata["fingerprint"]
-    assert (workspace / "store" / before / "index.parquet").is_file()  # the old version is kept
+    assert (workspace / "store" / before / "extractor.json").is_file()  # the old one is kept
     assert metadata["current"] is True

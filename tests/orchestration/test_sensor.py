@@ -110,13 +110,14 @@ def test_videos_already_in_the_store_are_not_requested(
     from featurizer.store import FeatureStore
 
     config = load_preset("demo").replace(model=str(tiny_model))
-    store = FeatureStore.create_or_open(tmp_path / "store", config, hidden_size_of(config))
     stored = sorted(p.stem for p in (dataset / "videos").glob("*.mp4"))[:4]
-    with store.writer() as writer:
-        rows = writer.allocate(len(stored))
-        for item, row in zip(stored, rows, strict=True):
-            writer.row_writer().write(row, np.zeros(store.shape_per_item, np.float16))
-            writer.commit(item, row, "0" * 64, 1, 16)
+    for member in config.members():  # the demo's bank: stored once every prompt holds it
+        store = FeatureStore.create_or_open(tmp_path / "store", member, hidden_size_of(config))
+        with store.writer() as writer:
+            rows = writer.allocate(len(stored))
+            for item, row in zip(stored, rows, strict=True):
+                writer.row_writer().write(row, np.zeros(store.shape_per_item, np.float16))
+                writer.commit(item, row, "0" * 64, 1, 16)
 
     result = _tick(dataset, tmp_path, tiny_model, cursor=None)
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 SUMMARY = re.compile(
     r"extracted (\d+), skipped (\d+) \(already stored\), failed (\d+); "
-    r"[\d.]+ s/video; store (.+)/([0-9a-f]{12})"
+    r"[\d.]+ s/video; store (.+)/([0-9a-f]{12})(?:; rows per prompt of the bank: [\d, ]+)?"
 )
 
 
@@ -87,9 +87,8 @@ def test_store_verify_exits_0_on_the_extracted_store(
 ) -> None:
     assert main(["store", "verify", str(cli_run.store)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(
-        f"OK: feature store {cli_run.store / cli_run.fingerprint}: 12 committed rows, 0 failures"
-    )
+    assert out.startswith(f"OK: prompt bank {cli_run.store / cli_run.fingerprint}: 3 prompts")
+    assert out.count(": 12 committed rows, 0 failures") == 3
 
 
 def test_store_info_describes_the_current_version(
@@ -97,8 +96,8 @@ def test_store_info_describes_the_current_version(
 ) -> None:
     assert main(["store", "info", str(cli_run.store)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == f"feature store {cli_run.store / cli_run.fingerprint} (CURRENT)"
-    assert "12 committed, 0 failed" in out
+    assert out.splitlines()[0] == f"prompt bank {cli_run.store / cli_run.fingerprint} (CURRENT)"
+    assert out.count("12 committed, 0 failed") == 3  # each prompt's version
     assert "(L=6)" in out and "K=64: 48 merged old (bipartite) + G=16 new" in out
 
 
@@ -109,7 +108,8 @@ def test_items_naming_an_item_without_video_is_a_one_line_error(
     id_only = sorted(set(read_titles(cli_run.dataset)) - videos)
     assert id_only, "the demo dataset has an ID-only item"
     item = id_only[0]
-    index = cli_run.store / cli_run.fingerprint / "index.parquet"
+    primary = load_preset("demo").replace(model=str(cli_run.model)).members()[0]
+    index = cli_run.store / primary.fingerprint() / "index.parquet"
     before = index.stat().st_mtime_ns
     code = main(
         ["extract", "--dataset", str(cli_run.dataset), "--store", str(cli_run.store)]

@@ -99,7 +99,8 @@ def _decoder_reason(path: Path, config: ExtractorConfig) -> str:
 
 @pytest.fixture(scope="module")
 def config(tiny_model: Path) -> ExtractorConfig:
-    return load_preset("demo").replace(model=str(tiny_model))
+    """The demo's first prompt alone: one store version (prompt banks: test_extract_bank)."""
+    return load_preset("demo").replace(model=str(tiny_model), prompts=())
 
 
 @pytest.fixture(scope="module")
