@@ -59,9 +59,9 @@ def main() -> None:
 
 
 def checksum_costs(root: Path, shape: tuple[int, int, int], n: int, repeats: int) -> None:
-    import featurizer.store_format as store_format
-    import featurizer.store_writer as store_module
+    import featurizer.store.writing as store_module
     from featurizer.store import FeatureStore
+    from featurizer.store.layout import CHECKSUM
 
     rows = [_random_row(np.random.default_rng(i), shape) for i in range(8)]
     times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
@@ -85,7 +85,7 @@ def checksum_costs(root: Path, shape: tuple[int, int, int], n: int, repeats: int
         real_checksum(rows[i % len(rows)])
     hash_s = time.perf_counter() - start
     print(
-        f"checksum alone ({store_format.CHECKSUM}): {mb / hash_s / 1e3:.1f} GB/s, "
+        f"checksum alone ({CHECKSUM}): {mb / hash_s / 1e3:.1f} GB/s, "
         f"{hash_s / n * 1e6:.0f} us per row"
     )
     for part, label in ((0, "rows written + committed (page cache)"), (1, "+ publish (flushed)")):

@@ -29,7 +29,7 @@ from store import _alternate, _drop_cache  # bench/store.py, beside this file
 
 from featurizer.config import ExtractorConfig
 from featurizer.store import FeatureStore, set_current
-from featurizer.store_derive import Derivation, derive_version
+from featurizer.store.derive import Derivation, derive_version
 from pipelines.train import store_features
 from recmodel.features import ItemFeatureBank
 

@@ -3,7 +3,7 @@
 A preset names one prompt (`prompt_template`) or a prompt bank (`prompts`, paper §3.4: a small
 set of canonical prompts per video). A bank is stored as one ordinary version per prompt (its
 `members()`, each fingerprinted exactly as a single-prompt preset with that prompt would be) and
-a bank version naming them (featurizer.store_bank)."""
+a bank version naming them (featurizer.store.bank)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 rows written chunk-aligned by the actors, the index committed by this process as results arrive.
 
 A prompt bank (a preset's `prompts`) is extracted into one store version per prompt (its
-members, featurizer.store_bank) in the same pass: each video is decoded and run through the
+members, featurizer.store.bank) in the same pass: each video is decoded and run through the
 model once for the prompts whose versions lack it (featurizer.capture shares the video's
 states between them), and each prompt's row is committed to its own version."""
 
@@ -27,7 +27,7 @@ from featurizer.config import (
 )
 from featurizer.families import SUPPORTED_FAMILIES, check_frames, family_of
 from featurizer.store import FeatureStore, StoreError, read_current, set_current
-from featurizer.store_bank import create_bank
+from featurizer.store.bank import create_bank
 from pipelines.catalog import scan_videos
 from pipelines.errors import PipelineError, one_line
 from pipelines.extract_pool import run_actor_pool

@@ -81,7 +81,7 @@ def measure_item_encoding(run: Path, version: Path | None, batch: int = 64) -> d
     import torch
 
     from featurizer.store import FeatureStore
-    from featurizer.store_bank import PromptBank
+    from featurizer.store.bank import PromptBank
     from recmodel.features import FEATURE_VIEWS, reduce_features
     from recmodel.serving import load_model_file
     from recmodel.variants import build_model

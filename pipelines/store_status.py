@@ -1,6 +1,6 @@
 """What a store holds against a dataset's catalog, without extracting anything: `store info` and
 `store verify`, the integrity check, the videos the sensor sees as new, and the data version
-Dagster records. Each accepts a prompt bank (featurizer.store_bank) as well as one version."""
+Dagster records. Each accepts a prompt bank (featurizer.store.bank) as well as one version."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from featurizer.config import ExtractorConfig
 from featurizer.store import FeatureStore, StoreError
-from featurizer.store_bank import PromptBank
+from featurizer.store.bank import PromptBank
 from pipelines.catalog import scan_videos
 from pipelines.errors import PipelineError
 

@@ -1,5 +1,5 @@
 """`linkedout store derive`: a compact view of a store version (fewer layers, fewer old tokens,
-int8) written beside it without re-extraction (featurizer.store_derive); and `train_views`, the
+int8) written beside it without re-extraction (featurizer.store.derive); and `train_views`, the
 views the report's efficiency section sets beside the full store, each with `full` trained on it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from featurizer.store import FeatureStore, StoreBusyError, StoreError
-from featurizer.store_derive import Derivation, DeriveSummary, derive_version
+from featurizer.store.derive import Derivation, DeriveSummary, derive_version
 from pipelines.errors import PipelineError, one_line
 
 log = logging.getLogger(__name__)

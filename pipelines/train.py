@@ -151,7 +151,7 @@ def store_features(store: Path, catalog: Sequence[str], bank: bool = False) -> I
 
 def _open_bank(store: Path) -> Any:
     from featurizer.store import StoreError
-    from featurizer.store_bank import PromptBank
+    from featurizer.store.bank import PromptBank
 
     try:
         return PromptBank.open(Path(store))

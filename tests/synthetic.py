@@ -51,7 +51,7 @@ def write_topic_store(
     (one version each, the topic showing in prompt 0's rows only; CURRENT names the bank)."""
     from featurizer.config import ExtractorConfig
     from featurizer.store import FeatureStore, set_current
-    from featurizer.store_bank import create_bank
+    from featurizer.store.bank import create_bank
 
     templates = tuple(f"<video>\nPrompt {p}: {{title}}" for p in range(prompts))
     config = ExtractorConfig(

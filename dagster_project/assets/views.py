@@ -19,7 +19,7 @@ from pipelines.store_views import train_views
         "recmodel",
         "pipelines.train",
         "pipelines.train_config",
-        "featurizer.store_derive",
+        "featurizer.store.derive",
         "pipelines.store_views",
     ),
     kinds={"zarr", "pytorch"},

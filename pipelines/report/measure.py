@@ -43,7 +43,7 @@ def open_store(version: Path) -> Any:
 def in_a_bank(version: Path) -> bool:
     """Whether `version` is a prompt bank, or one prompt's version of a bank beside it."""
     from featurizer.store import list_versions
-    from featurizer.store_bank import bank_extractor
+    from featurizer.store.bank import bank_extractor
 
     if bank_extractor(version) is not None:
         return True

@@ -11,7 +11,7 @@ import torch
 from featurizer.errors import StoreError
 from featurizer.merge import merge_tokens
 from featurizer.store import FeatureStore, list_versions
-from featurizer.store_derive import Derivation, derive_version
+from featurizer.store.derive import Derivation, derive_version
 from tests.synthetic import write_topic_store
 
 ITEMS = [f"i{i:03d}" for i in range(10)]

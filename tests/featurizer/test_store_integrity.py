@@ -11,7 +11,7 @@ import pytest
 
 from featurizer.config import ExtractorConfig
 from featurizer.store import FeatureStore, StoreError, read_current, set_current
-from featurizer.store_format import row_checksum
+from featurizer.store.rows import row_checksum
 
 D = 16
 CONFIG = ExtractorConfig(model="test-model", layers=(0, 4, 8), k_tokens=8, new_tokens=2)

@@ -53,9 +53,7 @@ def demo_metrics(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> 
         ray.shutdown()  # training runs in this process; Ray is only the extraction's
     assert summary.extracted == DEMO_VIDEOS and summary.failed == 0
 
-    metrics = train_sweep(
-        dataset, store, root / "runs", SWEPT, config=DEMO_CONFIG, progress=False
-    )
+    metrics = train_sweep(dataset, store, root / "runs", SWEPT, config=DEMO_CONFIG, progress=False)
     return {variant: m["test"] for variant, m in metrics.items()}
 
 

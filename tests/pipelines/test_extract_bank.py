@@ -23,7 +23,7 @@ import pytest
 
 from featurizer.config import ExtractorConfig, load_preset
 from featurizer.store import FeatureStore, read_current
-from featurizer.store_bank import PromptBank
+from featurizer.store.bank import PromptBank
 from pipelines.extract import ExtractSummary, extract_catalog
 from pipelines.extract_workers import INVOCATION_LOG_ENV
 from pipelines.store_status import store_info, store_verify

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from featurizer.store import FeatureStore, read_current
-from featurizer.store_derive import Derivation
+from featurizer.store.derive import Derivation
 from pipelines.cli import main
 from pipelines.errors import PipelineError
 from pipelines.store_views import ViewSpec, parse_view

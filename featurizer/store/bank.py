@@ -50,9 +50,11 @@ import numpy as np
 
 from featurizer.config import ExtractorConfig
 from featurizer.errors import StoreError
-from featurizer.store import FeatureStore, read_current, version_path
-from featurizer.store_format import DTYPE, EXTRACTOR_FILE, atomic_write_bytes, fsync_path, now
-from featurizer.store_verify import VerifyReport
+from featurizer.store.io import atomic_write_bytes, fsync_path, now
+from featurizer.store.layout import DTYPE, EXTRACTOR_FILE
+from featurizer.store.reading import FeatureStore
+from featurizer.store.verification import VerifyReport
+from featurizer.store.versions import read_current, version_path
 
 BANK_KIND = "bank"
 

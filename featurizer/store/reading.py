@@ -1,61 +1,10 @@
-"""The feature store: one version directory per extractor fingerprint, rows of (L, K, D) float16.
-
-Layout (a contract: training, the CLI and the Dagster checks read it)::
-
-    STORE/
-      <fingerprint>/
-        features.zarr      zarr v3 group; array "features": (N, L, K, D) float16,
-                           chunks (1, L, K, D), no compressor, fill value NaN
-        index.parquet      item, row, source_sha256, n_old, n_new, extracted_at,
-                           prompt_sha256, checksum
-        failures.parquet   item, stage (decode|extract|write), error, at
-        extractor.json     the fingerprinted settings (config.fingerprint_fields()), plus
-                           hidden_size, L, K, G, the old/new token split, created_at
-        .lock              held by the one writer of this version
-      CURRENT              the fingerprint training reads by default: the name of a version
-                           directly under STORE, nothing else
-
-Commit protocol. Workers write whole rows (one chunk each, so writers never share a chunk);
-the single writer process (the driver) then records them, flushes their chunks to disk (one
-syncfs on Linux) and publishes index.parquet by write-temp, fsync, rename, fsync-dir. The index rename is the commit: readers trust only rows
-named in the published index and never take the lock. A crash leaves at most rows that no
-index names; the next writer allocates from max(committed row) + 1, so it overwrites them.
-
-Identity and integrity. An index row names the item's source identity: `source_sha256` (the
-video file's bytes) and `prompt_sha256` (the item's prompt text, title filled in; see
-ExtractorConfig.item_prompt), so a changed video or title makes the item pending again; and the
-`checksum` of the row's bytes (featurizer.store_format), taken by the worker from the array it
-wrote. Reads check it (read_rows), verify() checks it for every row and names each bad item and
-its chunk file. A version is created with an empty index.parquet, so an index that is missing
-while chunk files exist has been lost: the version is a failed store (every read raises
-StoreError), never an empty one. Rows written before checksums existed (no `checksum` value)
-stay readable; verify() checks them for NaN/Inf only.
-
-Rows are never overwritten while an index names them: a changed video (new source_sha256) gets
-a new row and its old row becomes garbage, unreferenced and never read (no compaction yet;
-garbage is bounded by the re-extracted and crashed items). The fill value is NaN, so a
-committed row whose chunk is missing reads as NaN and verify() flags it.
-
-Failures. failures.parquet holds one row per item (the latest failure). A failure never blocks a
-retry: pending() lists every item not committed with its current identity, failed or not, and an
-item's failure row is removed when it succeeds. An item that fails after its video changed is
-dropped from the index (its stale features describe a video that no longer exists), so no item
-is ever both in the index and in the failures. failures.parquet is published just before the
-index; a crash between the two renames can leave one item in both, which verify() reports and
-the next run repairs.
-
-Modules: this one reads (FeatureStore) and handles versions and CURRENT; featurizer.store_writer
-writes (RowWriter, StoreWriter); featurizer.store_verify verifies; featurizer.store_format holds
-the file names, schemas, the chunk-file and checksum code and the durable small writes they share.
-"""
+"""Reading one store version: FeatureStore (its extractor, index, failures and rows; its
+writer and its verification are featurizer.store.writing and .verification)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -64,14 +13,13 @@ from typing import Any
 import filelock
 import numpy as np
 import pyarrow as pa
-import zarr
 
 from featurizer.config import ExtractorConfig
 from featurizer.errors import MissingItemsError, StoreBusyError, StoreError
-from featurizer.store_format import (
+from featurizer.store.io import file_key, read_chunk
+from featurizer.store.layout import (
     ARRAY_NAME,
     CHECKSUM,
-    CURRENT_FILE,
     DTYPE,
     EXTRACTOR_FILE,
     FAILURES_FILE,
@@ -82,43 +30,22 @@ from featurizer.store_format import (
     INT8,
     LOCK_FILE,
     SCALES_NAME,
-    atomic_write_bytes,
     chunk_path,
-    dequantize_int8,
     direct_io,
-    file_key,
-    fsync_path,
-    int8_row_checksum,
-    now,
     open_array,
-    publish_table,
-    read_chunk,
     read_index,
     read_table,
-    row_checksum,
 )
-from featurizer.store_verify import VerifyReport, verify_version
-from featurizer.store_writer import RowWriter, StoreWriter
-
-__all__ = [
-    "FeatureStore",
-    "MissingItemsError",
-    "RowWriter",
-    "StoreBusyError",
-    "StoreError",
-    "StoreWriter",
-    "VerifyReport",
-    "list_versions",
-    "read_current",
-    "set_current",
-    "version_path",
-]
-
-_EXTRACTOR_KEYS = ("fingerprint", "hidden_size", "L", "K", "G")
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading
+from featurizer.store.rows import dequantize_int8, int8_row_checksum, row_checksum
+from featurizer.store.verification import VerifyReport, verify_version
+from featurizer.store.versions import (
+    _bank_primary,
+    _create_version,
+    _read_extractor,
+    read_current,
+    version_path,
+)
+from featurizer.store.writing import StoreWriter
 
 
 class FeatureStore:
@@ -147,7 +74,7 @@ class FeatureStore:
         if config.is_bank:
             raise ValueError(
                 "a prompt bank is one store version per prompt: create_or_open each of "
-                "config.members() (featurizer.store_bank.create_bank names them)"
+                "config.members() (featurizer.store.bank.create_bank names them)"
             )
         root = Path(root)
         fingerprint = config.fingerprint()
@@ -162,7 +89,7 @@ class FeatureStore:
     def open(cls, root: Path, fingerprint: str | None = None) -> FeatureStore:
         """An existing version: `fingerprint`, or the one named in root/CURRENT. `root` may also
         be a version directory itself (then `fingerprint` must be None or its name). A prompt
-        bank (featurizer.store_bank) opens as its first prompt's version."""
+        bank (featurizer.store.bank) opens as its first prompt's version."""
         path = version_path(root, fingerprint)
         primary = _bank_primary(path)
         return cls(path.parent / primary if primary else path)
@@ -548,89 +475,6 @@ class FeatureStore:
             )
 
 
-# ---------------------------------------------------------------------------------------------
-# Versions and CURRENT
-
-
-def version_path(root: Path, fingerprint: str | None = None) -> Path:
-    """The directory of an existing version (or bank): root/`fingerprint`, root/CURRENT's, or
-    `root` itself when it is a version directory (and `fingerprint` is None or its name)."""
-    root = Path(root)
-    if (root / EXTRACTOR_FILE).is_file() and fingerprint in (None, root.name):
-        return root
-    if fingerprint is None:
-        fingerprint = read_current(root)
-        if fingerprint is None:
-            versions = ", ".join(list_versions(root)) or "none"
-            raise StoreError(
-                f"feature store {root}: no {CURRENT_FILE} file; pass a fingerprint "
-                f"(versions: {versions})"
-            )
-    _check_version_name(root, fingerprint, "a fingerprint")
-    path = root / fingerprint
-    if not (path / EXTRACTOR_FILE).is_file():
-        versions = ", ".join(list_versions(root)) or "none"
-        raise StoreError(
-            f"feature store {path} not found (no {EXTRACTOR_FILE}; versions: {versions})"
-        )
-    return path
-
-
-def _bank_primary(path: Path) -> str | None:
-    """The first member of the prompt bank at `path`; None when `path` is a plain version."""
-    extractor = _read_extractor(path)
-    if extractor.get("kind") != "bank":
-        return None
-    members = extractor.get("members")
-    if not isinstance(members, list) or not members:
-        raise StoreError(f"prompt bank {path}: {EXTRACTOR_FILE} names no member versions")
-    _check_version_name(path.parent, str(members[0]), "a prompt bank's member")
-    return str(members[0])
-
-
-def set_current(root: Path, fingerprint: str) -> None:
-    """Point root/CURRENT at `fingerprint` (atomically)."""
-    root = Path(root)
-    _check_version_name(root, fingerprint, "CURRENT")
-    if not (root / fingerprint / EXTRACTOR_FILE).is_file():
-        raise StoreError(f"feature store {root / fingerprint} not found; cannot make it CURRENT")
-    atomic_write_bytes(root / CURRENT_FILE, (fingerprint + "\n").encode())
-
-
-def read_current(root: Path) -> str | None:
-    """The fingerprint root/CURRENT names, or None without one. Raises StoreError when it names
-    anything but a directory name (a path, "..", a hidden name): CURRENT never leads a reader
-    outside the store root."""
-    path = Path(root) / CURRENT_FILE
-    if not path.is_file():
-        return None
-    try:
-        name = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StoreError(f"feature store file {path} is unreadable: {exc}") from None
-    if not name:
-        return None
-    _check_version_name(Path(root), name, CURRENT_FILE)
-    return name
-
-
-def list_versions(root: Path) -> list[str]:
-    """Fingerprints of the versions under `root`, oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        if path.name.startswith(".") or not (path / EXTRACTOR_FILE).is_file():
-            continue
-        try:
-            created = str(json.loads((path / EXTRACTOR_FILE).read_text()).get("created_at", ""))
-        except (OSError, ValueError, AttributeError):
-            created = ""
-        found.append((created, path.name))
-    return [name for _, name in sorted(found)]
-
-
 def write_throughput_probe(
     root: Path, n_items: int = 16, shape: tuple[int, int, int] = (6, 64, 4096)
 ) -> float:
@@ -649,123 +493,6 @@ def write_throughput_probe(
     return n_items * row.nbytes / elapsed
 
 
-# ---------------------------------------------------------------------------------------------
-# Helpers
-
-
-def _check_version_name(root: Path, name: str, what: str) -> None:
-    """A version is a directory directly under the store root: `name` must be one plain path
-    component (no separator, not "." or "..", not hidden)."""
-    if (
-        not name
-        or name in (".", "..")
-        or name.startswith(".")
-        or "/" in name
-        or "\\" in name
-        or "\0" in name
-    ):
-        raise StoreError(
-            f"feature store {root}: {what} names {name!r}, which is not a version directory "
-            "directly under the store root"
-        )
-
-
-def _create_version(root: Path, config: ExtractorConfig, hidden_size: int) -> None:
-    """Build the version in a hidden temp dir, then rename it into place: a version directory
-    is complete or absent, and concurrent creators agree (the loser opens the winner's). It is
-    born with an empty index, so a missing index later means a lost one."""
-    fields = config.fingerprint_fields()
-    create_version(
-        root,
-        {
-            "fingerprint": config.fingerprint(),
-            **fields,
-            "fingerprinted": sorted(fields),
-            **version_shape(hidden_size, len(config.layers), config.k_tokens, config.new_tokens),
-        },
-    )
-
-
-def version_shape(
-    hidden_size: int, n_layers: int, k_tokens: int, new_tokens: int, dtype: str = "float16"
-) -> dict:
-    """The extractor.json keys that describe a version's rows: (L, K, D) float16, or int8 with
-    per-token scales (a compact view)."""
-    L, K, G = n_layers, k_tokens, new_tokens
-    return {
-        "hidden_size": int(hidden_size),
-        "L": L,
-        "K": K,
-        "G": G,
-        "token_split": {"old": [0, K - G], "new": [K - G, K]},  # half-open row ranges within K
-        "dtype": dtype,
-        "checksum": CHECKSUM,
-    }
-
-
-def create_version(root: Path, extractor: dict[str, Any]) -> None:
-    """A new, empty version under `root` described by `extractor` (its extractor.json: the
-    fingerprint, what it hashes, and `version_shape`'s keys), made atomically; an existing one
-    with that fingerprint is kept."""
-    fingerprint = str(extractor["fingerprint"])
-    L, K, hidden_size = int(extractor["L"]), int(extractor["K"]), int(extractor["hidden_size"])
-    extractor = {**extractor, "created_at": now().isoformat()}
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{fingerprint}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        group = zarr.open_group(str(tmp / FEATURES_DIR), mode="w", zarr_format=3)
-        int8 = extractor.get("dtype") == "int8"
-        group.create_array(
-            ARRAY_NAME,
-            shape=(0, L, K, hidden_size),
-            chunks=(1, L, K, hidden_size),
-            dtype=INT8 if int8 else DTYPE,
-            compressors=None,  # DESIGN §9: zstd is ~10x slower and fp16 barely compresses
-            fill_value=0 if int8 else float("nan"),
-            dimension_names=["item", "layer", "token", "hidden"],
-        )
-        if int8:
-            group.create_array(
-                SCALES_NAME,
-                shape=(0, L, K),
-                chunks=(1, L, K),
-                dtype=DTYPE,
-                compressors=None,
-                fill_value=float("nan"),
-                dimension_names=["item", "layer", "token"],
-            )
-        publish_table(pa.Table.from_pylist([], schema=INDEX_SCHEMA), tmp / INDEX_FILE)
-        atomic_write_bytes(tmp / EXTRACTOR_FILE, (json.dumps(extractor, indent=2) + "\n").encode())
-        try:
-            os.rename(tmp, root / fingerprint)
-        except OSError:
-            if not (root / fingerprint / EXTRACTOR_FILE).is_file():
-                raise StoreError(
-                    f"feature store {root / fingerprint} exists but is not a store version "
-                    f"(no {EXTRACTOR_FILE}); move it away"
-                ) from None
-        else:
-            fsync_path(root, directory=True)
-    finally:
-        if tmp.exists():
-            _rmtree(tmp)
-
-
-def _read_extractor(path: Path) -> dict[str, Any]:
-    file = path / EXTRACTOR_FILE
-    try:
-        extractor = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StoreError(f"feature store {path} not found (no {EXTRACTOR_FILE})") from None
-    except (ValueError, OSError) as exc:
-        raise StoreError(f"feature store file {file} is not valid JSON: {exc}") from None
-    missing = [k for k in _EXTRACTOR_KEYS if not isinstance(extractor, dict) or k not in extractor]
-    if missing:
-        raise StoreError(f"feature store file {file} lacks {', '.join(missing)}")
-    return extractor
-
-
 def _derived_line(extractor: dict[str, Any]) -> list[str]:
     d = extractor.get("derived_from")
     if not d:
@@ -773,10 +500,6 @@ def _derived_line(extractor: dict[str, Any]) -> list[str]:
     return [
         f"  derived from  {d['fingerprint']}: layers {d['layers']}, K={d['k_tokens']} ({d['merge']})"
     ]
-
-
-def _rmtree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _du(path: Path) -> int:

@@ -29,22 +29,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from featurizer.errors import StoreError
-from featurizer.store_format import (
+from featurizer.store.io import read_chunk
+from featurizer.store.layout import (
     ARRAY_NAME,
     DTYPE,
     FEATURES_DIR,
     INT8,
     STAGES,
-    all_finite,
     chunk_path,
     direct_io,
-    int8_row_checksum,
-    read_chunk,
-    row_checksum,
 )
+from featurizer.store.rows import all_finite, int8_row_checksum, row_checksum
 
 if TYPE_CHECKING:
-    from featurizer.store import FeatureStore
+    from featurizer.store.reading import FeatureStore
 
 MAX_LISTED = 50  # bad rows describe() lists one by one
 

@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow as pa
 
 from featurizer.errors import StoreError
-from featurizer.store_format import (
+from featurizer.store.io import fsync_path, now, publish_table, sync_rows
+from featurizer.store.layout import (
     ARRAY_NAME,
     FAILURES_FILE,
     FAILURES_SCHEMA,
@@ -22,23 +23,16 @@ from featurizer.store_format import (
     INT8,
     SCALES_NAME,
     STAGES,
-    all_finite,
     chunk_path,
-    fsync_path,
-    int8_row_checksum,
     is_raw_little_endian,
-    now,
     open_array,
-    publish_table,
-    quantize_int8,
     read_index,
     read_table,
-    row_checksum,
-    sync_rows,
 )
+from featurizer.store.rows import all_finite, int8_row_checksum, quantize_int8, row_checksum
 
 if TYPE_CHECKING:
-    from featurizer.store import FeatureStore
+    from featurizer.store.reading import FeatureStore
 
 
 class RowWriter:

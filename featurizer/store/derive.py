@@ -11,7 +11,7 @@ extracted one (`--store ROOT/<fingerprint>`), and a view can be derived from a v
   The stored old tokens are already merges of unequal sizes, and those sizes are not stored, so
   this second merge weighs them equally: a view is close to, not equal to, extracting at K.
 - `int8`: each token's D values as int8 with one float16 scale (max |x| / 127), about half the
-  bytes (featurizer.store_format.quantize_int8); readers get float16 back.
+  bytes (featurizer.store.rows.quantize_int8); readers get float16 back.
 
 Identity. A view's fingerprint hashes its source's fingerprint and the derivation, so the same
 view of the same source always has the same name, and no view shares a name with an extraction.
@@ -40,7 +40,8 @@ import torch
 from featurizer.config import STORE_FORMAT_VERSION
 from featurizer.errors import StoreError
 from featurizer.merge import merge_tokens
-from featurizer.store import FeatureStore, create_version, version_shape
+from featurizer.store.reading import FeatureStore
+from featurizer.store.versions import create_version, version_shape
 
 log = logging.getLogger(__name__)
 
