@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2  # featurizer.store.layout: 2 = sharded; 1 stays readable
 PRESET_DIR = Path(__file__).parent / "presets"
 
 DEFAULT_PROMPT = (

@@ -66,7 +66,7 @@ def write_topic_store(
         store = FeatureStore.create_or_open(root, member, hidden_size=hidden)
         with store.writer() as writer:
             rows = writer.allocate(len(items))
-            row_writer = writer.row_writer(durable=False)
+            row_writer = writer.row_writer()
             for item, row in zip(items, rows, strict=True):
                 features = rng.standard_normal((len(layers), k_tokens, hidden)).astype(np.float16)
                 if p == 0:

@@ -29,18 +29,15 @@ reads as its first prompt's version: FeatureStore.open resolves it. PromptBank r
 an item's bank row is its P member rows stacked prompt-major, (P * L, K, D), for the items every
 member holds; the others have no features (the missing-content vector).
 
-Commit. A bank version holds no rows. It is written once, complete, by the same
-temp-directory-and-rename as any version, so it is never half there; its members each follow the
-store's commit protocol. A bank whose member is missing is a problem `verify` reports.
+Commit. A bank version holds no rows: it is one object, extractor.json, created only if absent,
+so it is never half there; its members each follow the store's commit protocol. A bank whose
+member is missing is a problem `verify` reports.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,8 +47,9 @@ import numpy as np
 
 from featurizer.config import ExtractorConfig
 from featurizer.errors import StoreError
-from featurizer.store.io import atomic_write_bytes, fsync_path, now
+from featurizer.store.io import now
 from featurizer.store.layout import DTYPE, EXTRACTOR_FILE
+from featurizer.store.location import Location, location
 from featurizer.store.reading import FeatureStore
 from featurizer.store.verification import VerifyReport
 from featurizer.store.versions import read_current, version_path
@@ -59,12 +57,13 @@ from featurizer.store.versions import read_current, version_path
 BANK_KIND = "bank"
 
 
-def create_bank(root: Path, config: ExtractorConfig, hidden_size: int) -> Path:
-    """The bank version of `config` (a bank config) under `root`, created if missing."""
-    root = Path(root)
+def create_bank(root: Location | Path | str, config: ExtractorConfig, hidden_size: int) -> Location:
+    """The bank version of `config` (a bank config) under `root`, created if missing: one
+    object, extractor.json, created only if absent (complete or absent, on any storage)."""
+    root = location(root)
     fingerprint = config.fingerprint()
     path = root / fingerprint
-    if (path / EXTRACTOR_FILE).is_file():
+    if (path / EXTRACTOR_FILE).exists():
         return path
     fields = config.fingerprint_fields()
     L, K, G = len(config.layers), config.k_tokens, config.new_tokens
@@ -84,23 +83,7 @@ def create_bank(root: Path, config: ExtractorConfig, hidden_size: int) -> Path:
         "dtype": "float16",
         "created_at": now().isoformat(),
     }
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{fingerprint}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        atomic_write_bytes(tmp / EXTRACTOR_FILE, (json.dumps(extractor, indent=2) + "\n").encode())
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not (path / EXTRACTOR_FILE).is_file():
-                raise StoreError(
-                    f"feature store {path} exists but is not a store version (no "
-                    f"{EXTRACTOR_FILE}); move it away"
-                ) from None
-        else:
-            fsync_path(root, directory=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    (path / EXTRACTOR_FILE).create_bytes((json.dumps(extractor, indent=2) + "\n").encode())
     return path
 
 
@@ -142,8 +125,8 @@ class PromptBank:
     """The prompts of a bank version and their member versions, read together. A plain
     version opens as a bank of one (its own prompt)."""
 
-    def __init__(self, path: Path, prompts: Sequence[str], members: Sequence[FeatureStore]):
-        self.path = Path(path)
+    def __init__(self, path: Location, prompts: Sequence[str], members: Sequence[FeatureStore]):
+        self.path = path
         self.prompts = list(prompts)
         self.members = list(members)
         shapes = {(m.shape_per_item, int(m.extractor["G"])) for m in self.members}
@@ -157,10 +140,10 @@ class PromptBank:
             )
 
     @classmethod
-    def open(cls, root: Path, fingerprint: str | None = None) -> PromptBank:
+    def open(cls, root: Location | Path | str, fingerprint: str | None = None) -> PromptBank:
         """The bank (or plain version) at root/fingerprint, at root/CURRENT, or at `root` when it
         is a version directory itself."""
-        path = version_path(Path(root), fingerprint)
+        path = version_path(root, fingerprint)
         extractor = _read(path)
         if extractor.get("kind") != BANK_KIND:
             store = FeatureStore.open(path)
@@ -169,7 +152,7 @@ class PromptBank:
         prompts = [str(p) for p in extractor.get("prompts", [])]
         if not members or len(members) != len(prompts):
             raise StoreError(f"prompt bank {path}: {EXTRACTOR_FILE} lacks its prompts or members")
-        missing = [m for m in members if not (path.parent / m / EXTRACTOR_FILE).is_file()]
+        missing = [m for m in members if not (path.parent / m / EXTRACTOR_FILE).exists()]
         if missing:
             raise StoreError(
                 f"prompt bank {path}: member version(s) {', '.join(missing)} not found under "
@@ -273,20 +256,20 @@ class PromptBank:
         return "\n".join(lines)
 
 
-def bank_extractor(path: Path) -> dict[str, Any] | None:
+def bank_extractor(path: Location | Path | str) -> dict[str, Any] | None:
     """The extractor.json of the bank version at `path`, None when it is not a bank."""
     try:
-        extractor = _read(path)
+        extractor = _read(location(path))
     except StoreError:
         return None
     return extractor if extractor.get("kind") == BANK_KIND else None
 
 
-def _read(path: Path) -> dict[str, Any]:
-    file = Path(path) / EXTRACTOR_FILE
+def _read(path: Location) -> dict[str, Any]:
+    file = path / EXTRACTOR_FILE
     try:
-        value = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        value = json.loads(file.read_bytes().decode("utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
         raise StoreError(f"feature store {path} not found (no {EXTRACTOR_FILE})") from None
     except (OSError, ValueError) as exc:
         raise StoreError(f"feature store file {file} is not valid JSON: {exc}") from None

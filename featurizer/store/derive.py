@@ -195,7 +195,7 @@ def _create_or_open_view(source: FeatureStore, derivation: Derivation) -> Featur
     fingerprint = view_fingerprint(source, derivation)
     root = source.path.parent
     path = root / fingerprint
-    if not path.is_dir():
+    if not (path / "extractor.json").exists():
         kept = {
             k: v
             for k, v in e.items()

@@ -1,24 +1,16 @@
-"""The small durable writes and raw reads the store's commit protocol is made of, on a local
-filesystem: atomic replacement (write-temp, fsync, rename, fsync-dir), flushing written chunk
-files, reading a chunk file straight into a buffer, and a cheap "did this file change"."""
+"""Small local-filesystem helpers of the store: atomic replacement (write-temp, fsync, rename,
+fsync-dir), fsync, reading a file straight into a buffer, and a cheap "did this file change"."""
 
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from featurizer.store.layout import ARRAY_NAME, FEATURES_DIR, SCALES_NAME, chunk_path, open_array
-
 
 def read_chunk(path: Path | str, buffer: memoryview) -> str:
-    """Read the chunk file at `path` into `buffer` (a byte view of one row). Returns "" when the
+    """Read the file at `path` (a format-1 chunk file) into `buffer` (a byte view of one row). Returns "" when the
     file held exactly len(buffer) bytes, now in `buffer`; otherwise what is wrong with it, as
     words that follow the file's name ("is missing", "holds 50 bytes, expected 49152")."""
     try:
@@ -41,13 +33,6 @@ def read_chunk(path: Path | str, buffer: memoryview) -> str:
         os.close(fd)
 
 
-def publish_table(table: pa.Table, path: Path) -> None:
-    """Write `table` to `path` atomically (see atomic_write_bytes)."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write-temp, fsync, rename, fsync-dir: readers see the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -60,38 +45,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_path(path.parent, directory=True)
-
-
-def sync_rows(path: Path, rows: list[int]) -> None:
-    """Make the chunk files of `rows` durable. On Linux one syncfs(2) flushes the whole
-    filesystem the store lives on (also the pages other processes, the actors, wrote); elsewhere
-    each chunk file and its directory is fsynced."""
-    if _syncfs(path):
-        return
-    for name in (ARRAY_NAME, SCALES_NAME):  # scales: int8 versions only
-        array_dir = path / FEATURES_DIR / name
-        if not array_dir.is_dir():
-            continue
-        array = open_array(path, mode="r", name=name)
-        for row in rows:
-            chunk = chunk_path(array_dir, array, row)
-            if chunk.exists():
-                fsync_path(chunk)
-                fsync_path(chunk.parent, directory=True)
-
-
-def _syncfs(path: Path) -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            return libc.syncfs(fd) == 0
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):
-        return False
 
 
 def fsync_path(path: Path, directory: bool = False) -> None:

@@ -1,45 +1,59 @@
-"""The layout of one store version (the whole contract is in featurizer.store's docstring):
-file and array names, table schemas, where a row's bytes live, and reading the committed tables.
+"""The layout of one store version (the whole contract is in featurizer.store's docstring): file
+and array names, table schemas, and where a row's bytes live.
 
-A row is one item's (L, K, D) float16 features. With the store's codec chain (one `bytes`
-codec, little-endian, no compressor) row r's chunk file ``features.zarr/features/c/r/0/0/0`` is
-exactly the row's L*K*D*2 raw bytes: writers produce that file themselves and readers read it
-straight into their output array (zarr's per-chunk machinery costs more than the copy).
+A row is one item's (L, K, D) float16 features, stored raw: little-endian, C order, L*K*D*2 bytes,
+no compressor (float16 activations barely compress and zstd cost ~10x the write rate).
+
+Format 2 (sharded, `ShardGeometry`): the array ``features.zarr/features`` is a zarr v3 array
+(N, L, K, D) whose codec is `sharding_indexed`: SHARD_ROWS consecutive rows share one shard object
+``features.zarr/features/c/<s>/0/0/0``, which holds the rows present in it, raw, one after the
+other in row order, then the shard's index (offset and length of each of its SHARD_ROWS rows,
+uint64 little-endian, 2**64 - 1 for an absent row) and the index's crc32c (4 bytes, little-endian):
+byte for byte what zarr itself writes, so zarr reads the array as it is. A shard object is written
+whole, once, by the one writer its rows were allocated to. The committed index records each row's
+offset in its shard, so reading a row is one byte-range read.
+
+Why SHARD_ROWS = 64: at D = 3584 a shard is 64 x 2.75 MB = 176 MB, inside the range object stores
+serve best (tens to hundreds of MB a request), one PUT without multipart (S3's limit is 5 GB), and
+the most GPU work an extraction worker can lose to a crash (its shard is written when its group
+of videos is done). 1,000 videos are 16 shard objects instead of 1,000 chunk files.
+
+Format 1 (legacy, read-only, featurizer.store.legacy): one chunk file per row,
+``features.zarr/features/c/<r>/0/0/0``, committed by index.parquet and failures.parquet.
 
 int8 versions (compact views, featurizer.store.derive) keep each row as int8 values in the same
-raw layout plus each token's float16 scale in a second array, ``scales`` (N, L, K), chunk
-``scales/c/r/0/0``: a value is int8 * scale of its token (featurizer.store.rows).
+layout plus each token's float16 scale in a second array, ``scales`` (N, L, K), sharded alike: a
+value is int8 * scale of its token (featurizer.store.rows).
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
+import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-import zarr
-
-from featurizer.errors import StoreError
 
 FEATURES_DIR = "features.zarr"
-
 ARRAY_NAME = "features"
-
-INDEX_FILE = "index.parquet"
-
-FAILURES_FILE = "failures.parquet"
-
+SCALES_NAME = "scales"  # int8 versions: each token's float16 scale, (N, L, K)
 EXTRACTOR_FILE = "extractor.json"
-
-LOCK_FILE = ".lock"
-
 CURRENT_FILE = "CURRENT"
-
+LOCK_FILE = ".lock"  # a local version's writer lock
+LEASE_FILE = "LEASE"  # an object-store version's writer lease (featurizer.store.commit)
+SNAPSHOTS_DIR = "index"  # format 2: index/<seq>.parquet, the committed snapshots
+INDEX_FILE = "index.parquet"  # format 1
+FAILURES_FILE = "failures.parquet"  # format 1
 STAGES = ("decode", "extract", "write")
+
+FORMAT_LEGACY = 1
+FORMAT_SHARDED = 2
+SHARD_ROWS = 64  # rows per shard object (see the module docstring)
+
+DTYPE = np.dtype("float16")
+INT8 = np.dtype("int8")
+CHECKSUM = "xxh3_64"  # the algorithm of the index's `checksum` column
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -52,9 +66,9 @@ INDEX_SCHEMA = pa.schema(
         # Added later: null in rows written before them (read as "unknown").
         ("prompt_sha256", pa.string()),
         ("checksum", pa.uint64()),  # CHECKSUM of the row's bytes
+        ("offset", pa.uint64()),  # format 2: the row's byte offset in its shard object
     ]
 )
-
 FAILURES_SCHEMA = pa.schema(
     [
         ("item", pa.string()),
@@ -63,87 +77,119 @@ FAILURES_SCHEMA = pa.schema(
         ("at", pa.timestamp("us", tz="UTC")),
     ]
 )
-
-DTYPE = np.dtype("float16")
-
-INT8 = np.dtype("int8")
-
-SCALES_NAME = "scales"  # int8 versions: each token's float16 scale, (N, L, K)
-
-CHECKSUM = "xxh3_64"  # the algorithm of index.parquet's `checksum` column
+_ABSENT = np.uint64(2**64 - 1)  # a shard index entry of a row the shard does not hold
 
 
-def is_raw_little_endian(array: Any) -> bool:
-    """Whether a chunk file is its row's raw little-endian bytes (one `bytes` codec, no
-    compressor or filter), so that writers and readers may use the file directly."""
-    codecs = getattr(array.metadata, "codecs", ())
-    if len(codecs) != 1 or type(codecs[0]).__name__ != "BytesCodec":
-        return False
-    endian = getattr(codecs[0], "endian", None)  # None for one-byte values (int8)
-    return endian is None or str(endian).endswith("little")
+@dataclass(frozen=True)
+class ShardGeometry:
+    """Where format 2 keeps the rows of one array (module docstring). `chunk_shape` is one
+    row's shape in the array (L, K, D), or (L, K) for an int8 version's scales."""
+
+    name: str  # the array: ARRAY_NAME or SCALES_NAME
+    chunk_shape: tuple[int, ...]
+    dtype: np.dtype
+    rows: int = SHARD_ROWS
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.chunk_shape)) * self.dtype.itemsize
+
+    @property
+    def index_bytes(self) -> int:
+        return self.rows * 16 + 4
+
+    def shard_of(self, row: int) -> int:
+        return int(row) // self.rows
+
+    def key(self, shard: int) -> str:
+        """The shard object's key below the version: features.zarr/<name>/c/<s>/0/0/0."""
+        zeros = "/".join("0" * 1 for _ in self.chunk_shape)
+        return f"{FEATURES_DIR}/{self.name}/c/{int(shard)}/{zeros}"
+
+    def build(self, shard: int, rows: dict[int, np.ndarray]) -> tuple[list[memoryview], dict]:
+        """The shard object holding `rows` (row -> its array, all of this shard), as the buffers
+        to write one after the other, and each row's offset in it."""
+        slots = np.full((self.rows, 2), _ABSENT, dtype="<u8")
+        parts, offsets, at = [], {}, 0
+        for row in sorted(rows):
+            if self.shard_of(row) != shard:
+                raise ValueError(f"row {row} is not in shard {shard}")
+            data = np.ascontiguousarray(rows[row], dtype=self.dtype.newbyteorder("<"))
+            if data.shape != self.chunk_shape:
+                raise ValueError(f"row {row} has shape {data.shape}, expected {self.chunk_shape}")
+            parts.append(memoryview(data).cast("B"))
+            slots[row % self.rows] = (at, self.row_bytes)
+            offsets[row] = at
+            at += self.row_bytes
+        index = slots.tobytes()
+        parts += [memoryview(index), memoryview(crc32c(index).to_bytes(4, "little"))]
+        return parts, offsets
+
+    def parse_index(self, tail: bytes | memoryview) -> dict[int, tuple[int, int]]:
+        """slot -> (offset, length) of the rows a shard object's last index_bytes say it holds;
+        ValueError when the index fails its crc32c."""
+        tail = bytes(tail)
+        if len(tail) != self.index_bytes:
+            raise ValueError(f"shard index is {len(tail)} bytes, expected {self.index_bytes}")
+        index, crc = tail[:-4], int.from_bytes(tail[-4:], "little")
+        if crc32c(index) != crc:
+            raise ValueError("shard index does not match its crc32c")
+        slots = np.frombuffer(index, dtype="<u8").reshape(self.rows, 2)
+        return {s: (int(o), int(n)) for s, (o, n) in enumerate(slots) if o != _ABSENT}
+
+    def zarr_metadata(self, n_rows: int, fill_value: Any) -> dict[str, Any]:
+        """The array's zarr.json: a zarr v3 array of n_rows rows in shards of this geometry."""
+        ndim = len(self.chunk_shape) + 1
+        names = ["item", "layer", "token", "hidden"][:ndim]
+        return {
+            "zarr_format": 3,
+            "node_type": "array",
+            "shape": [int(n_rows), *map(int, self.chunk_shape)],
+            "data_type": str(self.dtype),
+            "chunk_grid": {
+                "name": "regular",
+                "configuration": {"chunk_shape": [self.rows, *map(int, self.chunk_shape)]},
+            },
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+            "fill_value": fill_value,
+            "codecs": [
+                {
+                    "name": "sharding_indexed",
+                    "configuration": {
+                        "chunk_shape": [1, *map(int, self.chunk_shape)],
+                        "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+                        "index_codecs": [
+                            {"name": "bytes", "configuration": {"endian": "little"}},
+                            {"name": "crc32c"},
+                        ],
+                        "index_location": "end",
+                    },
+                }
+            ],
+            "attributes": {},
+            "dimension_names": names,
+            "storage_transformers": [],
+        }
 
 
-def direct_io(array: Any) -> bool:
-    """Rows may be read into native float16 arrays straight from their files."""
-    return is_raw_little_endian(array) and sys.byteorder == "little"
+def geometries(shape: tuple[int, int, int], int8: bool) -> list[ShardGeometry]:
+    """The sharded arrays of a version with rows of `shape` (L, K, D): the features, and for an
+    int8 version its scales first (a shard's scales are written before its values)."""
+    L, K, D = shape
+    if int8:
+        return [
+            ShardGeometry(SCALES_NAME, (L, K), DTYPE),
+            ShardGeometry(ARRAY_NAME, (L, K, D), INT8),
+        ]
+    return [ShardGeometry(ARRAY_NAME, (L, K, D), DTYPE)]
 
 
-def chunk_path(array_dir: Path, array: Any, row: int) -> Path:
-    """The chunk file of `row` (whether or not it exists)."""
-    return array_dir / array.metadata.encode_chunk_key((int(row),) + (0,) * (array.ndim - 1))
+def group_metadata() -> bytes:
+    return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
 
 
-def open_array(path: Path, mode: str, name: str = ARRAY_NAME) -> Any:
-    """The zarr array `name` ("features", or an int8 version's "scales") of the version at
-    `path`; StoreError naming zarr.json when unreadable."""
-    meta = path / FEATURES_DIR / name / "zarr.json"
-    try:
-        return zarr.open_array(str(path / FEATURES_DIR), path=name, mode=mode)
-    except FileNotFoundError:
-        raise StoreError(f"feature store {path}: no array {FEATURES_DIR}/{name}") from None
-    except (ValueError, TypeError, KeyError, AttributeError, zarr.errors.BaseZarrError) as exc:
-        # a zarr.json that is not JSON, or JSON that is not array metadata
-        raise StoreError(
-            f"feature store file {meta} is unreadable: {' '.join(str(exc).split())[:200]}"
-        ) from None
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), the checksum zarr's sharding codec puts after a shard's index."""
+    import google_crc32c
 
-
-def read_index(path: Path) -> pa.Table:
-    """The committed index of the version at `path`. A missing index.parquet is an empty
-    index only while no chunk file exists; beside chunk files it was lost (StoreError)."""
-    file = path / INDEX_FILE
-    if not file.is_file():
-        if _has_chunk_files(path):
-            raise StoreError(
-                f"feature store {path}: {INDEX_FILE} is missing but {FEATURES_DIR} holds feature "
-                "rows, so nothing says which item a row belongs to: the store is FAILED, not "
-                f"empty; restore {INDEX_FILE}, or move {path} away and extract again"
-            )
-        return pa.Table.from_pylist([], schema=INDEX_SCHEMA)
-    table = read_table(file, INDEX_SCHEMA)
-    for column in ("item", "row"):
-        if table.column(column).null_count:
-            raise StoreError(
-                f"feature store file {file} is unreadable: column {column!r} is missing or empty"
-            )
-    return table
-
-
-def _has_chunk_files(path: Path) -> bool:
-    chunks = path / FEATURES_DIR / ARRAY_NAME / "c"
-    try:
-        with os.scandir(chunks) as entries:
-            return next(entries, None) is not None
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-
-
-def read_table(path: Path, schema: pa.Schema) -> pa.Table:
-    """A parquet table with `schema` (columns it lacks read as null); empty when the file is
-    absent, StoreError naming the file when it is unreadable."""
-    if not path.is_file():
-        return pa.Table.from_pylist([], schema=schema)
-    try:
-        return pq.read_table(path, schema=schema)
-    except (OSError, pa.ArrowException) as exc:
-        raise StoreError(f"feature store file {path} is unreadable: {exc}") from None
+    return int(google_crc32c.value(data))

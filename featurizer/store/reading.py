@@ -1,48 +1,49 @@
-"""Reading one store version: FeatureStore (its extractor, index, failures and rows; its
-writer and its verification are featurizer.store.writing and .verification)."""
+"""Reading one store version: FeatureStore (its extractor, committed index, failures and rows;
+its writer and its verification are featurizer.store.writing and .verification). A version in
+format 2 is read through its Location (a local directory or an object-store prefix); format 1
+(legacy, local) through featurizer.store.legacy."""
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import filelock
 import numpy as np
 import pyarrow as pa
 
 from featurizer.config import ExtractorConfig
 from featurizer.errors import MissingItemsError, StoreBusyError, StoreError
-from featurizer.store.io import file_key, read_chunk
+from featurizer.store import legacy
+from featurizer.store.commit import (
+    Snapshot,
+    lost_index,
+    object_lease,
+    read_latest,
+    snapshot_seqs,
+)
 from featurizer.store.layout import (
     ARRAY_NAME,
     CHECKSUM,
     DTYPE,
-    EXTRACTOR_FILE,
-    FAILURES_FILE,
-    FAILURES_SCHEMA,
     FEATURES_DIR,
+    FORMAT_LEGACY,
     INDEX_FILE,
-    INDEX_SCHEMA,
-    INT8,
     LOCK_FILE,
-    SCALES_NAME,
-    chunk_path,
-    direct_io,
-    open_array,
-    read_index,
-    read_table,
+    SHARD_ROWS,
+    ShardGeometry,
+    geometries,
 )
+from featurizer.store.location import Location, location
 from featurizer.store.rows import dequantize_int8, int8_row_checksum, row_checksum
 from featurizer.store.verification import VerifyReport, verify_version
 from featurizer.store.versions import (
-    _bank_primary,
-    _create_version,
-    _read_extractor,
+    bank_primary,
+    create_version_of,
     read_current,
+    read_extractor,
     version_path,
 )
 from featurizer.store.writing import StoreWriter
@@ -51,24 +52,24 @@ from featurizer.store.writing import StoreWriter
 class FeatureStore:
     """One store version: ``root / fingerprint``. Reading never takes the lock."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = Path(path)
-        self._extractor = _read_extractor(self._path)
-        self._array: Any = None
-        self._array_key: tuple[int, int, int] | None = None
-        self._scales: Any = None
-        self._scales_key: tuple[int, int, int] | None = None
-        self._index_loaded = False
-        self._index_key: tuple[int, int, int] | None = None
-        self._index_table = pa.Table.from_pylist([], schema=INDEX_SCHEMA)
+    def __init__(self, path: Location | Path | str) -> None:
+        self._path = location(path)
+        self._extractor = read_extractor(self._path)
+        self._snapshot: Snapshot | None = None
+        self._legacy_key: Any = None
+        self._rows_reader: Any = None
+        self._index_table: pa.Table | None = None
         self._index: dict[str, int] = {}
         self._row_items: dict[int, str] = {}
         self._row_checksums: dict[int, int] = {}
+        self._row_offsets: dict[int, int] = {}
 
     # -- construction --------------------------------------------------------------------------
 
     @classmethod
-    def create_or_open(cls, root: Path, config: ExtractorConfig, hidden_size: int) -> FeatureStore:
+    def create_or_open(
+        cls, root: Location | Path | str, config: ExtractorConfig, hidden_size: int
+    ) -> FeatureStore:
         """The version of `config` under `root`, created (empty) if missing, validated if not.
         A prompt bank's config has a version per prompt: create each of its members()."""
         if config.is_bank:
@@ -76,33 +77,38 @@ class FeatureStore:
                 "a prompt bank is one store version per prompt: create_or_open each of "
                 "config.members() (featurizer.store.bank.create_bank names them)"
             )
-        root = Path(root)
-        fingerprint = config.fingerprint()
-        path = root / fingerprint
-        if not (path / EXTRACTOR_FILE).is_file():
-            _create_version(root, config, hidden_size)
+        root = location(root)
+        path = root / config.fingerprint()
+        if not (path / "extractor.json").exists():
+            create_version_of(root, config, hidden_size)
         store = cls(path)
         store._check_matches(config, hidden_size)
         return store
 
     @classmethod
-    def open(cls, root: Path, fingerprint: str | None = None) -> FeatureStore:
+    def open(cls, root: Location | Path | str, fingerprint: str | None = None) -> FeatureStore:
         """An existing version: `fingerprint`, or the one named in root/CURRENT. `root` may also
         be a version directory itself (then `fingerprint` must be None or its name). A prompt
         bank (featurizer.store.bank) opens as its first prompt's version."""
         path = version_path(root, fingerprint)
-        primary = _bank_primary(path)
+        primary = bank_primary(path)
         return cls(path.parent / primary if primary else path)
 
     # -- properties ----------------------------------------------------------------------------
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Location:
+        """Where the version lives (a local directory or an object-store prefix)."""
         return self._path
 
     @property
     def fingerprint(self) -> str:
         return str(self._extractor["fingerprint"])
+
+    @property
+    def format(self) -> int:
+        """1: legacy, one chunk file a row (read-only); 2: sharded (featurizer.store.layout)."""
+        return int(self._extractor.get("store_format", FORMAT_LEGACY))
 
     @property
     def shape_per_item(self) -> tuple[int, int, int]:
@@ -116,44 +122,53 @@ class FeatureStore:
         return json.loads(json.dumps(self._extractor))
 
     @property
-    def array(self) -> Any:
-        """The zarr array "features", opened read-only; reopened after another process resized
-        it (its zarr.json changed)."""
-        key = file_key(self._path / FEATURES_DIR / ARRAY_NAME / "zarr.json")
-        if self._array is None or key != self._array_key:
-            self._array = open_array(self._path, mode="r")
-            self._array_key = key
-        return self._array
-
-    def chunk_path(self, row: int) -> Path:
-        """The chunk file that holds `row` (whether or not it exists)."""
-        return chunk_path(self._path / FEATURES_DIR / ARRAY_NAME, self.array, row)
-
-    @property
-    def row_bytes(self) -> int:
-        """Bytes one item's row takes as stored: L*K*D*2, or L*K*D int8 + L*K*2 of scales."""
-        L, K, D = self.shape_per_item
-        if self.int8:
-            return L * K * D * INT8.itemsize + L * K * DTYPE.itemsize
-        return L * K * D * DTYPE.itemsize
-
-    @property
     def int8(self) -> bool:
         """Rows stored as int8 values with per-token scales (a compact view), read as float16."""
         return self._extractor.get("dtype") == "int8"
 
     @property
-    def scales(self) -> Any:
-        """An int8 version's zarr array "scales" (N, L, K) float16, opened read-only."""
-        key = file_key(self._path / FEATURES_DIR / SCALES_NAME / "zarr.json")
-        if self._scales is None or key != self._scales_key:
-            self._scales = open_array(self._path, mode="r", name=SCALES_NAME)
-            self._scales_key = key
-        return self._scales
+    def geometries(self) -> list[ShardGeometry]:
+        """The version's arrays as sharded (format 2; scales first for int8)."""
+        rows = int(self._extractor.get("shard_rows", SHARD_ROWS))
+        return [
+            ShardGeometry(g.name, g.chunk_shape, g.dtype, rows)
+            for g in geometries(self.shape_per_item, self.int8)
+        ]
 
-    def scales_chunk_path(self, row: int) -> Path:
-        """The chunk file of an int8 `row`'s scales (whether or not it exists)."""
-        return chunk_path(self._path / FEATURES_DIR / SCALES_NAME, self.scales, row)
+    @property
+    def row_bytes(self) -> int:
+        """Bytes one item's row takes as stored: L*K*D*2, or L*K*D int8 + L*K*2 of scales."""
+        return sum(g.row_bytes for g in geometries(self.shape_per_item, self.int8))
+
+    def metadata(self, name: str = ARRAY_NAME) -> dict[str, Any]:
+        """The zarr.json of array `name`, as a dict; StoreError naming it when unreadable."""
+        file = self._path / FEATURES_DIR / name / "zarr.json"
+        try:
+            value = json.loads(file.read_bytes())
+        except FileNotFoundError:
+            raise StoreError(
+                f"feature store {self._path}: no array {FEATURES_DIR}/{name}"
+            ) from None
+        except ValueError as exc:
+            raise StoreError(f"feature store file {file} is unreadable: {exc}") from None
+        if not isinstance(value, dict) or not isinstance(value.get("shape"), list):
+            raise StoreError(f"feature store file {file} is unreadable: not array metadata")
+        return value
+
+    @property
+    def n_rows(self) -> int:
+        """Rows allocated in the array (committed or not)."""
+        if self.format == FORMAT_LEGACY:
+            return self._legacy_rows().n_rows
+        return int(self.metadata()["shape"][0])
+
+    def where(self, row: int) -> str:
+        """The object(s) or file(s) that hold `row`."""
+        if self.format == FORMAT_LEGACY:
+            return self._legacy_rows().where(row)
+        return " and ".join(
+            str(self._path / g.key(g.shard_of(row))) for g in reversed(self.geometries)
+        )
 
     # -- index ---------------------------------------------------------------------------------
 
@@ -164,17 +179,31 @@ class FeatureStore:
 
     def index_table(self) -> pa.Table:
         self._refresh_index()
+        assert self._index_table is not None
         return self._index_table
 
     def failures_table(self) -> pa.Table:
-        return read_table(self._path / FAILURES_FILE, FAILURES_SCHEMA)
+        if self.format == FORMAT_LEGACY:
+            return legacy.read_failures(self._path.path)
+        self._refresh_index()
+        return (self._snapshot or Snapshot.empty()).failures
+
+    def extraction_runs(self) -> list[dict[str, Any]]:
+        """The timing records of the runs that extracted into this version, oldest first."""
+        if self.format == FORMAT_LEGACY:
+            from featurizer.store.versions import EXTRACTION_RUNS_FILE
+
+            file = self._path.path / EXTRACTION_RUNS_FILE
+            lines = file.read_text().splitlines() if file.is_file() else []
+            return [json.loads(line) for line in lines if line.strip()]
+        self._refresh_index()
+        return list((self._snapshot or Snapshot.empty()).runs)
 
     def pending(
         self, sources: Mapping[str, str], prompts: Mapping[str, str] | None = None
     ) -> list[str]:
         """Items of `sources` (item -> sha256 of the video) not committed with that identity, in
-        the order given; see pending_reasons(). Recorded failures are retried (see the module
-        docstring)."""
+        the order given; see pending_reasons(). Recorded failures are retried."""
         return list(self.pending_reasons(sources, prompts))
 
     def pending_reasons(
@@ -228,45 +257,14 @@ class FeatureStore:
         """(n, L, K, D) float16 features of array rows, in the order given (no index check).
 
         A row the committed index names is checked against its checksum unless `check` is
-        False; a mismatch, or a chunk file that is missing or of the wrong size, raises
-        StoreError naming the item and the file. Rows no index names (garbage) are read
-        unchecked; a never-written one reads as NaN."""
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if rows.size == 0:
-            return np.empty((0, *self.shape_per_item), dtype=DTYPE)
-        array = self.array
-        if rows.min() < 0 or rows.max() >= array.shape[0]:
-            raise StoreError(
-                f"feature store {self._path}: rows out of range [0, {array.shape[0]}): "
-                f"{rows[(rows < 0) | (rows >= array.shape[0])][:5].tolist()}"
-            )
-        self._refresh_index()
+        False; a mismatch, or a row whose shard object (chunk file) is missing or too short,
+        raises StoreError naming the item and the object. A row no index names is read unchecked
+        if it was written, as NaN if not."""
         if self.int8:
-            return self._read_rows_int8(rows, check)
-        if not direct_io(array):
-            return self._read_rows_zarr(rows, check)
-        out = np.empty((rows.size, *array.shape[1:]), dtype=DTYPE)
-        for i, row in enumerate(rows.tolist()):
-            buffer = memoryview(out[i]).cast("B")
-            path = self.chunk_path(row)
-            problem = read_chunk(path, buffer)
-            expected = self._row_checksums.get(row) if check else None
-            if problem == "is missing" and expected is None:
-                out[i] = np.nan  # the fill value: a row never written
-            elif problem:
-                raise StoreError(self._bad_row_message(row, f"chunk file {path} {problem}"))
-            elif expected is not None and row_checksum(buffer) != expected:
-                raise StoreError(
-                    self._bad_row_message(
-                        row, f"chunk file {path} does not match the checksum recorded at commit"
-                    )
-                )
+            values, scales = self.read_rows_int8(rows, check=check)
+            return dequantize_int8(values, scales, np.empty(values.shape, dtype=DTYPE))
+        (out,) = self._read_checked(rows, check)
         return out
-
-    def _read_rows_int8(self, rows: np.ndarray, check: bool) -> np.ndarray:
-        """read_rows for an int8 version: read_rows_int8, dequantized to float16."""
-        values, scales = self.read_rows_int8(rows, check=check)
-        return dequantize_int8(values, scales, np.empty(values.shape, dtype=DTYPE))
 
     def read_rows_int8(
         self,
@@ -279,66 +277,90 @@ class FeatureStore:
         per-token scales (into `out` if given), checked as read_rows checks. Half the bytes of
         the float16 rows: training moves them as they are and dequantizes on its device. A
         never-written row reads as values 0, scales NaN (NaN once dequantized)."""
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        array = self.array
         if not self.int8:
             raise StoreError(f"feature store {self._path}: rows are float16, not int8")
-        if not direct_io(array):
-            raise StoreError(f"feature store {self._path}: int8 rows need the raw chunk layout")
-        if rows.size and (rows.min() < 0 or rows.max() >= array.shape[0]):
+        scales, values = self._read_checked(rows, check, None if out is None else out[::-1])
+        return values, scales
+
+    def _read_checked(
+        self, rows: np.ndarray | Sequence[int], check: bool, out: Sequence[np.ndarray] | None = None
+    ) -> list[np.ndarray]:
+        """Rows into one array per geometry (scales, then values, for int8), checked."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        geoms = geometries(self.shape_per_item, self.int8)
+        outs = list(out) if out is not None else [
+            np.empty((rows.size, *g.chunk_shape), dtype=g.dtype) for g in geoms
+        ]  # fmt: skip
+        if rows.size == 0:
+            return outs
+        n_rows = self.n_rows
+        if rows.min() < 0 or rows.max() >= n_rows:
             raise StoreError(
-                f"feature store {self._path}: rows out of range [0, {array.shape[0]}): "
-                f"{rows[(rows < 0) | (rows >= array.shape[0])][:5].tolist()}"
+                f"feature store {self._path}: rows out of range [0, {n_rows}): "
+                f"{rows[(rows < 0) | (rows >= n_rows)][:5].tolist()}"
             )
         self._refresh_index()
-        if out is None:
-            out = (
-                np.empty((rows.size, *array.shape[1:]), dtype=INT8),  # (n, L, K, D)
-                np.empty((rows.size, *array.shape[1:3]), dtype=DTYPE),  # (n, L, K)
-            )
-        values, scales = out
+        problems = self._read_raw(rows.tolist(), outs)
         for i, row in enumerate(rows.tolist()):
-            path, scales_path = self.chunk_path(row), self.scales_chunk_path(row)
-            values_bytes = memoryview(values[i]).cast("B")
-            scales_bytes = memoryview(scales[i]).cast("B")
-            problem = read_chunk(path, values_bytes)
             expected = self._row_checksums.get(row) if check else None
-            if problem == "is missing" and expected is None:
-                values[i], scales[i] = 0, np.nan  # never written
-                continue
-            if problem:
-                raise StoreError(self._bad_row_message(row, f"chunk file {path} {problem}"))
-            problem = read_chunk(scales_path, scales_bytes)
-            if problem:
-                raise StoreError(
-                    self._bad_row_message(row, f"scales chunk file {scales_path} {problem}")
-                )
-            if expected is not None and int8_row_checksum(values_bytes, scales_bytes) != expected:
+            problem = problems.get(row)
+            if problem == "is missing" and row not in self._row_items:
+                for o in outs:  # a row never written: the fill values
+                    o[i] = np.nan if o.dtype == DTYPE else 0
+            elif problem:
+                if problem == "is missing":
+                    problem = f"{self.where(row)} is missing"
+                raise StoreError(self._bad_row_message(row, problem))
+            elif expected is not None and _checksum([o[i] for o in outs]) != expected:
                 raise StoreError(
                     self._bad_row_message(
-                        row,
-                        f"chunk files {path} and {scales_path} do not match the checksum "
-                        "recorded at commit",
+                        row, f"{self.where(row)} does not match the checksum recorded at commit"
                     )
                 )
-        return values, scales
+        return outs
+
+    def _read_raw(self, rows: list[int], outs: list[np.ndarray]) -> dict[int, str]:
+        """Bytes of `rows` into `outs`; row -> problem for the rows that could not be read."""
+        if self.format == FORMAT_LEGACY:
+            return self._legacy_rows().read(rows, outs)
+        return read_sharded(self._path, self.geometries, rows, self._offsets_of(rows), outs)
+
+    def _offsets_of(self, rows: list[int]) -> dict[int, int | None]:
+        """Each row's offset in its features shard: from the index, else (a row no index names)
+        from the shard object's own index; None where the shard does not hold it."""
+        offsets: dict[int, int | None] = {r: self._row_offsets.get(r) for r in rows}
+        unknown = [r for r in rows if offsets[r] is None]
+        features = self.geometries[-1]
+        for shard in {features.shard_of(r) for r in unknown}:
+            shard_object = self._path / features.key(shard)
+            size = shard_object.size()
+            if size is None or size < features.index_bytes:
+                continue
+            try:
+                slots = features.parse_index(
+                    shard_object.read_range(size - features.index_bytes, features.index_bytes)
+                )
+            except ValueError:
+                continue
+            for r in unknown:
+                if features.shard_of(r) == shard and r % features.rows in slots:
+                    offsets[r] = slots[r % features.rows][0]
+        return offsets
 
     # -- writing -------------------------------------------------------------------------------
 
     @contextmanager
     def writer(self, wait: float = 0.0) -> Iterator[StoreWriter]:
-        """The one writer of this version: waits up to `wait` seconds for the lock, else raises
-        StoreBusyError. Publishes on exit, also when the block raises (then a failing publish
-        does not hide the block's exception)."""
-        lock = filelock.FileLock(str(self._path / LOCK_FILE), thread_local=False)
-        try:
-            lock.acquire(timeout=max(wait, 0.0))
-        except filelock.Timeout:
-            raise StoreBusyError(
-                f"feature store {self._path} is busy: another extraction holds "
-                f"{self._path / LOCK_FILE} (waited {wait:g} s)"
-            ) from None
-        try:
+        """The one writer of this version: waits up to `wait` seconds for the lock (a local
+        version) or the lease (an object-store version), else raises StoreBusyError. Publishes
+        on exit, also when the block raises (then a failing publish does not hide the block's
+        exception). Format-1 versions are read-only: `linkedout store upgrade` converts them."""
+        if self.format == FORMAT_LEGACY:
+            raise StoreError(
+                f"feature store {self._path} is in format 1 (one file a row), which is read-only "
+                "now: `linkedout store upgrade` rewrites it into format 2 without re-extracting"
+            )
+        with self._exclusive(wait):
             w = StoreWriter(self)
             try:
                 yield w
@@ -351,7 +373,27 @@ class FeatureStore:
             else:
                 w.publish()
             finally:
-                w._closed = True
+                w.close()
+
+    @contextmanager
+    def _exclusive(self, wait: float) -> Iterator[None]:
+        if not self._path.is_local:
+            with object_lease(self._path, wait):
+                yield
+            return
+        import filelock
+
+        lock_file = self._path.path / LOCK_FILE
+        lock = filelock.FileLock(str(lock_file), thread_local=False)
+        try:
+            lock.acquire(timeout=max(wait, 0.0))
+        except filelock.Timeout:
+            raise StoreBusyError(
+                f"feature store {self._path} is busy: another extraction holds {lock_file} "
+                f"(waited {wait:g} s)"
+            ) from None
+        try:
+            yield
         finally:
             lock.release()
 
@@ -370,13 +412,15 @@ class FeatureStore:
         n_items = index.num_rows
         n_checksums = n_items - index.column("checksum").null_count
         n_failures = self.failures_table().num_rows
-        n_rows = self.array.shape[0]
-        disk = _du(self._path)
-        features_disk = _du(self._path / FEATURES_DIR)
-        chunks = _chunk_sizes(self._path)
-        raw = self.row_bytes
-        per_item = sum(chunks) / len(chunks) if chunks else 0.0
+        objects = self._path.walk()
+        features = [size for key, size in objects if key.startswith(f"{FEATURES_DIR}/")]
+        data = [s for (key, s) in objects if "/c/" in key]
         current = read_current(self._path.parent)
+        layout = (
+            f"format 2: {len(data)} shard objects of up to {self.geometries[0].rows} rows"
+            if self.format != FORMAT_LEGACY
+            else f"format 1 (read-only): {len(data)} chunk files, one a row"
+        )
         return "\n".join(
             [
                 f"feature store {self._path}"
@@ -390,35 +434,56 @@ class FeatureStore:
                 f"  hidden size   D={D}",
                 *_derived_line(e),
                 f"  items         {n_items} committed, {n_failures} failed, "
-                f"{n_rows} rows allocated",
+                f"{self.n_rows} rows allocated",
                 f"  checksums     {n_checksums} of {n_items} committed rows ({CHECKSUM})",
-                f"  on disk       {_human(disk)} ({_human(features_disk)} features)",
-                f"  per item      {_human(raw)} raw "
-                f"({'L*K*D int8 + L*K*2 scales' if self.int8 else 'L*K*D*2'}), "
-                f"{_human(per_item)} per chunk file "
-                f"({len(chunks)} chunk files)",
+                f"  layout        {layout}",
+                f"  stored        {_human(sum(s for _, s in objects))} "
+                f"({_human(sum(features))} features)",
+                f"  per item      {_human(self.row_bytes)} raw "
+                f"({'L*K*D int8 + L*K*2 scales' if self.int8 else 'L*K*D*2'})",
             ]
         )
 
     # -- internals -----------------------------------------------------------------------------
 
     def _refresh_index(self) -> None:
-        key = file_key(self._path / INDEX_FILE)
-        if self._index_loaded and key == self._index_key:
-            return
-        table = read_index(self._path)
+        """Load the committed index if it changed since last read (a cheap check: the legacy
+        index file's identity, or the highest snapshot's number)."""
+        if self.format == FORMAT_LEGACY:
+            from featurizer.store.io import file_key
+
+            key = file_key(self._path.path / INDEX_FILE)
+            if self._index_table is not None and key == self._legacy_key:
+                return
+            table = legacy.read_index(self._path.path)
+            self._legacy_key = key
+        else:
+            seqs = snapshot_seqs(self._path)
+            if self._index_table is not None and self._snapshot_seq() == (
+                seqs[-1] if seqs else None
+            ):
+                return
+            snapshot = read_latest(self._path)
+            if snapshot is None:
+                raise lost_index(self._path)
+            self._snapshot = snapshot
+            table = snapshot.index
         items, rows = table.column("item").to_pylist(), table.column("row").to_pylist()
-        checksums = table.column("checksum").to_pylist()
         self._index_table = table
         self._index = dict(zip(items, rows, strict=True))
         self._row_items = dict(zip(rows, items, strict=True))
-        self._row_checksums = {
-            row: checksum
-            for row, checksum in zip(rows, checksums, strict=True)
-            if checksum is not None
-        }
-        self._index_key = key
-        self._index_loaded = True
+        checksums = table.column("checksum").to_pylist()
+        self._row_checksums = {r: c for r, c in zip(rows, checksums, strict=True) if c is not None}
+        offsets = table.column("offset").to_pylist()
+        self._row_offsets = {r: o for r, o in zip(rows, offsets, strict=True) if o is not None}
+
+    def _snapshot_seq(self) -> int | None:
+        return None if self._snapshot is None or self._snapshot.seq < 0 else self._snapshot.seq
+
+    def _legacy_rows(self) -> legacy.LegacyRows:
+        if self._rows_reader is None:
+            self._rows_reader = legacy.LegacyRows(self._path.path, self.int8)
+        return self._rows_reader
 
     def _bad_row_message(self, row: int, problem: str) -> str:
         item = self._row_items.get(row)
@@ -427,31 +492,6 @@ class FeatureStore:
             f"feature store {self._path}: {who}: {problem}; `linkedout extract` extracts it "
             "again (`linkedout store verify` lists every bad row)"
         )
-
-    def _read_rows_zarr(self, rows: np.ndarray, check: bool) -> np.ndarray:
-        """read_rows for arrays whose chunks are not raw rows (another codec chain)."""
-        array = self.array
-        unique, inverse = np.unique(rows, return_inverse=True)
-        try:
-            if unique[-1] - unique[0] + 1 == unique.size:  # contiguous: one slice
-                block = array[int(unique[0]) : int(unique[-1]) + 1]
-            else:
-                block = array.oindex[unique]
-        except (ValueError, OSError) as exc:  # e.g. a chunk that does not decode to its shape
-            raise StoreError(
-                f"feature store {self._path}: rows {unique[:5].tolist()} of "
-                f"{self._path / FEATURES_DIR / ARRAY_NAME}: {' '.join(str(exc).split())[:300]}"
-            ) from None
-        if check:
-            for row, features in zip(unique.tolist(), block, strict=True):
-                expected = self._row_checksums.get(row)
-                if expected is not None and row_checksum(features) != expected:
-                    raise StoreError(
-                        self._bad_row_message(
-                            row, f"chunk {self.chunk_path(row)} does not match its checksum"
-                        )
-                    )
-        return np.ascontiguousarray(block[inverse])
 
     def _check_matches(self, config: ExtractorConfig, hidden_size: int) -> None:
         e = self._extractor
@@ -466,31 +506,58 @@ class FeatureStore:
                 f"feature store {self._path}: hidden_size {e['hidden_size']} in extractor.json, "
                 f"but the model has {hidden_size}"
             )
-        shape = (len(config.layers), config.k_tokens, hidden_size)
-        array = self.array
-        if tuple(array.shape[1:]) != shape or array.dtype != DTYPE:
-            raise StoreError(
-                f"feature store {self._path}: features array is {array.dtype}{array.shape}, "
-                f"expected float16 (N, {shape[0]}, {shape[1]}, {shape[2]})"
-            )
 
 
-def write_throughput_probe(
-    root: Path, n_items: int = 16, shape: tuple[int, int, int] = (6, 64, 4096)
-) -> float:
-    """Bytes per second of RowWriter.write into a fresh store under `root` (a scratch dir)."""
-    L, K, D = shape
-    config = ExtractorConfig(model="throughput-probe", layers=tuple(range(L)), k_tokens=K)
-    store = FeatureStore.create_or_open(Path(root), config, hidden_size=D)
-    row = np.random.default_rng(0).standard_normal(shape).astype(DTYPE)
-    with store.writer() as w:
-        rows = w.allocate(n_items)
-        writer = w.row_writer()
-        start = time.perf_counter()
-        for r in rows:
-            writer.write(r, row)
-        elapsed = time.perf_counter() - start
-    return n_items * row.nbytes / elapsed
+def read_sharded(
+    version: Location,
+    geoms: list[ShardGeometry],
+    rows: list[int],
+    offsets: Mapping[int, int | None],
+    outs: list[np.ndarray],
+) -> dict[int, str]:
+    """Format 2: outs[g][i] <- row rows[i] of geometry g, one ranged read per shard object and
+    array (nearby rows in one request); row -> problem for rows that could not be read ("is
+    missing": not in its shard, or its shard never written)."""
+    problems: dict[int, str] = {}
+    features = geoms[-1]
+    by_shard: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        if offsets.get(row) is None:
+            problems[row] = "is missing"
+        else:
+            by_shard.setdefault(features.shard_of(row), []).append(i)
+    for shard, members in by_shard.items():
+        for g, out in zip(geoms, outs, strict=True):
+            shard_object = version / g.key(shard)
+            positions = [int(offsets[rows[i]]) // features.row_bytes for i in members]  # type: ignore[arg-type]
+            try:
+                got = shard_object.read_ranges(
+                    [p * g.row_bytes for p in positions], [g.row_bytes] * len(members)
+                )
+            except FileNotFoundError:
+                for i in members:
+                    problems.setdefault(rows[i], f"shard object {shard_object} is missing")
+                continue
+            except StoreError as exc:
+                for i in members:
+                    problems.setdefault(rows[i], f"shard object {shard_object}: {exc}")
+                continue
+            for i, data in zip(members, got, strict=True):
+                if len(data) != g.row_bytes:
+                    problems.setdefault(
+                        rows[i],
+                        f"shard object {shard_object} holds {len(data)} of the row's "
+                        f"{g.row_bytes} bytes (truncated)",
+                    )
+                    continue
+                memoryview(out[i]).cast("B")[:] = data
+    return problems
+
+
+def _checksum(parts: list[np.ndarray]) -> int:
+    if len(parts) == 2:  # int8: values after scales in `parts`; the checksum hashes values first
+        return int8_row_checksum(parts[1], parts[0])
+    return row_checksum(parts[0])
 
 
 def _derived_line(extractor: dict[str, Any]) -> list[str]:
@@ -502,19 +569,14 @@ def _derived_line(extractor: dict[str, Any]) -> list[str]:
     ]
 
 
-def _du(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
-def _chunk_sizes(path: Path) -> list[int]:
-    """Sizes of the written chunk files (one per written row), without zarr's metadata."""
-    chunk_dir = path / FEATURES_DIR / ARRAY_NAME / "c"
-    return [f.stat().st_size for f in chunk_dir.rglob("*") if f.is_file()]
-
-
 def _human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1000
     return f"{n:.2f} TB"
+
+
+def directory_bytes(path: Location) -> int:
+    """Bytes of every object below `path`."""
+    return sum(size for _, size in path.walk())

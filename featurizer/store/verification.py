@@ -1,17 +1,19 @@
-"""Verification of one store version: what its files promise, checked against what they hold.
+"""Verification of one store version: what its objects promise, checked against what they hold.
 
 Two kinds of findings (VerifyReport):
 
-- problems of the whole version: extractor.json not matching its fingerprint, the array's
-  dtype, shape, chunks or codecs, an index that is missing beside feature rows or unreadable,
-  unknown failure stages. Re-extracting items cannot repair these.
-- bad rows, per item, each naming the item's chunk file: a row outside the array, two items on
-  one row, no source identity, an item both committed and failed, and from the bytes: a chunk
-  file missing, of the wrong size, or not matching the checksum recorded at commit (NaN/Inf
-  for rows written before checksums). `extract` re-extracts exactly these items.
+- problems of the whole version: extractor.json not matching its fingerprint, the arrays'
+  metadata (dtype, shape, chunks, shards, codecs), an index that is missing beside feature rows
+  or unreadable, unknown failure stages. Re-extracting items cannot repair these.
+- bad rows, per item, each naming the object that holds the row: a row outside the array, two
+  items on one row, no source identity, an item both committed and failed, a format-2 row
+  whose offset the index does not give or its shard's own index does not agree with (zarr
+  reads by the shard's index), and from the bytes: a shard object (format 1: a chunk file)
+  missing or too short, or a row not matching the checksum recorded at commit (NaN/Inf for
+  rows written before checksums). `extract` re-extracts exactly these items.
 
-The value pass reads the committed rows' chunk files in row order into one reused buffer, one
-read per file, and hashes each row where it lies: its cost is the read of the bytes (a few
+The value pass reads the committed rows in row order, a shard at a time (one ranged read per
+shard and array), and hashes each row where it lies: its cost is the read of the bytes (a few
 percent more; bench/store.py). A matching checksum also stands for "finite": the writer refuses
 NaN/Inf before it takes the checksum, so only rows without one are scanned for NaN/Inf.
 """
@@ -23,35 +25,32 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from featurizer.errors import StoreError
-from featurizer.store.io import read_chunk
 from featurizer.store.layout import (
     ARRAY_NAME,
-    DTYPE,
-    FEATURES_DIR,
-    INT8,
+    FORMAT_LEGACY,
     STAGES,
-    chunk_path,
-    direct_io,
+    geometries,
 )
+from featurizer.store.location import Location
 from featurizer.store.rows import all_finite, int8_row_checksum, row_checksum
 
 if TYPE_CHECKING:
     from featurizer.store.reading import FeatureStore
 
 MAX_LISTED = 50  # bad rows describe() lists one by one
+VALUE_PASS_BYTES = 256 << 20  # rows read at a time by the value pass
 
 
 @dataclass
 class VerifyReport:
     """What verify() found (see the module docstring); ok when it found nothing."""
 
-    path: Path
+    path: Location | Any
     problems: list[str] = field(default_factory=list)  # of the whole version
     bad_rows: dict[str, str] = field(default_factory=dict)  # item -> what is wrong with its row
     n_rows: int = 0  # committed items
@@ -105,44 +104,25 @@ def verify_version(
     if expected != store.path.name:
         report.problems.append(f"extractor.json fields hash to {expected}, not {store.path.name}")
 
+    n_layout = len(report.problems)
     try:
-        array = store.array
+        n_array_rows = _check_arrays(store, report)
     except StoreError as exc:
         report.problems.append(str(exc))
         return report
-    L, K, D = store.shape_per_item
-    n_layout_problems = len(report.problems)
-    dtype = INT8 if store.int8 else DTYPE
-    if array.dtype != dtype:
-        report.problems.append(f"features dtype is {array.dtype}, expected {dtype}")
-    if store.int8:
-        _check_scales(store, report)
-    if tuple(array.shape[1:]) != (L, K, D):
-        report.problems.append(
-            f"features shape {array.shape} does not end in (L, K, D)={(L, K, D)}"
-        )
-    if tuple(array.chunks) != (1, L, K, D):
-        report.problems.append(f"features chunks {array.chunks}, expected {(1, L, K, D)}")
-    if array.compressors:
-        report.problems.append(f"features are compressed ({array.compressors}); expected none")
-    if len(report.problems) > n_layout_problems:
-        check_values = False  # an array of another layout cannot be read as rows
+    if len(report.problems) > n_layout:
+        check_values = False  # arrays of another layout cannot be read as rows
 
     try:
         failures = store.failures_table()
-    except StoreError as exc:
-        report.problems.append(str(exc))
-        failures = None
-    if failures is not None:
-        report.n_failures = failures.num_rows
-        stages = set(failures.column("stage").to_pylist()) - set(STAGES)
-        if stages:
-            report.problems.append(f"failures has unknown stage(s) {sorted(stages)}")
-    try:
         index = store.index_table()
     except StoreError as exc:  # missing beside feature rows, or unreadable
         report.problems.append(str(exc))
         return report
+    report.n_failures = failures.num_rows
+    stages = set(failures.column("stage").to_pylist()) - set(STAGES)
+    if stages:
+        report.problems.append(f"failures has unknown stage(s) {sorted(stages)}")
 
     entries = list(
         zip(
@@ -150,16 +130,17 @@ def verify_version(
             index.column("row").to_pylist(),
             index.column("source_sha256").to_pylist(),
             index.column("checksum").to_pylist(),
+            index.column("offset").to_pylist(),
             strict=True,
         )
     )
     report.n_rows = len(entries)
-    n_array_rows = array.shape[0]
-    failed = set(failures.column("item").to_pylist()) if failures is not None else set()
+    failed = set(failures.column("item").to_pylist())
     seen_items: set[str] = set()
     row_owner: dict[int, str] = {}
     readable: list[tuple[str, int, int | None]] = []
-    for item, row, sha, checksum in entries:
+    sharded = store.format != FORMAT_LEGACY
+    for item, row, sha, checksum, offset in entries:
         where = f"row {row}"
         if item in seen_items:
             report.bad_rows[item] = f"{where}: the index names the item more than once"
@@ -176,6 +157,8 @@ def verify_version(
             report.bad_rows[item] = f"{where}: no source_sha256 in the index"
         elif item in failed:
             report.bad_rows[item] = f"{where}: the item also has a failure row"
+        elif sharded and offset is None:
+            report.bad_rows[item] = f"{where}: the index gives no offset in its shard"
         else:
             readable.append((item, row, checksum))
         row_owner.setdefault(row, item)
@@ -183,104 +166,143 @@ def verify_version(
     if check_values:
         wanted = None if items is None else set(items)
         todo = [entry for entry in readable if wanted is None or entry[0] in wanted]
-        _check_values(store, array, store.path / FEATURES_DIR / ARRAY_NAME, todo, report)
+        if sharded:
+            _check_shard_indexes(store, todo, report)
+            todo = [entry for entry in todo if entry[0] not in report.bad_rows]
+        _check_values(store, todo, report)
     return report
 
 
-def _check_values(
-    store: FeatureStore,
-    array: Any,
-    array_dir: Path,
-    entries: list[tuple[str, int, int | None]],
-    report: VerifyReport,
-) -> None:
-    """Read each (item, row, checksum) row, in row order, and record the bad ones."""
-    entries = sorted(entries, key=lambda entry: entry[1])
-    row_shape = tuple(array.shape[1:])
-    nbytes = int(np.prod(row_shape)) * DTYPE.itemsize
-    start = time.perf_counter()
-    if store.int8:
-        nbytes = int(np.prod(row_shape)) + int(np.prod(row_shape[:2])) * DTYPE.itemsize
-        _check_int8_values(store, entries, report)
-    elif direct_io(array):
-        buffer = np.empty(row_shape, dtype=DTYPE)
-        view = memoryview(buffer).cast("B")
-        for item, row, expected in entries:
-            path = chunk_path(array_dir, array, row)
-            problem = read_chunk(path, view)
-            if problem:
-                if problem == "is missing":
-                    problem += " (the row was never written)"
-                report.bad_rows[item] = f"row {row}: chunk file {path} {problem}"
-                continue
-            report.n_checked += 1
-            why = _value_problem(view, buffer, expected)
-            if why:
-                report.bad_rows[item] = f"row {row}: chunk file {path} {why}"
-    else:  # another codec chain: through zarr, about 64 MB a read
-        batch = max(1, (64 << 20) // nbytes)
-        for first in range(0, len(entries), batch):
-            part = entries[first : first + batch]
-            block = store.read_rows([row for _, row, _ in part], check=False)
-            for (item, row, expected), features in zip(part, block, strict=True):
-                report.n_checked += 1
-                why = _value_problem(np.ascontiguousarray(features, "<f2"), features, expected)
-                if why:
-                    report.bad_rows[item] = (
-                        f"row {row}: chunk {chunk_path(array_dir, array, row)} {why}"
-                    )
-    report.seconds = time.perf_counter() - start
-    report.bytes_read = report.n_checked * nbytes
+def _check_arrays(store: FeatureStore, report: VerifyReport) -> int:
+    """The arrays' metadata against the version's row layout; returns the rows allocated."""
+    L, K, D = store.shape_per_item
+    if store.format == FORMAT_LEGACY:
+        from featurizer.store.legacy import is_raw, open_array
+
+        array = open_array(store.path.path, ARRAY_NAME)
+        for name, shape in [(ARRAY_NAME, (L, K, D))] + ([("scales", (L, K))] if store.int8 else []):
+            a = open_array(store.path.path, name)
+            if tuple(a.shape[1:]) != shape or tuple(a.chunks) != (1, *shape):
+                report.problems.append(
+                    f"{name} shape {a.shape} in chunks {a.chunks}, expected (N, {shape}) in "
+                    f"chunks {(1, *shape)}"
+                )
+        if not is_raw(array) and store.int8:
+            report.problems.append("int8 rows need the raw chunk layout")
+        if array.compressors:
+            report.problems.append(f"features are compressed ({array.compressors}); expected none")
+        return int(array.shape[0])
+    n_rows = None
+    for geometry in store.geometries:
+        meta = store.metadata(geometry.name)
+        fill = 0 if geometry.dtype.kind == "i" else "NaN"
+        expected = geometry.zarr_metadata(meta["shape"][0], fill)
+        for key in ("data_type", "chunk_grid", "codecs", "chunk_key_encoding"):
+            if meta.get(key) != expected[key]:
+                report.problems.append(
+                    f"{geometry.name}: zarr.json {key} is {json.dumps(meta.get(key))}, expected "
+                    f"{json.dumps(expected[key])}"
+                )
+        if meta["shape"][1:] != expected["shape"][1:]:
+            report.problems.append(
+                f"{geometry.name}: shape {meta['shape']}, expected (N, {expected['shape'][1:]})"
+            )
+        if n_rows is not None and meta["shape"][0] != n_rows:
+            report.problems.append(f"{geometry.name}: {meta['shape'][0]} rows, not {n_rows}")
+        n_rows = int(meta["shape"][0])
+    return int(n_rows or 0)
 
 
-def _check_scales(store: FeatureStore, report: VerifyReport) -> None:
-    """An int8 version's scales array: (N, L, K) float16 in (1, L, K) raw chunks."""
-    L, K, _ = store.shape_per_item
-    try:
-        scales = store.scales
-    except StoreError as exc:
-        report.problems.append(str(exc))
-        return
-    if scales.dtype != DTYPE or tuple(scales.shape[1:]) != (L, K):
-        report.problems.append(
-            f"scales are {scales.dtype}{scales.shape}, expected float16 (N, {L}, {K})"
-        )
-    elif tuple(scales.chunks) != (1, L, K) or scales.shape[0] != store.array.shape[0]:
-        report.problems.append(
-            f"scales chunks {scales.chunks} over {scales.shape[0]} rows, expected {(1, L, K)} "
-            f"over the features' {store.array.shape[0]}"
-        )
-
-
-def _check_int8_values(
+def _check_shard_indexes(
     store: FeatureStore, entries: list[tuple[str, int, int | None]], report: VerifyReport
 ) -> None:
-    """Each int8 row's value and scale chunk files against the row's checksum."""
-    L, K, D = store.shape_per_item
-    values, scales = np.empty((L, K, D), dtype=INT8), np.empty((L, K), dtype=DTYPE)
-    values_bytes, scales_bytes = memoryview(values).cast("B"), memoryview(scales).cast("B")
-    for item, row, expected in entries:
-        for path, buffer in (
-            (store.chunk_path(row), values_bytes),
-            (store.scales_chunk_path(row), scales_bytes),
-        ):
-            problem = read_chunk(path, buffer)
+    """Each shard object's own index must give the committed rows the offsets the store's index
+    gives them (zarr reads a row by its shard's index, this package by the store's)."""
+    offsets = dict(
+        zip(
+            store.index_table().column("row").to_pylist(),
+            store.index_table().column("offset").to_pylist(),
+            strict=True,
+        )
+    )
+    for geometry in store.geometries:
+        by_shard: dict[int, list[tuple[str, int, int | None]]] = {}
+        for entry in entries:
+            by_shard.setdefault(geometry.shard_of(entry[1]), []).append(entry)
+        features_bytes = store.geometries[-1].row_bytes
+        for shard, members in by_shard.items():
+            shard_object = store.path / geometry.key(shard)
+            size = shard_object.size()
+            problem = ""
+            slots: dict[int, tuple[int, int]] = {}
+            if size is None:
+                problem = f"shard object {shard_object} is missing"
+            elif size < geometry.index_bytes:
+                problem = f"shard object {shard_object} holds {size} bytes (truncated)"
+            else:
+                try:
+                    slots = geometry.parse_index(
+                        shard_object.read_range(size - geometry.index_bytes, geometry.index_bytes)
+                    )
+                except (ValueError, StoreError) as exc:
+                    problem = f"shard object {shard_object}: {exc}"
+            for item, row, _ in members:
+                position = int(offsets[row]) // features_bytes
+                want = (position * geometry.row_bytes, geometry.row_bytes)
+                if problem:
+                    report.bad_rows.setdefault(item, f"row {row}: {problem}")
+                elif slots.get(row % geometry.rows) != want:
+                    report.bad_rows.setdefault(
+                        item,
+                        f"row {row}: shard object {shard_object}'s index gives it "
+                        f"{slots.get(row % geometry.rows)}, the store's index {want}",
+                    )
+                elif want[0] + want[1] > size - geometry.index_bytes:
+                    report.bad_rows.setdefault(
+                        item, f"row {row}: shard object {shard_object} is truncated"
+                    )
+
+
+def _check_values(
+    store: FeatureStore, entries: list[tuple[str, int, int | None]], report: VerifyReport
+) -> None:
+    """Read each (item, row, checksum) row, in row order, a block at a time, and record the
+    bad ones."""
+    entries = sorted(entries, key=lambda entry: entry[1])
+    geoms = geometries(store.shape_per_item, store.int8)
+    row_bytes = sum(g.row_bytes for g in geoms)
+    block = max(1, VALUE_PASS_BYTES // row_bytes)
+    outs = [np.empty((block, *g.chunk_shape), dtype=g.dtype) for g in geoms]
+    start = time.perf_counter()
+    store._refresh_index()
+    for first in range(0, len(entries), block):
+        part = entries[first : first + block]
+        rows = [row for _, row, _ in part]
+        views = [o[: len(part)] for o in outs]
+        problems = store._read_raw(rows, views)
+        for i, (item, row, expected) in enumerate(part):
+            problem = problems.get(row)
             if problem:
-                report.bad_rows[item] = f"row {row}: chunk file {path} {problem}"
-                break
-        else:
+                if problem == "is missing":
+                    problem = f"{store.where(row)} is missing (the row was never written)"
+                report.bad_rows[item] = f"row {row}: {problem}"
+                continue
             report.n_checked += 1
-            if expected is None or int8_row_checksum(values_bytes, scales_bytes) != expected:
-                report.bad_rows[item] = (
-                    f"row {row}: chunk files {store.chunk_path(row)} and "
-                    f"{store.scales_chunk_path(row)} do not match the checksum recorded at commit"
-                )
+            why = _value_problem([v[i] for v in views], expected)
+            if why:
+                report.bad_rows[item] = f"row {row}: {store.where(row)} {why}"
+    report.seconds = time.perf_counter() - start
+    report.bytes_read = report.n_checked * row_bytes
 
 
-def _value_problem(data: Any, features: np.ndarray, expected: int | None) -> str:
-    if expected is None:  # written before checksums: at least no NaN/Inf (or a never-written row)
-        return "" if all_finite(features) else "holds NaN/Inf (a row without checksum)"
-    if row_checksum(data) != expected:
+def _value_problem(parts: list[np.ndarray], expected: int | None) -> str:
+    if len(parts) == 2:  # int8: scales, values
+        if expected is None or int8_row_checksum(parts[1], parts[0]) != expected:
+            return "does not match the checksum recorded at commit"
+        return ""
+    if expected is None:  # written before checksums: at least no NaN/Inf
+        return "" if all_finite(parts[0]) else "holds NaN/Inf (a row without checksum)"
+    if row_checksum(parts[0]) != expected:
         return "does not match the checksum recorded at commit"
     return ""
 

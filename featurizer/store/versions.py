@@ -1,6 +1,13 @@
-"""The versions under a store root: creating one (complete or absent), finding one by
-fingerprint or through CURRENT, and listing them. A prompt bank (featurizer.store.bank) is a
-version whose extractor.json names its members."""
+"""The versions under a store root (a local directory or an object-store prefix): creating one
+(complete or absent), finding one by fingerprint or through CURRENT, and listing them. A prompt
+bank (featurizer.store.bank) is a version whose extractor.json names its members.
+
+A version is complete once its extractor.json exists: on a local disk the version is built in a
+hidden directory and renamed into place; on an object store its other objects (the zarr
+metadata, an empty index snapshot) are written first and extractor.json last, created only if
+absent, so concurrent creators agree and a crash mid-creation leaves objects no listing shows as
+a version (the next creation writes them again).
+"""
 
 from __future__ import annotations
 
@@ -11,33 +18,31 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import zarr
-
 from featurizer.config import ExtractorConfig
 from featurizer.errors import StoreError
-from featurizer.store.io import atomic_write_bytes, fsync_path, now, publish_table
+from featurizer.store.commit import write_snapshot
+from featurizer.store.io import now
 from featurizer.store.layout import (
-    ARRAY_NAME,
     CHECKSUM,
     CURRENT_FILE,
-    DTYPE,
     EXTRACTOR_FILE,
     FEATURES_DIR,
-    INDEX_FILE,
-    INDEX_SCHEMA,
-    INT8,
-    SCALES_NAME,
+    FORMAT_SHARDED,
+    SHARD_ROWS,
+    geometries,
+    group_metadata,
 )
+from featurizer.store.location import LocalLocation, Location, location
 
+EXTRACTION_RUNS_FILE = "extraction_runs.jsonl"  # format 1 versions' run records
 _EXTRACTOR_KEYS = ("fingerprint", "hidden_size", "L", "K", "G")
 
 
-def version_path(root: Path, fingerprint: str | None = None) -> Path:
+def version_path(root: Location | Path | str, fingerprint: str | None = None) -> Location:
     """The directory of an existing version (or bank): root/`fingerprint`, root/CURRENT's, or
     `root` itself when it is a version directory (and `fingerprint` is None or its name)."""
-    root = Path(root)
-    if (root / EXTRACTOR_FILE).is_file() and fingerprint in (None, root.name):
+    root = location(root)
+    if (root / EXTRACTOR_FILE).exists() and fingerprint in (None, root.name):
         return root
     if fingerprint is None:
         fingerprint = read_current(root)
@@ -49,7 +54,7 @@ def version_path(root: Path, fingerprint: str | None = None) -> Path:
             )
     _check_version_name(root, fingerprint, "a fingerprint")
     path = root / fingerprint
-    if not (path / EXTRACTOR_FILE).is_file():
+    if not (path / EXTRACTOR_FILE).exists():
         versions = ", ".join(list_versions(root)) or "none"
         raise StoreError(
             f"feature store {path} not found (no {EXTRACTOR_FILE}; versions: {versions})"
@@ -57,9 +62,9 @@ def version_path(root: Path, fingerprint: str | None = None) -> Path:
     return path
 
 
-def _bank_primary(path: Path) -> str | None:
+def bank_primary(path: Location) -> str | None:
     """The first member of the prompt bank at `path`; None when `path` is a plain version."""
-    extractor = _read_extractor(path)
+    extractor = read_extractor(path)
     if extractor.get("kind") != "bank":
         return None
     members = extractor.get("members")
@@ -69,50 +74,51 @@ def _bank_primary(path: Path) -> str | None:
     return str(members[0])
 
 
-def set_current(root: Path, fingerprint: str) -> None:
-    """Point root/CURRENT at `fingerprint` (atomically)."""
-    root = Path(root)
+def set_current(root: Location | Path | str, fingerprint: str) -> None:
+    """Point root/CURRENT at `fingerprint` (an atomic replace)."""
+    root = location(root)
     _check_version_name(root, fingerprint, "CURRENT")
-    if not (root / fingerprint / EXTRACTOR_FILE).is_file():
+    if not (root / fingerprint / EXTRACTOR_FILE).exists():
         raise StoreError(f"feature store {root / fingerprint} not found; cannot make it CURRENT")
-    atomic_write_bytes(root / CURRENT_FILE, (fingerprint + "\n").encode())
+    (root / CURRENT_FILE).write_bytes((fingerprint + "\n").encode())
 
 
-def read_current(root: Path) -> str | None:
+def read_current(root: Location | Path | str) -> str | None:
     """The fingerprint root/CURRENT names, or None without one. Raises StoreError when it names
     anything but a directory name (a path, "..", a hidden name): CURRENT never leads a reader
     outside the store root."""
-    path = Path(root) / CURRENT_FILE
-    if not path.is_file():
-        return None
+    root = location(root)
     try:
-        name = path.read_text(encoding="utf-8").strip()
+        name = (root / CURRENT_FILE).read_bytes().decode("utf-8").strip()
+    except FileNotFoundError:
+        return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise StoreError(f"feature store file {path} is unreadable: {exc}") from None
+        raise StoreError(f"feature store file {root / CURRENT_FILE} is unreadable: {exc}") from None
     if not name:
         return None
-    _check_version_name(Path(root), name, CURRENT_FILE)
+    _check_version_name(root, name, CURRENT_FILE)
     return name
 
 
-def list_versions(root: Path) -> list[str]:
+def list_versions(root: Location | Path | str) -> list[str]:
     """Fingerprints of the versions under `root`, oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
+    root = location(root)
     found = []
-    for path in root.iterdir():
-        if path.name.startswith(".") or not (path / EXTRACTOR_FILE).is_file():
+    for name in root.children():
+        if name.startswith(".") or name == CURRENT_FILE:
             continue
         try:
-            created = str(json.loads((path / EXTRACTOR_FILE).read_text()).get("created_at", ""))
-        except (OSError, ValueError, AttributeError):
-            created = ""
-        found.append((created, path.name))
+            extractor = json.loads((root / name / EXTRACTOR_FILE).read_bytes())
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            continue
+        except (OSError, ValueError):
+            extractor = {}
+        created = extractor.get("created_at", "") if isinstance(extractor, dict) else ""
+        found.append((str(created), name))
     return [name for _, name in sorted(found)]
 
 
-def _check_version_name(root: Path, name: str, what: str) -> None:
+def _check_version_name(root: Location, name: str, what: str) -> None:
     """A version is a directory directly under the store root: `name` must be one plain path
     component (no separator, not "." or "..", not hidden)."""
     if (
@@ -129,10 +135,8 @@ def _check_version_name(root: Path, name: str, what: str) -> None:
         )
 
 
-def _create_version(root: Path, config: ExtractorConfig, hidden_size: int) -> None:
-    """Build the version in a hidden temp dir, then rename it into place: a version directory
-    is complete or absent, and concurrent creators agree (the loser opens the winner's). It is
-    born with an empty index, so a missing index later means a lost one."""
+def create_version_of(root: Location, config: ExtractorConfig, hidden_size: int) -> None:
+    """The (empty) version of one single-prompt extractor config under `root`."""
     fields = config.fingerprint_fields()
     create_version(
         root,
@@ -149,7 +153,7 @@ def version_shape(
     hidden_size: int, n_layers: int, k_tokens: int, new_tokens: int, dtype: str = "float16"
 ) -> dict:
     """The extractor.json keys that describe a version's rows: (L, K, D) float16, or int8 with
-    per-token scales (a compact view)."""
+    per-token scales (a compact view), in shards of SHARD_ROWS rows."""
     L, K, G = n_layers, k_tokens, new_tokens
     return {
         "hidden_size": int(hidden_size),
@@ -159,43 +163,51 @@ def version_shape(
         "token_split": {"old": [0, K - G], "new": [K - G, K]},  # half-open row ranges within K
         "dtype": dtype,
         "checksum": CHECKSUM,
+        "shard_rows": SHARD_ROWS,
     }
 
 
-def create_version(root: Path, extractor: dict[str, Any]) -> None:
-    """A new, empty version under `root` described by `extractor` (its extractor.json: the
-    fingerprint, what it hashes, and `version_shape`'s keys), made atomically; an existing one
-    with that fingerprint is kept."""
+def create_version(root: Location | Path | str, extractor: dict[str, Any]) -> None:
+    """A new, empty format-2 version under `root` described by `extractor` (its extractor.json:
+    the fingerprint, what it hashes, and `version_shape`'s keys), made atomically (module
+    docstring); an existing one with that fingerprint is kept."""
+    root = location(root)
     fingerprint = str(extractor["fingerprint"])
-    L, K, hidden_size = int(extractor["L"]), int(extractor["K"]), int(extractor["hidden_size"])
-    extractor = {**extractor, "created_at": now().isoformat()}
+    _check_version_name(root, fingerprint, "a fingerprint")
+    extractor = {**extractor, "store_format": extractor.get("store_format", FORMAT_SHARDED)}
+    extractor["created_at"] = now().isoformat()
+    if isinstance(root, LocalLocation):
+        _create_local(root.path, fingerprint, extractor)
+    else:
+        _write_version(root / fingerprint, extractor)
+
+
+def _write_version(version: Location, extractor: dict[str, Any]) -> None:
+    """Every object of an empty version, extractor.json last (created only if absent)."""
+    shape = (int(extractor["L"]), int(extractor["K"]), int(extractor["hidden_size"]))
+    (version / FEATURES_DIR / "zarr.json").write_bytes(group_metadata())
+    for geometry in geometries(shape, extractor.get("dtype") == "int8"):
+        fill = 0 if geometry.dtype.kind == "i" else "NaN"
+        metadata = geometry.zarr_metadata(0, fill)
+        (version / FEATURES_DIR / geometry.name / "zarr.json").write_bytes(
+            json.dumps(metadata, indent=2).encode()
+        )
+    write_snapshot(version, 0, [], [], [])  # born with an empty index: a lost one is noticed
+    created = (version / EXTRACTOR_FILE).create_bytes(
+        (json.dumps(extractor, indent=2) + "\n").encode()
+    )
+    if not created and read_extractor(version).get("fingerprint") != extractor["fingerprint"]:
+        raise StoreError(f"feature store {version}: holds another version's {EXTRACTOR_FILE}")
+
+
+def _create_local(root: Path, fingerprint: str, extractor: dict[str, Any]) -> None:
+    """Build the version in a hidden temp dir, then rename it into place: a version directory
+    is complete or absent, and concurrent creators agree (the loser opens the winner's)."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{fingerprint}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        group = zarr.open_group(str(tmp / FEATURES_DIR), mode="w", zarr_format=3)
-        int8 = extractor.get("dtype") == "int8"
-        group.create_array(
-            ARRAY_NAME,
-            shape=(0, L, K, hidden_size),
-            chunks=(1, L, K, hidden_size),
-            dtype=INT8 if int8 else DTYPE,
-            compressors=None,  # DESIGN §9: zstd is ~10x slower and fp16 barely compresses
-            fill_value=0 if int8 else float("nan"),
-            dimension_names=["item", "layer", "token", "hidden"],
-        )
-        if int8:
-            group.create_array(
-                SCALES_NAME,
-                shape=(0, L, K),
-                chunks=(1, L, K),
-                dtype=DTYPE,
-                compressors=None,
-                fill_value=float("nan"),
-                dimension_names=["item", "layer", "token"],
-            )
-        publish_table(pa.Table.from_pylist([], schema=INDEX_SCHEMA), tmp / INDEX_FILE)
-        atomic_write_bytes(tmp / EXTRACTOR_FILE, (json.dumps(extractor, indent=2) + "\n").encode())
+        _write_version(LocalLocation(tmp), extractor)
         try:
             os.rename(tmp, root / fingerprint)
         except OSError:
@@ -205,17 +217,19 @@ def create_version(root: Path, extractor: dict[str, Any]) -> None:
                     f"(no {EXTRACTOR_FILE}); move it away"
                 ) from None
         else:
+            from featurizer.store.io import fsync_path
+
             fsync_path(root, directory=True)
     finally:
         if tmp.exists():
-            _rmtree(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read_extractor(path: Path) -> dict[str, Any]:
+def read_extractor(path: Location) -> dict[str, Any]:
     file = path / EXTRACTOR_FILE
     try:
-        extractor = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        extractor = json.loads(file.read_bytes().decode("utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
         raise StoreError(f"feature store {path} not found (no {EXTRACTOR_FILE})") from None
     except (ValueError, OSError) as exc:
         raise StoreError(f"feature store file {file} is not valid JSON: {exc}") from None
@@ -223,7 +237,3 @@ def _read_extractor(path: Path) -> dict[str, Any]:
     if missing:
         raise StoreError(f"feature store file {file} lacks {', '.join(missing)}")
     return extractor
-
-
-def _rmtree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -1,34 +1,24 @@
-"""Writing a store version: RowWriter (the workers' side: whole rows into their own chunk
-files) and StoreWriter (the driver's side: allocation, commits, failures, publishing the
-index). The protocol they follow is in featurizer.store's docstring."""
+"""Writing a format-2 store version: RowWriter (the workers' side: a shard's rows gathered and
+written as one object, once) and StoreWriter (the driver's side: allocation, commits, failures,
+publishing the next index snapshot). The protocol they follow is in featurizer.store.commit.
+
+Allocation is by shards: every allocate() starts a fresh shard, so the rows of two allocations
+never share one, and the rows of one allocation are written by one RowWriter (one worker). The
+writer of a shard writes it once, whole: a second write of a shard is refused, since two writers
+of one shard object lose each other's rows (zarr-python issue 3682)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
 from featurizer.errors import StoreError
-from featurizer.store.io import fsync_path, now, publish_table, sync_rows
-from featurizer.store.layout import (
-    ARRAY_NAME,
-    FAILURES_FILE,
-    FAILURES_SCHEMA,
-    FEATURES_DIR,
-    INDEX_FILE,
-    INDEX_SCHEMA,
-    INT8,
-    SCALES_NAME,
-    STAGES,
-    chunk_path,
-    is_raw_little_endian,
-    open_array,
-    read_index,
-    read_table,
-)
+from featurizer.store.commit import Snapshot, lost_index, read_latest, write_snapshot
+from featurizer.store.io import now
+from featurizer.store.layout import FEATURES_DIR, STAGES, ShardGeometry
+from featurizer.store.location import Location, location
 from featurizer.store.rows import all_finite, int8_row_checksum, quantize_int8, row_checksum
 
 if TYPE_CHECKING:
@@ -36,43 +26,45 @@ if TYPE_CHECKING:
 
 
 class RowWriter:
-    """Writes whole rows of one store version; picklable (workers, Ray actors). The rows must
-    have been allocated by the StoreWriter; the array is opened on first use."""
+    """Gathers rows of one version's shards and writes each shard whole on flush(); picklable
+    (Ray actors). write() returns a row's checksum, flush() each written row's offset in its
+    shard, both for StoreWriter.commit."""
 
-    def __init__(self, path: Path | str, durable: bool = False) -> None:
-        self.path = str(path)
-        # fsync each chunk file and its new directories as it is written. Not needed where the
-        # driver shares the workers' filesystem: StoreWriter.publish() flushes every committed
-        # row's chunk first, in one syncfs, which keeps the rows-before-index order at a
-        # fraction of the cost (one fsync per 3 MB row halves a disk's write rate).
-        self.durable = durable
-        self._array: Any = None
-        self._scales: Any = None  # an int8 version's scales array
+    def __init__(self, path: Location | str, geoms: list[ShardGeometry]) -> None:
+        self.path = location(path)
+        self.geoms = geoms  # scales first for an int8 version
+        self.checksums: dict[int, int] = {}
+        self._pending: dict[int, dict[int, list[np.ndarray]]] = {}  # shard -> row -> arrays
+        self._written: set[int] = set()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "durable": self.durable}
+        return {"path": self.path, "geoms": self.geoms}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["durable"])  # type: ignore[misc]
+        self.__init__(state["path"], state["geoms"])  # type: ignore[misc]
+
+    @property
+    def int8(self) -> bool:
+        return len(self.geoms) == 2
 
     def write(self, row: int, features: np.ndarray) -> int:
-        """Write one item's (L, K, D) float16 features to `row`; returns the row's checksum,
-        taken from the bytes written, for StoreWriter.commit. Raises StoreError (one line) for a
-        wrong shape, an unallocated row or NaN/Inf (e.g. a float16 overflow)."""
-        if self._array is None or row >= self._array.shape[0]:
-            self._array = open_array(Path(self.path), mode="r+").with_config(
-                {"write_empty_chunks": True}
-            )
-        array = self._array
+        """Gather one item's (L, K, D) float16 features for `row`; returns the row's checksum.
+        Raises StoreError (one line) for a wrong shape, a row of a shard already written, or
+        NaN/Inf (e.g. a float16 overflow)."""
+        expected = self.geoms[-1].chunk_shape
         features = np.asarray(features)
-        if features.shape != tuple(array.shape[1:]):
+        if features.shape != expected:
             raise StoreError(
                 f"feature store {self.path}: row {row} has shape {features.shape}, "
-                f"expected {tuple(array.shape[1:])}"
+                f"expected {expected}"
             )
-        if not 0 <= row < array.shape[0]:
+        if row < 0:
+            raise StoreError(f"feature store {self.path}: row {row} is not a row")
+        shard = self.geoms[-1].shard_of(row)
+        if shard in self._written:
             raise StoreError(
-                f"feature store {self.path}: row {row} not allocated (rows: {array.shape[0]})"
+                f"feature store {self.path}: row {row}: its shard {shard} was already written; "
+                "the rows of a shard are written together, once"
             )
         with np.errstate(over="ignore"):
             data = np.ascontiguousarray(features, dtype="<f2")
@@ -80,98 +72,98 @@ class RowWriter:
             raise StoreError(
                 f"feature store {self.path}: row {row} holds NaN/Inf (float16 overflow?)"
             )
-        if array.dtype == INT8:
-            return self._write_int8(row, data)
-        checksum = row_checksum(data)
-        if is_raw_little_endian(array):
-            self._write_chunk_file(row, data)
+        if self.int8:
+            values, scales = quantize_int8(data)
+            self._pending.setdefault(shard, {})[row] = [scales, values]
+            checksum = int8_row_checksum(values, scales)
         else:
-            array[row] = data
-        if self.durable:
-            self._sync_chunk(row)
+            self._pending.setdefault(shard, {})[row] = [data]
+            checksum = row_checksum(data)
+        self.checksums[row] = checksum
         return checksum
 
-    def _write_int8(self, row: int, data: np.ndarray) -> int:
-        """An int8 version's row: int8 values and their per-token scales, two chunk files (the
-        values last, so a row whose values exist has its scales)."""
-        if not is_raw_little_endian(self._array):
-            raise StoreError(f"feature store {self.path}: int8 rows need the raw chunk layout")
-        if self._scales is None or row >= self._scales.shape[0]:
-            self._scales = open_array(Path(self.path), mode="r+", name=SCALES_NAME)
-        values, scales = quantize_int8(data)
-        self._write_chunk_file(row, scales, self._scales, SCALES_NAME)
-        self._write_chunk_file(row, values)
-        if self.durable:
-            self._sync_chunk(row, self._scales, SCALES_NAME)
-            self._sync_chunk(row)
-        return int8_row_checksum(values, scales)
+    def write_int8(self, row: int, values: np.ndarray, scales: np.ndarray) -> int:
+        """Gather an int8 version's row as stored elsewhere already: (L, K, D) int8 values and
+        (L, K) float16 scales (an upgrade copies them as they are); returns its checksum."""
+        if not self.int8:
+            raise StoreError(f"feature store {self.path}: rows are float16, not int8")
+        shard = self.geoms[-1].shard_of(row)
+        if shard in self._written:
+            raise StoreError(
+                f"feature store {self.path}: row {row}: its shard {shard} was already written"
+            )
+        values = np.ascontiguousarray(values, dtype=np.int8)
+        scales = np.ascontiguousarray(scales, dtype="<f2")
+        self._pending.setdefault(shard, {})[row] = [scales, values]
+        self.checksums[row] = int8_row_checksum(values, scales)
+        return self.checksums[row]
 
-    def _write_chunk_file(
-        self, row: int, data: np.ndarray, array: Any = None, name: str = ARRAY_NAME
-    ) -> None:
-        """The row's chunk file (of array `name`, by default the features) written directly.
-        With the store's codec chain (bytes, little-endian, no compressor) a chunk file is
-        exactly the row's raw bytes, so this is the file zarr itself would write, without its
-        per-chunk event-loop round trip (which cost up to half of the write rate). Written to a
-        temp name and renamed, like zarr's store."""
-        array = self._array if array is None else array
-        chunk = chunk_path(Path(self.path) / FEATURES_DIR / name, array, row)
-        chunk.parent.mkdir(parents=True, exist_ok=True)
-        tmp = chunk.with_name(f".{chunk.name}.{os.getpid()}.partial")
-        with open(tmp, "wb") as f:
-            f.write(memoryview(data).cast("B"))
-        os.replace(tmp, chunk)
-
-    def _sync_chunk(self, row: int, array: Any = None, name: str = ARRAY_NAME) -> None:
-        array_dir = Path(self.path) / FEATURES_DIR / name
-        chunk = chunk_path(array_dir, self._array if array is None else array, row)
-        fsync_path(chunk)
-        for parent in chunk.relative_to(array_dir).parents:
-            fsync_path(array_dir / parent, directory=True)
+    def flush(self) -> dict[int, int]:
+        """Write every gathered shard as one object per array (scales, then values): row ->
+        its offset in its features shard, for the rows written now."""
+        offsets: dict[int, int] = {}
+        for shard, rows in sorted(self._pending.items()):
+            for g, geometry in enumerate(self.geoms):
+                parts, at = geometry.build(shard, {row: arrays[g] for row, arrays in rows.items()})
+                (self.path / geometry.key(shard)).write_bytes(parts)
+            offsets.update(at)  # the last geometry is the features array
+            self._written.add(shard)
+        self._pending.clear()
+        return offsets
 
 
 class StoreWriter:
     """The driver's side of one writing session; get it from ``FeatureStore.writer()``.
 
-    allocate rows -> hand ``row_writer()`` to workers -> ``commit`` / ``fail`` each item ->
-    ``publish`` (periodically; always on exit)."""
+    allocate rows -> hand ``row_writer()`` to a worker (one per allocation) -> ``commit`` /
+    ``fail`` each item -> ``publish`` (periodically; always on exit)."""
 
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
         self._path = store.path
-        index = read_index(self._path)  # a lost index stops the writer: see the module doc
-        failures = read_table(self._path / FAILURES_FILE, FAILURES_SCHEMA)
-        self._index: dict[str, dict[str, Any]] = {r["item"]: r for r in index.to_pylist()}
-        self._failures: dict[str, dict[str, Any]] = {r["item"]: r for r in failures.to_pylist()}
-        # Rows past the array's end were never allocated (an index edited or gone wrong):
-        # they do not push new rows out.
-        n_rows = store.array.shape[0]
-        rows = [r["row"] for r in self._index.values() if 0 <= r["row"] < n_rows]
-        self._next_row = max(rows) + 1 if rows else 0
+        snapshot = read_latest(self._path)
+        if snapshot is None:
+            raise lost_index(self._path)
+        self._snapshot: Snapshot = snapshot
+        index = snapshot.index.to_pylist()
+        self._index: dict[str, dict[str, Any]] = {r["item"]: r for r in index}
+        self._failures: dict[str, dict[str, Any]] = {
+            r["item"]: r for r in snapshot.failures.to_pylist()
+        }
+        self._runs = list(snapshot.runs)
+        self._geoms = store.geometries
+        self._shard_rows = self._geoms[0].rows
+        allocated = store.n_rows
+        rows = [r["row"] for r in index if 0 <= r["row"] < allocated]
+        # after every committed row, at a shard boundary: shards written but never committed
+        # (a crash) are written again, whole
+        self._next_row = self._shard_start(max(rows) + 1) if rows else 0
+        self._n_rows = allocated
         self._allocated: set[int] = set()
         self._row_items: dict[int, str] = {}  # rows committed in this session -> item
-        self._unsynced_rows: list[int] = []  # committed since the last publish
+        self._row_writers: list[RowWriter] = []
+        self._published_shards: set[int] = set()
         self._dirty = False
         self._closed = False
+
+    def _shard_start(self, row: int) -> int:
+        return -(-row // self._shard_rows) * self._shard_rows
 
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"feature store {self._path}: the writer is closed (lock released)")
 
     def allocate(self, n: int) -> list[int]:
-        """n fresh rows, after every committed row (overwriting rows no index names); grows
-        the array when needed. Rows never return to a pool: unused ones are garbage."""
+        """n fresh rows from a fresh shard, after every committed row (shards no index names
+        are written again); rows never return to a pool: unused ones are garbage."""
         if n < 0:
             raise ValueError(f"allocate: n must be >= 0, got {n}")
         self._check_open()
         rows = list(range(self._next_row, self._next_row + n))
-        self._next_row += n
         if n:
-            names = [ARRAY_NAME, SCALES_NAME] if self.store.int8 else [ARRAY_NAME]
-            for name in names:
-                array = open_array(self._path, mode="r+", name=name)
-                if array.shape[0] < self._next_row:
-                    array.resize((self._next_row, *array.shape[1:]))
+            self._next_row = self._shard_start(self._next_row + n)
+            self._n_rows = max(self._n_rows, self._next_row)
+            self._dirty = True
         self._allocated.update(rows)
         return rows
 
@@ -184,8 +176,12 @@ class StoreWriter:
             if self._index.get(item, {}).get("row") == row
         ]
 
-    def row_writer(self, durable: bool = False) -> RowWriter:
-        return RowWriter(self._path, durable=durable)
+    def row_writer(self) -> RowWriter:
+        """A writer of rows allocated so far (one per allocation: see the module docstring).
+        Rows it has written and not flushed are flushed by publish()."""
+        writer = RowWriter(self._path, self._geoms)
+        self._row_writers.append(writer)
+        return writer
 
     def commit(
         self,
@@ -197,11 +193,13 @@ class StoreWriter:
         *,
         prompt_sha256: str | None = None,
         checksum: int | None = None,
+        offset: int | None = None,
     ) -> None:
-        """Record that `row` (allocated in this session, fully written) holds `item`, extracted
-        from the video with `source_sha256` and the prompt text with `prompt_sha256`; `checksum`
-        is what RowWriter.write returned (without it the row is read back here to take it).
-        Visible to readers after the next publish(). Clears the item's failure row."""
+        """Record that `row` (allocated in this session, written whole) holds `item`,
+        extracted from the video with `source_sha256` and the prompt text with `prompt_sha256`.
+        `checksum` and `offset` are what RowWriter.write and .flush returned (for a row written
+        by a writer of this session they are found there). Visible to readers after the next
+        publish(). Clears the item's failure row."""
         self._check_open()
         if row not in self._allocated:
             raise StoreError(
@@ -217,7 +215,14 @@ class StoreWriter:
                 f"for {taken} (rows are never reused)"
             )
         if checksum is None:
-            checksum = self._checksum_of_written(item, row)
+            checksum = next(
+                (w.checksums[row] for w in self._row_writers if row in w.checksums), None
+            )
+            if checksum is None:
+                raise StoreError(
+                    f"feature store {self._path}: item {item}: row {row} was not written by a "
+                    "writer of this session and no checksum was given; not committed"
+                )
         self._index[item] = {
             "item": item,
             "row": int(row),
@@ -227,15 +232,15 @@ class StoreWriter:
             "extracted_at": now(),
             "prompt_sha256": prompt_sha256,
             "checksum": int(checksum),
+            "offset": None if offset is None else int(offset),
         }
         self._row_items[int(row)] = item
-        self._unsynced_rows.append(int(row))
         self._failures.pop(item, None)
         self._dirty = True
 
     def fail(self, item: str, stage: str, error: str) -> None:
         """Record that `item` failed at `stage` (decode|extract|write); replaces an earlier
-        failure and drops a stale committed row of the item (see the module docstring)."""
+        failure and drops a stale committed row of the item (see featurizer.store)."""
         if stage not in STAGES:
             raise ValueError(f"fail: stage must be one of {STAGES}, got {stage!r}")
         self._check_open()
@@ -248,34 +253,55 @@ class StoreWriter:
         self._index.pop(item, None)
         self._dirty = True
 
+    def add_extraction_run(self, record: dict[str, Any]) -> None:
+        """A run's timing record, committed with the next snapshot."""
+        self._runs.append(record)
+        self._dirty = True
+
     def publish(self) -> None:
-        """Flush the rows committed since the last publish to disk, then atomically publish
-        failures.parquet and index.parquet (the commit point)."""
+        """Rows first: write the shards gathered by this session's row writers and check that
+        the shard of every row committed since the last publish is there; then grow the arrays'
+        metadata to the rows allocated; then commit the next index snapshot."""
         if not self._dirty:
             return
-        if self._unsynced_rows:
-            sync_rows(self._path, self._unsynced_rows)
-            self._unsynced_rows = []
-        failures = pa.Table.from_pylist(list(self._failures.values()), schema=FAILURES_SCHEMA)
-        index = pa.Table.from_pylist(
-            sorted(self._index.values(), key=lambda r: r["row"]), schema=INDEX_SCHEMA
-        )
-        publish_table(failures, self._path / FAILURES_FILE)
-        publish_table(index, self._path / INDEX_FILE)
+        offsets: dict[int, int] = {}
+        for writer in self._row_writers:
+            offsets.update(writer.flush())
+        features = self._geoms[-1]
+        new_shards = set()
+        for entry in self._index.values():
+            if entry["offset"] is None and entry["row"] in offsets:
+                entry["offset"] = offsets[entry["row"]]
+            if entry["row"] in self._row_items and self._row_items[entry["row"]] == entry["item"]:
+                new_shards.add(features.shard_of(entry["row"]))
+                if entry["offset"] is None:
+                    raise StoreError(
+                        f"feature store {self._path}: item {entry['item']}: row {entry['row']} "
+                        "was committed but its shard was never written; not published"
+                    )
+        for shard in sorted(new_shards - self._published_shards):
+            for geometry in self._geoms:
+                if not (self._path / geometry.key(shard)).exists():
+                    raise StoreError(
+                        f"feature store {self._path}: shard object {self._path / geometry.key(shard)} "
+                        "is missing: its rows are not committed"
+                    )
+        self._published_shards |= new_shards
+        self._grow_arrays()
+        seq = self._snapshot.seq + 1
+        index = sorted(self._index.values(), key=lambda r: r["row"])
+        write_snapshot(self._path, seq, index, list(self._failures.values()), self._runs)
+        self._snapshot = Snapshot(seq, self._snapshot.table, self._runs)
         self._dirty = False
 
-    def _checksum_of_written(self, item: str, row: int) -> int:
-        """The checksum of what `row` holds on disk, for a commit whose writer did not pass it;
-        refuses a row never written or holding NaN/Inf (the checksum would certify it)."""
-        if self.store.int8:
-            raise StoreError(
-                f"feature store {self._path}: item {item}: an int8 row is committed with the "
-                "checksum RowWriter.write returned; not committed"
-            )
-        features = self.store.read_rows([row], check=False)[0]
-        if not all_finite(features):
-            raise StoreError(
-                f"feature store {self._path}: item {item}: row {row} holds NaN/Inf or was "
-                "never written; not committed"
-            )
-        return row_checksum(features)
+    def close(self) -> None:
+        self._closed = True
+
+    def _grow_arrays(self) -> None:
+        """Each array's zarr.json records the rows allocated (zarr readers see them all)."""
+        for geometry in self._geoms:
+            meta_file = self._path / FEATURES_DIR / geometry.name / "zarr.json"
+            metadata = json.loads(meta_file.read_bytes())
+            if metadata["shape"][0] < self._n_rows:
+                metadata["shape"][0] = self._n_rows
+                meta_file.write_bytes(json.dumps(metadata, indent=2).encode())

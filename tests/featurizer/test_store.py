@@ -1,15 +1,16 @@
-"""The feature store: versions by fingerprint, committed-index reads, crash safety, one writer."""
+"""The feature store (format 2, sharded): versions by fingerprint, committed-index reads, whole
+shards written once, crash safety, one writer, snapshots committed create-only."""
 
 from __future__ import annotations
 
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import zarr
 
@@ -23,9 +24,13 @@ from featurizer.store import (
     read_current,
     set_current,
 )
+from featurizer.store.commit import KEEP_SNAPSHOTS, read_latest, snapshot_seqs, write_snapshot
+from featurizer.store.layout import SHARD_ROWS
 
 REPO = Path(__file__).resolve().parents[2]
 D = 16
+ROW_BYTES = 3 * 8 * D * 2
+INDEX_BYTES = SHARD_ROWS * 16 + 4
 CONFIG = ExtractorConfig(model="test-model", layers=(0, 4, 8), k_tokens=8, new_tokens=2)
 
 
@@ -46,6 +51,12 @@ def _write(store: FeatureStore, items: dict[str, str], seed: int = 0) -> dict[st
     return written
 
 
+def _shards(store: FeatureStore) -> dict[str, int]:
+    """Shard object (relative path) -> size."""
+    base = store.path.path / "features.zarr" / "features" / "c"
+    return {str(f.relative_to(base)): f.stat().st_size for f in base.rglob("*") if f.is_file()}
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> FeatureStore:
     return FeatureStore.create_or_open(tmp_path / "store", CONFIG, hidden_size=D)
@@ -62,9 +73,46 @@ def test_written_rows_read_back_after_reopen(store: FeatureStore, tmp_path: Path
     assert sorted(reopened.index()) == ["a", "b", "c"]
     assert reopened.shape_per_item == (3, 8, D)
     assert reopened.extractor["token_split"] == {"old": [0, 6], "new": [6, 8]}
+    assert reopened.format == 2
 
 
-def test_unpublished_rows_are_invisible_after_a_crash(store: FeatureStore, tmp_path: Path) -> None:
+def test_rows_of_one_allocation_go_into_one_shard_object_written_once(
+    store: FeatureStore,
+) -> None:
+    _write(store, {"a": "sha-a", "b": "sha-b", "c": "sha-c"})
+
+    assert _shards(store) == {"0/0/0/0": 3 * ROW_BYTES + INDEX_BYTES}  # raw rows, then its index
+
+
+def test_each_allocation_starts_a_fresh_shard(store: FeatureStore) -> None:
+    with store.writer() as w:
+        first, second = w.allocate(2), w.allocate(1)
+
+    assert (first, second) == ([0, 1], [SHARD_ROWS])
+
+
+def test_zarr_reads_the_sharded_array_as_the_store_wrote_it(store: FeatureStore) -> None:
+    written = _write(store, {"a": "sha-a", "b": "sha-b"})
+
+    array = zarr.open_array(str(store.path.path / "features.zarr"), path="features", mode="r")
+
+    assert array.shards == (SHARD_ROWS, 3, 8, D) and array.chunks == (1, 3, 8, D)
+    assert np.array_equal(array[1], written["b"]) and np.array_equal(array[0], written["a"])
+
+
+def test_a_second_write_of_a_shard_is_refused(store: FeatureStore) -> None:
+    with store.writer() as w:
+        rows = w.allocate(2)
+        writer = w.row_writer()
+        writer.write(rows[0], _features(0))
+        writer.flush()
+        with pytest.raises(StoreError, match="its shard 0 was already written"):
+            writer.write(rows[1], _features(1))
+
+
+def test_unwritten_shards_are_invisible_after_a_crash_and_written_again(
+    store: FeatureStore,
+) -> None:
     crash = textwrap.dedent(f"""
         import os, sys
         import numpy as np
@@ -73,21 +121,23 @@ def test_unpublished_rows_are_invisible_after_a_crash(store: FeatureStore, tmp_p
         store = FeatureStore.open({str(store.path)!r})
         with store.writer() as w:
             rows = w.allocate(2)
+            writer = w.row_writer()
             for row, item in zip(rows, ["a", "b"]):
-                w.row_writer().write(row, np.full((3, 8, {D}), 7, np.float16))
+                writer.write(row, np.full((3, 8, {D}), 7, np.float16))
                 w.commit(item, row, "sha-" + item, 500, 2)
-            os._exit(1)  # killed before publish
+            writer.flush()  # the shard is written ...
+            os._exit(1)  # ... and the driver killed before it commits
     """)
     result = subprocess.run([sys.executable, "-c", crash], capture_output=True, timeout=60)
     assert result.returncode == 1, result.stderr.decode()
 
     assert store.index() == {}
-    assert store.array.shape[0] == 2  # the garbage rows exist, but nothing names them
+    assert list(_shards(store)) == ["0/0/0/0"]  # the garbage shard exists, but nothing names it
     assert store.verify().ok
     sources = {"a": "sha-a", "b": "sha-b"}
     assert store.pending(sources) == ["a", "b"]
 
-    written = _write(store, sources)  # the rerun overwrites the garbage rows
+    written = _write(store, sources)  # the rerun writes the garbage shard again, whole
 
     assert store.index() == {"a": 0, "b": 1}
     assert np.array_equal(store.read(["b"])[0], written["b"])
@@ -107,7 +157,7 @@ def test_changed_video_gets_a_new_row_and_keeps_the_old_one(store: FeatureStore)
 
     second = _write(store, {"a": "sha-a2"}, seed=10)
 
-    assert store.index() == {"a": 2, "b": 1}
+    assert store.index() == {"a": SHARD_ROWS, "b": 1}
     assert np.array_equal(store.read(["a"])[0], second["a"])
     assert np.array_equal(store.read_rows([0])[0], first["a"])  # garbage, never overwritten
 
@@ -148,7 +198,7 @@ def test_reopening_with_another_hidden_size_fails(store: FeatureStore, tmp_path:
         FeatureStore.create_or_open(tmp_path / "store", CONFIG, hidden_size=32)
 
 
-def test_d4096_row_takes_its_raw_size_on_disk(tmp_path: Path) -> None:
+def test_d4096_row_takes_its_raw_size_in_its_shard(tmp_path: Path) -> None:
     config = ExtractorConfig(model="wide", layers=(0, 4, 8, 12, 16, 20), k_tokens=64)
     store = FeatureStore.create_or_open(tmp_path / "store", config, hidden_size=4096)
     features = _features(0, (6, 64, 4096))
@@ -158,12 +208,9 @@ def test_d4096_row_takes_its_raw_size_on_disk(tmp_path: Path) -> None:
         w.row_writer().write(row, features)
         w.commit("v", row, "sha-v", 6000, 16)
 
-    chunk_files = [
-        f for f in (store.path / "features.zarr" / "features" / "c").rglob("*") if f.is_file()
-    ]
-    assert [f.stat().st_size for f in chunk_files] == [6 * 64 * 4096 * 2]  # 3.15 MB, no codec
-    assert store.array.compressors == ()
-    assert store.array.chunks == (1, 6, 64, 4096)
+    assert _shards(store) == {"0/0/0/0": 6 * 64 * 4096 * 2 + INDEX_BYTES}  # 3.15 MB, no codec
+    codecs = store.metadata()["codecs"][0]["configuration"]["codecs"]
+    assert codecs == [{"name": "bytes", "configuration": {"endian": "little"}}]
     assert "3.15 MB raw" in store.info()
 
 
@@ -182,6 +229,25 @@ def test_second_writer_fails_at_once_while_the_first_holds_the_lock(store: Featu
         pass
 
 
+def test_a_writer_whose_snapshot_another_committed_stops(store: FeatureStore) -> None:
+    with pytest.raises(StoreBusyError, match="another writer committed snapshot 1 first"):
+        with store.writer() as w:
+            write_snapshot(store.path, 1, [], [], [])  # as if a second writer got there first
+            w.fail("a", "decode", "broken")
+
+    assert store.failures_table().num_rows == 0  # the stale writer committed nothing
+
+
+def test_only_the_last_snapshots_are_kept(store: FeatureStore) -> None:
+    for i in range(5):
+        _write(store, {f"item{i}": f"sha-{i}"}, seed=i)
+
+    seqs = snapshot_seqs(store.path)
+
+    assert seqs == list(range(6 - KEEP_SNAPSHOTS, 6))  # 0 at creation, one per writing session
+    assert len(store.index()) == 5
+
+
 def test_publish_on_exception_keeps_finished_work(store: FeatureStore) -> None:
     with pytest.raises(RuntimeError, match="driver died"):
         with store.writer() as w:
@@ -195,37 +261,49 @@ def test_publish_on_exception_keeps_finished_work(store: FeatureStore) -> None:
 
 def test_verify_names_a_row_changed_after_commit(store: FeatureStore) -> None:
     _write(store, {"a": "sha-a", "b": "sha-b"})
-    raw = zarr.open_array(str(store.path / "features.zarr"), path="features", mode="r+")
-    raw[1, 0, 0, 0] = np.nan
+    shard = store.path.path / "features.zarr" / "features" / "c" / "0" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[ROW_BYTES + 10] ^= 0x10  # a bit of row 1 (b)
+    shard.write_bytes(bytes(data))
 
     report = store.verify()
 
     assert not report.ok
     assert list(report.bad_rows) == ["b"], report.describe()
     assert "does not match the checksum" in report.bad_rows["b"]
+    assert str(store.path / "features.zarr/features/c/0/0/0/0") in report.bad_rows["b"]
 
 
 def test_verify_flags_an_out_of_range_index_row(store: FeatureStore) -> None:
     _write(store, {"a": "sha-a"})
-    index_path = store.path / "index.parquet"
-    table = pq.read_table(index_path)
-    pq.write_table(table.set_column(1, "row", [[np.int64(99)]]), index_path)
+    latest = read_latest(store.path)
+    entry = {**latest.index.to_pylist()[0], "row": 99}
+    write_snapshot(store.path, latest.seq + 1, [entry], [], [])
 
     report = store.verify()
 
     assert not report.ok
-    assert "outside the array's rows [0, 1)" in report.bad_rows["a"], report.describe()
+    assert f"outside the array's rows [0, {SHARD_ROWS})" in report.bad_rows["a"], report.describe()
     assert report.describe().startswith("FAILED")
 
 
-def test_row_writer_pickles_and_opens_the_array_lazily(store: FeatureStore) -> None:
+def test_a_lost_index_beside_shards_is_a_failed_store(store: FeatureStore) -> None:
+    _write(store, {"a": "sha-a"})
+    shutil.rmtree(store.path.path / "index")
+
+    with pytest.raises(StoreError, match="index snapshots are missing"):
+        with store.writer():
+            pass
+
+
+def test_row_writer_pickles_and_writes_where_it_was_made_for(store: FeatureStore) -> None:
     with store.writer() as w:
         (row,) = w.allocate(1)
         row_writer = pickle.loads(pickle.dumps(w.row_writer()))
-        row_writer.write(row, _features(5))
-        w.commit("a", row, "sha-a", 500, 2)
+        checksum = row_writer.write(row, _features(5))
+        offsets = row_writer.flush()
+        w.commit("a", row, "sha-a", 500, 2, checksum=checksum, offset=offsets[row])
 
-    assert pickle.loads(pickle.dumps(row_writer))._array is None
     assert np.array_equal(store.read(["a"])[0], _features(5))
 
 
@@ -267,5 +345,5 @@ def test_publish_leaves_no_temp_files(store: FeatureStore, tmp_path: Path) -> No
     names = sorted(p.name for p in (tmp_path / "store").rglob("*") if p.is_file())
 
     assert not [n for n in names if "tmp" in n or "partial" in n], names
-    assert {"index.parquet", "failures.parquet", "extractor.json", "CURRENT"} <= set(names)
+    assert {"extractor.json", "CURRENT", "zarr.json", f"{2:020d}.parquet"} <= set(names)
     assert store.verify().ok

@@ -12,7 +12,10 @@ from featurizer.errors import StoreError
 from featurizer.merge import merge_tokens
 from featurizer.store import FeatureStore, list_versions
 from featurizer.store.derive import Derivation, derive_version
+from featurizer.store.layout import SHARD_ROWS
 from tests.synthetic import write_topic_store
+
+INDEX_BYTES = SHARD_ROWS * 16 + 4  # a shard object's index and its crc32c
 
 ITEMS = [f"i{i:03d}" for i in range(10)]
 
@@ -125,24 +128,34 @@ def test_int8_view_stores_one_byte_a_value_plus_a_scale_per_token(source: Featur
     row = view.index()["i003"]
 
     assert view.extractor["dtype"] == "int8"
-    assert view.chunk_path(row).stat().st_size == 3 * 6 * 8  # L * K * D int8
-    assert view.scales_chunk_path(row).stat().st_size == 3 * 6 * 2  # L * K float16
-    assert source.chunk_path(source.index()["i003"]).stat().st_size == 3 * 6 * 8 * 2
+    assert view.row_bytes == 3 * 6 * 8 + 3 * 6 * 2  # L * K * D int8, L * K float16 scales
+    assert source.row_bytes == 3 * 6 * 8 * 2
+    values, scales = view.read_rows_int8([row])
+    assert values.dtype == np.int8 and scales.dtype == np.float16
+    assert _shard(view, "features").stat().st_size == len(view.index()) * 3 * 6 * 8 + INDEX_BYTES
+    assert _shard(view, "scales").stat().st_size == len(view.index()) * 3 * 6 * 2 + INDEX_BYTES
+
+
+def _shard(store: FeatureStore, array: str) -> Path:
+    """The one shard object of `array` (the views here hold fewer rows than a shard): shard 0,
+    at chunk key c/0/0/0/0 of the (N, L, K, D) features, c/0/0/0 of the (N, L, K) scales."""
+    key = "c/0/0/0/0" if array == "features" else "c/0/0/0"
+    return store.path.path / "features.zarr" / array / key
 
 
 def test_int8_row_whose_scales_changed_is_named_by_verify_and_refused_by_reads(
     source: FeatureStore,
 ) -> None:
     view = derive_version(source, Derivation(int8=True)).view
-    scales_file = view.scales_chunk_path(view.index()["i005"])
+    scales_file = _shard(view, "scales")
     data = bytearray(scales_file.read_bytes())
-    data[0] ^= 0x01
+    data[view.index()["i005"] * 3 * 6 * 2] ^= 0x01  # the row's first scale
     scales_file.write_bytes(bytes(data))
 
     report = view.verify()
 
     assert list(report.bad_rows) == ["i005"] and str(scales_file) in report.bad_rows["i005"]
-    with pytest.raises(StoreError, match="i005.*do not match the checksum"):
+    with pytest.raises(StoreError, match="i005.*does not match the checksum"):
         view.read(["i005"])
 
 

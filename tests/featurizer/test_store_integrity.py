@@ -1,16 +1,17 @@
 """Store integrity: row checksums recorded at commit, checked by reads and by verify; a lost
-index is a failed store; CURRENT stays inside the root; unreadable metadata names its file."""
+index is a failed store; CURRENT stays inside the root; unreadable metadata names its file.
+The rows a, b, c sit in one shard object, one after the other (featurizer.store.layout)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from featurizer.config import ExtractorConfig
 from featurizer.store import FeatureStore, StoreError, read_current, set_current
+from featurizer.store.commit import read_latest, write_snapshot
 from featurizer.store.rows import row_checksum
 
 D = 16
@@ -34,6 +35,14 @@ def store(tmp_path: Path) -> FeatureStore:
     return store
 
 
+def _shard(store: FeatureStore) -> Path:
+    return store.path.path / "features.zarr" / "features" / "c" / "0" / "0" / "0" / "0"
+
+
+def _row_bytes(store: FeatureStore, row: int) -> bytes:
+    return _shard(store).read_bytes()[row * ROW_BYTES : (row + 1) * ROW_BYTES]
+
+
 def _flip_bit(path: Path, offset: int = 100) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x04
@@ -47,7 +56,7 @@ def test_commit_records_the_checksum_of_the_row_bytes(store: FeatureStore) -> No
     )
 
     assert recorded["b"] == row_checksum(_features(1))
-    assert recorded["b"] == row_checksum(store.chunk_path(1).read_bytes())
+    assert recorded["b"] == row_checksum(_row_bytes(store, 1))
 
 
 def test_commit_without_a_checksum_takes_it_from_the_written_row(tmp_path: Path) -> None:
@@ -64,67 +73,81 @@ def test_commit_of_a_row_never_written_is_refused(tmp_path: Path) -> None:
     store = FeatureStore.create_or_open(tmp_path / "store", CONFIG, hidden_size=D)
     with store.writer() as w:
         (row,) = w.allocate(1)
-        with pytest.raises(StoreError, match="item a: row 0 holds NaN/Inf or was never written"):
+        with pytest.raises(StoreError, match="item a: row 0 was not written by a writer"):
             w.commit("a", row, "sha-a", 500, 2)
 
 
-def test_verify_names_a_flipped_bit_with_its_item_and_chunk_file(store: FeatureStore) -> None:
-    chunk = store.chunk_path(1)
-    _flip_bit(chunk)
+def test_verify_names_a_flipped_bit_with_its_item_and_shard_object(store: FeatureStore) -> None:
+    shard = _shard(store)
+    _flip_bit(shard, ROW_BYTES + 100)
 
     report = store.verify()
 
     assert not report.ok and report.problems == []
     assert list(report.bad_rows) == ["b"]
-    assert str(chunk) in report.bad_rows["b"] and "checksum" in report.bad_rows["b"]
-    assert f"item b: row 1: chunk file {chunk}" in report.describe()
+    assert str(shard) in report.bad_rows["b"] and "checksum" in report.bad_rows["b"]
+    assert f"item b: row 1: {shard}" in report.describe()
     assert report.n_checked == 3 and report.bytes_read == 3 * ROW_BYTES
 
 
 def test_read_refuses_a_row_that_fails_its_checksum(store: FeatureStore) -> None:
-    _flip_bit(store.chunk_path(2))
+    _flip_bit(_shard(store), 2 * ROW_BYTES + 100)
 
     with pytest.raises(StoreError) as info:
         store.read(["a", "c"])
 
     message = str(info.value)
-    assert "item c (row 2)" in message and str(store.chunk_path(2)) in message
+    assert "item c (row 2)" in message and str(_shard(store)) in message
     assert "\n" not in message
     assert store.read_rows([2], check=False).shape == (1, 3, 8, D)  # as stored, unchecked
 
 
-def test_truncated_chunk_names_its_item_and_file(store: FeatureStore) -> None:
-    chunk = store.chunk_path(0)
-    chunk.write_bytes(chunk.read_bytes()[:50])
+def test_truncated_shard_names_its_items_and_object(store: FeatureStore) -> None:
+    shard = _shard(store)
+    shard.write_bytes(shard.read_bytes()[: ROW_BYTES + 50])
 
-    with pytest.raises(StoreError, match=r"item a \(row 0\): chunk file .*0/0/0 holds 50 bytes"):
-        store.read(["a"])
+    with pytest.raises(StoreError, match=r"item b \(row 1\): shard object .*0/0/0/0: .*truncated"):
+        store.read(["b"])
     report = store.verify()
-    assert "holds 50 bytes, expected 768 (truncated)" in report.bad_rows["a"]
+    assert sorted(report.bad_rows) == ["a", "b", "c"]  # its index, at its end, is gone too
+    assert "0/0/0/0 holds 818 bytes (truncated)" in report.bad_rows["b"]
 
 
-def test_missing_chunk_of_a_committed_row_is_a_bad_row(store: FeatureStore) -> None:
-    store.chunk_path(1).unlink()
+def test_missing_shard_of_committed_rows_is_a_bad_row_each(store: FeatureStore) -> None:
+    _shard(store).unlink()
 
     report = store.verify()
 
-    assert "is missing (the row was never written)" in report.bad_rows["b"]
-    with pytest.raises(StoreError, match="item b"):
+    assert "shard object" in report.bad_rows["b"] and "is missing" in report.bad_rows["b"]
+    with pytest.raises(StoreError, match=r"item b \(row 1\): shard object .* is missing"):
         store.read(["b"])
 
 
-def test_rows_written_before_checksums_read_and_verify_for_nan_only(store: FeatureStore) -> None:
-    index = store.path / "index.parquet"
-    table = pq.read_table(index)
-    pq.write_table(table.drop_columns(["checksum", "prompt_sha256"]), index)  # an older store
-    _flip_bit(store.chunk_path(0))  # undetectable without a checksum: still finite
+def test_a_shard_whose_own_index_disagrees_is_named(store: FeatureStore) -> None:
+    shard = _shard(store)
+    _flip_bit(shard, len(shard.read_bytes()) - 100)  # in its index (zarr reads by it)
+
+    report = store.verify()
+
+    assert sorted(report.bad_rows) == ["a", "b", "c"]
+    assert "does not match its crc32c" in report.bad_rows["a"]
+
+
+def test_rows_committed_without_checksums_read_and_verify_for_nan_only(
+    store: FeatureStore,
+) -> None:
+    latest = read_latest(store.path)
+    older = [{**r, "checksum": None, "prompt_sha256": None} for r in latest.index.to_pylist()]
+    write_snapshot(store.path, latest.seq + 1, older, [], [])  # as a store from before them
+    _flip_bit(_shard(store), 100)  # undetectable without a checksum: still finite
 
     assert store.read(["a"]).shape == (1, 3, 8, D)
     assert store.verify().ok
     assert store.pending_reasons({"a": "sha-a"}, {"a": "p-a"}) == {"a": "prompt unknown"}
 
-    nan = np.full((3, 8, D), np.nan, np.float16).tobytes()
-    store.chunk_path(1).write_bytes(nan)
+    data = bytearray(_shard(store).read_bytes())
+    data[ROW_BYTES : 2 * ROW_BYTES] = np.full((3, 8, D), np.nan, np.float16).tobytes()
+    _shard(store).write_bytes(bytes(data))
     assert "holds NaN/Inf (a row without checksum)" in store.verify().bad_rows["b"]
 
 
@@ -141,16 +164,17 @@ def test_pending_reasons_name_new_changed_video_and_changed_prompt(store: Featur
 
 
 def test_missing_index_beside_rows_is_a_failed_store(store: FeatureStore) -> None:
-    (store.path / "index.parquet").unlink()
+    for snapshot in (store.path.path / "index").iterdir():
+        snapshot.unlink()
     reopened = FeatureStore.open(store.path)
 
     report = reopened.verify()
 
     assert not report.ok
-    assert "index.parquet is missing" in report.describe() and "FAILED" in report.describe()
+    assert "index snapshots are missing" in report.describe() and "FAILED" in report.describe()
     with pytest.raises(StoreError, match="the store is FAILED, not empty"):
         reopened.index()
-    with pytest.raises(StoreError, match="index.parquet is missing"):
+    with pytest.raises(StoreError, match="index snapshots are missing"):
         with reopened.writer():
             pass
 
@@ -158,19 +182,20 @@ def test_missing_index_beside_rows_is_a_failed_store(store: FeatureStore) -> Non
 def test_new_version_is_born_with_an_empty_index(tmp_path: Path) -> None:
     store = FeatureStore.create_or_open(tmp_path / "store", CONFIG, hidden_size=D)
 
-    assert (store.path / "index.parquet").is_file()
+    assert [p.name for p in (store.path.path / "index").iterdir()] == [f"{0:020d}.parquet"]
     assert store.index() == {} and store.verify().ok
 
 
 def test_unreadable_index_names_the_file(store: FeatureStore) -> None:
-    (store.path / "index.parquet").write_bytes(b"not parquet")
+    snapshot = max((store.path.path / "index").iterdir())
+    snapshot.write_bytes(b"not parquet")
 
-    with pytest.raises(StoreError, match=r"index.parquet is unreadable"):
+    with pytest.raises(StoreError, match=rf"{snapshot.name} is unreadable"):
         FeatureStore.open(store.path).index()
 
 
 def test_corrupt_zarr_json_names_the_file(store: FeatureStore) -> None:
-    meta = store.path / "features.zarr" / "features" / "zarr.json"
+    meta = store.path.path / "features.zarr" / "features" / "zarr.json"
     meta.write_text("{not json")
 
     with pytest.raises(StoreError, match=r"features/zarr.json is unreadable"):
@@ -178,7 +203,7 @@ def test_corrupt_zarr_json_names_the_file(store: FeatureStore) -> None:
 
 
 def test_corrupt_extractor_json_names_the_file(store: FeatureStore) -> None:
-    (store.path / "extractor.json").write_text("[1, 2")
+    (store.path.path / "extractor.json").write_text("[1, 2")
 
     with pytest.raises(StoreError, match=r"extractor.json is not valid JSON"):
         FeatureStore.open(store.path)
@@ -188,7 +213,7 @@ def test_corrupt_extractor_json_names_the_file(store: FeatureStore) -> None:
 def test_current_naming_anything_but_a_version_under_the_root_is_refused(
     store: FeatureStore, name: str
 ) -> None:
-    root = store.path.parent
+    root = store.path.path.parent
     (root / "CURRENT").write_text(name + "\n")
 
     with pytest.raises(StoreError, match="not a version directory directly under the store root"):
