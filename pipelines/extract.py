@@ -8,7 +8,6 @@ states between them), and each prompt's row is committed to its own version."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import ExitStack
@@ -17,8 +16,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from featurizer.config import (
     ExtractorConfig,
     hidden_size_of,
@@ -26,17 +23,24 @@ from featurizer.config import (
     model_values,
 )
 from featurizer.families import SUPPORTED_FAMILIES, check_frames, family_of
-from featurizer.store import FeatureStore, StoreError, read_current, set_current
+from featurizer.store import (
+    FeatureStore,
+    Location,
+    StoreError,
+    location,
+    read_current,
+    set_current,
+)
 from featurizer.store.bank import create_bank
+from featurizer.store.reading import directory_bytes
 from pipelines.catalog import scan_videos
 from pipelines.errors import PipelineError, one_line
-from pipelines.extract_pool import run_actor_pool
+from pipelines.extract_pool import Video, pool_size, run_actor_pool
 from pipelines.store_status import read_titles, store_data_version, uncovered
 
 log = logging.getLogger(__name__)
 
 DEMO_MODEL_DIR = Path("data/tiny-model")
-EXTRACTION_RUNS_FILE = "extraction_runs.jsonl"  # read by pipelines.report
 
 
 @dataclass
@@ -129,7 +133,6 @@ def extract_catalog(
     items: list[str] | None = None,
     ray_address: str | None = None,
     actors: int | None = None,
-    model_batch_size: int | None = None,
     make_current: bool | None = None,
     progress: bool = True,
 ) -> ExtractSummary:
@@ -141,7 +144,7 @@ def extract_catalog(
     CURRENT to this version (or bank) once it is complete (every catalog item has a row or a
     failure row in every prompt's version); by default only when the store has no CURRENT yet,
     so a partial re-extraction never switches what training reads."""
-    dataset, store = Path(dataset), Path(store)
+    dataset, store = Path(dataset), _location(store)
     started = time.perf_counter()
     check_model_family(config)
     catalog = scan_videos(dataset)
@@ -177,21 +180,17 @@ def extract_catalog(
                     writer.fail(item, "decode", catalog.unreadable[item])
                 summary.failed += 1
                 summary.failures.append((item, "decode", catalog.unreadable[item]))
-            if work.records:
+            if work.videos:
+                n_actors, gpus = pool_size(ray_address, actors)
                 run_actor_pool(
-                    work.records,
-                    config,
-                    writers,
-                    work,
-                    summary,
-                    ray_address,
-                    actors,
-                    model_batch_size,
-                    progress,
+                    work.videos, config, writers, work, summary, n_actors, gpus, progress
                 )
-            for writer in writers:
-                writer.publish()
+            summary.seconds = time.perf_counter() - started
             committed = [writer.committed_items for writer in writers]
+            for writer, rows in zip(writers, committed, strict=True):
+                if rows or summary.failed:
+                    writer.add_extraction_run(_run_record(summary, actors, len(members)))
+                writer.publish()
         # the rows committed now (stored rows were checked at the start) and the whole layout
         after = [v.verify(items=c) for v, c in zip(versions, committed, strict=True)]
     except StoreError as exc:
@@ -201,10 +200,7 @@ def extract_catalog(
             f"feature store {store / summary.fingerprint}: {one_line(exc, 500)}; the rows "
             "published before stay valid, the rest are extracted by the next run"
         ) from None
-    summary.seconds = time.perf_counter() - started
     summary.prompt_rows = [len(c) for c in committed]
-    for version, rows in zip(versions, summary.prompt_rows, strict=True):
-        _record_extraction_run(version.path, summary, actors, rows, len(members))
     for version, report in zip(versions, after, strict=True):
         if not report.ok:
             first = (report.problems + [f"item {i}: {w}" for i, w in report.bad_rows.items()])[0]
@@ -216,7 +212,7 @@ def extract_catalog(
 
     if make_current is None:
         make_current = read_current(store) is None
-    summary.store_bytes = sum(_directory_bytes(v.path) for v in versions)
+    summary.store_bytes = sum(directory_bytes(v.path) for v in versions)
     summary.rows, summary.data_version = store_data_version(versions, summary.fingerprint)
     if make_current:
         problems = [
@@ -240,10 +236,10 @@ def extract_catalog(
 
 @dataclass
 class ExtractionWork:
-    """What one run extracts: a record per video with its row in each prompt's version (-1:
-    that version has it already), and each video's source identity per prompt."""
+    """What one run extracts: each video and the prompts whose versions want a row of it, and
+    each video's source identity per prompt."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    videos: list[Video] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # item -> sha256 of the video
     prompts: list[dict[str, str]] = field(default_factory=list)  # per prompt: item -> sha256
 
@@ -257,8 +253,8 @@ def _plan(
     writers: list[Any],
     summary: ExtractSummary,
 ) -> ExtractionWork:
-    """Verify each version, turn its bad rows into failure rows, and allocate a row in every
-    version that lacks a video (see extract_catalog)."""
+    """Verify each version, turn its bad rows into failure rows, and list the videos each
+    version lacks (see extract_catalog)."""
     work = ExtractionWork()
     work.sources = {i: catalog.videos[i].sha256 for i in sorted(wanted) if i in catalog.videos}
     pending: list[list[str]] = []
@@ -278,19 +274,15 @@ def _plan(
         summary.notes += [f"prompt {i}: {n}" for n in member_notes if n not in shared]
     todo = sorted(set().union(*map(set, pending)))
     summary.skipped = len(work.sources) - len(todo)
-    rows = np.full((len(todo), len(members)), -1, dtype=np.int64)
-    position = {item: k for k, item in enumerate(todo)}
-    for j, (items, writer) in enumerate(zip(pending, writers, strict=True)):
-        for item, row in zip(items, writer.allocate(len(items)), strict=True):
-            rows[position[item], j] = row
-    work.records = [
-        {
-            "item": item,
-            "path": str(catalog.videos[item].path),
-            "title": titles.get(item, ""),
-            "rows": rows[k],
-        }
-        for k, item in enumerate(todo)
+    wanted_by = [set(items) for items in pending]
+    work.videos = [
+        Video(
+            item=item,
+            path=str(catalog.videos[item].path),
+            title=titles.get(item, ""),
+            wanted=[item in w for w in wanted_by],
+        )
+        for item in todo
     ]
     return work
 
@@ -365,15 +357,10 @@ def _shown(items: list[str], limit: int = 10) -> str:
     )
 
 
-def _record_extraction_run(
-    version_dir: Path, summary: ExtractSummary, actors: int | None, rows: int, prompts: int
-) -> None:
-    """Append this run's timing to <store>/<fingerprint>/extraction_runs.jsonl (one short line,
-    an O_APPEND write) of each version it wrote rows to: the report's measured extraction
-    s/video. A bank's run records how many prompts its videos were extracted for."""
-    if not (rows or summary.failed):
-        return
-    line = {
+def _run_record(summary: ExtractSummary, actors: int | None, prompts: int) -> dict[str, Any]:
+    """A run's timing, committed into each version it wrote (the report's extraction s/video).
+    A bank's run records how many prompts its videos were extracted for."""
+    return {
         "at": datetime.now(timezone.utc).isoformat(),
         "extracted": summary.extracted,
         "skipped": summary.skipped,
@@ -383,12 +370,10 @@ def _record_extraction_run(
         "actors": actors,
         "prompts": prompts,
     }
+
+
+def _location(store: Any) -> Location:
     try:
-        with open(Path(version_dir) / EXTRACTION_RUNS_FILE, "a") as f:
-            f.write(json.dumps(line) + "\n")
-    except OSError as exc:  # a timing record: not worth failing a finished run for
-        log.warning("%s: timing record not written: %s", version_dir, exc)
-
-
-def _directory_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+        return location(store)
+    except StoreError as exc:
+        raise PipelineError(str(exc)) from None

@@ -1,126 +1,176 @@
 """The Ray Data side of an extraction run: decode tasks and the model actor pool over a run's
-records, and the driver's commits of what the pool returns (pipelines.extract plans the run;
+videos, and the driver's commits of what the pool returns (pipelines.extract plans the run;
 pipelines.extract_workers is what runs on the workers).
 
-Every record is one video with its allocated row in each prompt's store version (-1 where that
-version holds the video already). The pool returns, per video, a row's checksum and prompt
-length per prompt, or why the video (or one prompt's row) failed; this module commits each row
-to its version, records each failure, and publishes every version's index periodically."""
+Videos go to the pool in groups: a group's videos get their rows in one fresh shard of each
+prompt's store version (one allocation each), and the actor that extracts the group writes
+those shards, whole, once, when the group is done. A group is at most a shard (SHARD_ROWS
+videos), and smaller where that gives every actor two groups to work on. The pool returns,
+per video, each prompt's row checksum and offset in its shard, or why the video (or one
+prompt's row) failed; this module commits each row to its version, records each failure, and
+publishes every version's index after each group.
+
+A group whose actor dies is retried (ACTOR_RETRIES times); a group lost every time is split,
+each video retried alone in a shard of its own, so only a video that kills its actor by itself
+becomes a failure row (at most 2 * (ACTOR_RETRIES + 1) attempts)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from featurizer.config import ExtractorConfig
+from featurizer.store.layout import SHARD_ROWS
 from pipelines.errors import PipelineError
-from pipelines.extract_workers import DecodeVideo, ExtractVideos, FaultInjection
+from pipelines.extract_workers import DecodeGroup, ExtractVideos, FaultInjection
 from pipelines.ray_runtime import cluster_gpus, ensure_ray
 
 log = logging.getLogger(__name__)
 
-PUBLISH_EVERY_ROWS = 8  # a crash loses at most this many finished videos
-PUBLISH_EVERY_SECONDS = 10.0
-ACTOR_RETRIES = 2  # a video that kills its actor this many more times becomes a failure row
+PUBLISH_EVERY_SECONDS = 10.0  # and after every group
+ACTOR_RETRIES = 2  # a group that kills its actor this many more times is split
+
+
+@dataclass
+class Video:
+    """One video of a run: which prompts' versions want a row of it."""
+
+    item: str
+    path: str
+    title: str
+    wanted: list[bool]  # per prompt of the bank
+
+
+def pool_size(ray_address: str | None, actors: int | None) -> tuple[int, int]:
+    """(actors, GPUs): `actors`, else one per GPU of the cluster (Ray started or joined)."""
+    ensure_ray(ray_address)
+    gpus = cluster_gpus()
+    return actors or max(gpus, 1), gpus
+
+
+def group_size(n_videos: int, n_actors: int) -> int:
+    """Videos a group: a shard's worth, fewer where that gives every actor two groups."""
+    return max(1, min(SHARD_ROWS, math.ceil(n_videos / (2 * n_actors))))
 
 
 def run_actor_pool(
-    records: list[dict[str, Any]],
+    videos: list[Video],
     config: ExtractorConfig,
     writers: list[Any],
     work: Any,  # pipelines.extract.ExtractionWork: the videos' source identities per prompt
     summary: Any,  # pipelines.extract.ExtractSummary, counted here
-    ray_address: str | None,
-    actors: int | None,
-    model_batch_size: int | None,
+    n_actors: int,
+    gpus: int,
     progress: bool,
 ) -> None:
-    """Extract `records` with an actor pool and commit what it returns (module docstring)."""
+    """Extract `videos` with an actor pool and commit what it returns (module docstring)."""
     from ray.data import DataContext
     from tqdm import tqdm
 
-    ensure_ray(ray_address)
-    gpus = cluster_gpus()
-    n_actors = actors or max(gpus, 1)
-    batch_size = model_batch_size or (4 if gpus else 1)
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    # One video per block: a batch that keeps killing its actor costs only its own blocks,
-    # which are dropped after ACTOR_RETRIES and then retried alone or recorded as failure rows.
-    context.max_errored_blocks = len(records)
+    # One group per block: a group that keeps killing its actor costs only its own block,
+    # which is dropped after ACTOR_RETRIES and then split, or recorded as failure rows.
+    context.max_errored_blocks = len(videos)
     # Failures are reported per video by this module; Ray Data's own lines (execution plans,
-    # "progress bars disabled", and the traceback of each dropped block, which becomes that
-    # video's failure row below) say nothing a user needs.
+    # "progress bars disabled", and the traceback of each dropped block, which becomes its
+    # videos' failure rows below) say nothing a user needs.
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
     committer = _Committer(writers, work, summary)
     pool = _Pool(config, writers, n_actors, gpus, FaultInjection.from_env())
-    bar = tqdm(total=len(records), desc="extract", unit="video", disable=not progress)
+    bar = tqdm(total=len(videos), desc="extract", unit="video", disable=not progress)
     try:
-        done = pool.run(records, batch_size, committer, bar)
-        lost = [record for record in records if record["item"] not in done]
-        if lost and batch_size > 1:
-            # Their batches killed the actor every time; one of them may be the only culprit.
-            # Alone, each video is tried again, so only a video that kills its actor by itself
-            # becomes a failure row (at most 2 * (ACTOR_RETRIES + 1) attempts).
+        groups = _groups(videos, writers, group_size(len(videos), n_actors))
+        done = pool.run(groups, committer, bar)
+        lost = [video for video in videos if video.item not in done]
+        if lost and any(len(json.loads(g["videos"])) > 1 for g in groups):
+            # Their groups killed the actor every time; one of them may be the only culprit.
             log.warning(
                 "%d videos lost their actor every time; retrying them one by one", len(lost)
             )
-            done |= pool.run(lost, 1, committer, bar)
+            done |= pool.run(_groups(lost, writers, 1), committer, bar)
     finally:
         bar.close()
-    for record in records:
-        if record["item"] not in done:
+    for video in videos:
+        if video.item not in done:
             error = f"the extraction worker died on this video {ACTOR_RETRIES + 1} times"
-            committer.fail(record, "extract", error)
+            committer.fail(video.item, "extract", error)
+
+
+def _groups(videos: list[Video], writers: list[Any], size: int) -> list[dict[str, Any]]:
+    """Ray Data records of `size` videos each, with their rows allocated: one allocation per
+    prompt's version and group, so a group's rows are one shard of each version."""
+    groups = []
+    for start in range(0, len(videos), size):
+        chunk = videos[start : start + size]
+        rows = np.full((len(chunk), len(writers)), -1, dtype=np.int64)
+        for j, writer in enumerate(writers):
+            wanted = [k for k, video in enumerate(chunk) if video.wanted[j]]
+            for k, row in zip(wanted, writer.allocate(len(wanted)), strict=True):
+                rows[k, j] = row
+        records = [
+            {"item": v.item, "path": v.path, "title": v.title, "rows": rows[k].tolist()}
+            for k, v in enumerate(chunk)
+        ]
+        groups.append({"group": len(groups), "videos": json.dumps(records)})
+    return groups
 
 
 class _Committer:
-    """Commits the pool's results to each prompt's writer; publishes every version's index
-    every PUBLISH_EVERY_ROWS videos or PUBLISH_EVERY_SECONDS."""
+    """Commits the pool's results to each prompt's writer; publishes every version's index after
+    each group's videos are in, and at least every PUBLISH_EVERY_SECONDS."""
 
     def __init__(self, writers: list[Any], work: Any, summary: Any) -> None:
         self.writers, self.work, self.summary = writers, work, summary
-        self.unpublished, self.last = 0, time.monotonic()
+        self.rows: dict[str, list[int]] = {}  # item -> its rows in this run, per prompt
+        self.last = time.monotonic()
 
-    def take(self, result: dict[str, Any], record_rows: Any) -> None:
+    def expect(self, groups: list[dict[str, Any]]) -> None:
+        for group in groups:
+            for video in json.loads(group["videos"]):
+                self.rows[video["item"]] = video["rows"]
+
+    def take(self, result: dict[str, Any]) -> None:
         item = str(result["item"])
+        rows = self.rows[item]
         if result["error"]:  # the video failed for every prompt it was extracted for
-            self.fail({"item": item, "rows": record_rows}, str(result["stage"]), result["error"])
-        else:
-            member_errors = json.loads(str(result["member_errors"]) or "{}")
-            for j, writer in enumerate(self.writers):
-                row = int(record_rows[j])
-                if row < 0:
-                    continue
-                if str(j) in member_errors:
-                    writer.fail(item, "write", member_errors[str(j)])
-                    continue
-                writer.commit(
-                    item,
-                    row,
-                    self.work.sources[item],
-                    int(result["n_old"][j]),
-                    int(result["n_new"][j]),
-                    prompt_sha256=self.work.prompts[j][item],
-                    checksum=int(result["checksum"][j]),
-                )
-            if member_errors:
-                first = next(iter(member_errors.values()))
-                self._count_failure(item, "write", first)
-            else:
-                self.summary.extracted += 1
-        self.tick()
-
-    def fail(self, record: dict[str, Any], stage: str, error: str) -> None:
-        """The video failed for every prompt it was to be extracted for."""
-        item = str(record["item"])
+            self.fail(item, str(result["stage"]), str(result["error"]))
+            return
+        member_errors = json.loads(str(result["member_errors"]) or "{}")
         for j, writer in enumerate(self.writers):
-            if int(record["rows"][j]) >= 0:
+            if rows[j] < 0:
+                continue
+            if str(j) in member_errors:
+                writer.fail(item, "write", member_errors[str(j)])
+                continue
+            writer.commit(
+                item,
+                rows[j],
+                self.work.sources[item],
+                int(result["n_old"][j]),
+                int(result["n_new"][j]),
+                prompt_sha256=self.work.prompts[j][item],
+                checksum=int(result["checksum"][j]),
+                offset=int(result["offset"][j]),
+            )
+        if member_errors:
+            self._count_failure(item, "write", next(iter(member_errors.values())))
+        else:
+            self.summary.extracted += 1
+
+    def fail(self, item: str, stage: str, error: str) -> None:
+        """The video failed for every prompt it was to be extracted for."""
+        for j, writer in enumerate(self.writers):
+            if self.rows[item][j] >= 0:
                 writer.fail(item, stage, error)
         self._count_failure(item, stage, error)
 
@@ -128,19 +178,15 @@ class _Committer:
         self.summary.failed += 1
         self.summary.failures.append((item, stage, str(error)))
 
-    def tick(self) -> None:
-        self.unpublished += 1
-        if (
-            self.unpublished >= PUBLISH_EVERY_ROWS
-            or time.monotonic() - self.last > PUBLISH_EVERY_SECONDS
-        ):
+    def publish(self, force: bool = False) -> None:
+        if force or time.monotonic() - self.last > PUBLISH_EVERY_SECONDS:
             for writer in self.writers:
                 writer.publish()
-            self.unpublished, self.last = 0, time.monotonic()
+            self.last = time.monotonic()
 
 
 class _Pool:
-    """Decode tasks and the model actor pool, one pass over some records at a time."""
+    """Decode tasks and the model actor pool, one pass over some groups at a time."""
 
     def __init__(
         self,
@@ -153,17 +199,16 @@ class _Pool:
         self.config, self.writers, self.n_actors = config, writers, n_actors
         self.gpus, self.faults = gpus, faults
 
-    def run(
-        self, records: list[dict[str, Any]], batch_size: int, committer: _Committer, bar: Any
-    ) -> set[str]:
+    def run(self, groups: list[dict[str, Any]], committer: _Committer, bar: Any) -> set[str]:
         """Commits or fails each video the pool returns; returns the items returned (the
-        others lost their actor every time)."""
+        others' groups lost their actor every time)."""
         import ray
         from ray.data import ActorPoolStrategy
 
-        rows_of = {record["item"]: record["rows"] for record in records}
-        decoded = ray.data.from_items(records, override_num_blocks=len(records)).map(
-            DecodeVideo(self.config.frames, self.config.resolution), num_cpus=1
+        committer.expect(groups)
+        sizes = {g["group"]: len(json.loads(g["videos"])) for g in groups}
+        decoded = ray.data.from_items(groups, override_num_blocks=len(groups)).map(
+            DecodeGroup(self.config.frames, self.config.resolution), num_cpus=1
         )
         with warnings.catch_warnings():
             # Ray 2.60 deprecates remote kwargs but has no named parameter for bounding
@@ -176,13 +221,13 @@ class _Pool:
                     "row_writers": [writer.row_writer() for writer in self.writers],
                     "faults": self.faults,
                 },
-                # One batch in flight per actor: a batch queued behind one that kills the
-                # actor would fail with it and spend a retry it did not earn.
+                # One group in flight per actor: a group queued behind one that kills the actor
+                # would fail with it and spend a retry it did not earn.
                 compute=ActorPoolStrategy(size=self.n_actors, max_tasks_in_flight_per_actor=1),
-                batch_size=batch_size,
+                batch_size=1,  # a group: its shards are written when it is done
                 num_gpus=1 if self.gpus else 0,
                 num_cpus=1,
-                # The bound is per batch (task), not per actor: an actor that dies is always
+                # The bound is per group (task), not per actor: an actor that dies is always
                 # restarted, so one poisonous video cannot take the pool, and with it every
                 # video after it, down (an actor's max_restarts is a budget for its whole life).
                 max_restarts=-1,
@@ -190,6 +235,10 @@ class _Pool:
             )
 
         done: set[str] = set()
+        group_of = {
+            v["item"]: g["group"] for g in groups for v in json.loads(g["videos"])
+        }  # fmt: skip
+        left = dict(sizes)
         results = features.iter_rows()
         try:
             for result in results:
@@ -205,8 +254,10 @@ class _Pool:
                         "are extracted by the next run"
                     )
                 done.add(item)
-                committer.take(result, rows_of[item])
+                committer.take(result)
                 bar.update(1)
+                left[group_of[item]] -= 1
+                committer.publish(force=left[group_of[item]] == 0)
         finally:
             # stopped early (a run-level error): shut the execution and its actors down now,
             # not whenever the generator is collected, so that the Ray they ran on is free

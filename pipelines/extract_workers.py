@@ -1,6 +1,7 @@
 """What runs on the Ray workers during extraction: the decode task, the model actor that
-captures hidden states and writes each video's row, and the test-only fault injection they
-honour. The driver side (catalog, allocation, commits, publishing) is pipelines.extract."""
+captures hidden states and writes each group's shards, and the test-only fault injection they
+honour. The driver side (catalog, allocation, commits, publishing) is pipelines.extract and
+pipelines.extract_pool."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from featurizer.config import ExtractorConfig
 from featurizer.decode import FrameTiming
-from featurizer.store import RowWriter
+from featurizer.store import RowWriter, StoreError, StoreIOError
 from pipelines.errors import PipelineError, one_line
 
 # Test-only instrumentation and fault injection (tests/faults). Unset in normal use, and then
@@ -76,10 +77,12 @@ def _csv(value: str) -> list[str]:
     return [v for v in (s.strip() for s in value.split(",")) if v]
 
 
-class DecodeVideo:
-    """Ray Data map (a stateless CPU task): a record → the record with its sampled frames and
-    their timing in the source (`frame_indices`, `video_fps`, `video_frames`: the Qwen-VL
-    families place frames in time), or with the decoder's reason in `error`."""
+class DecodeGroup:
+    """Ray Data map (a stateless CPU task): a group of videos (the videos whose rows share one
+    shard in each prompt's store version) -> the group with each video's sampled frames, stacked
+    (n, T, H, W, 3), and each video's frame timing in the source (`frame_indices`, `video_fps`,
+    `video_frames`: the Qwen-VL families place frames in time) or the decoder's reason (`error`),
+    in the group's JSON `videos`."""
 
     def __init__(self, frames: int, size: int) -> None:
         self.frames, self.size = frames, size
@@ -87,29 +90,35 @@ class DecodeVideo:
     def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
         from featurizer.decode import FrameTiming, decode_clip
 
-        try:
-            record["frames"], timing = decode_clip(Path(record["path"]), self.frames, self.size)
-            record["error"] = ""
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is this video's failure row
-            record["frames"] = np.zeros((self.frames, self.size, self.size, 3), np.uint8)
-            timing = FrameTiming.one_per_second(self.frames)
-            record["error"] = one_line(exc, 500)
-        record["frame_indices"] = np.asarray(timing.indices, np.int64)
-        record["video_fps"] = timing.fps
-        record["video_frames"] = timing.total_frames
+        videos = json.loads(record["videos"])
+        clips = np.zeros((len(videos), self.frames, self.size, self.size, 3), np.uint8)
+        for k, video in enumerate(videos):
+            try:
+                clips[k], timing = decode_clip(Path(video["path"]), self.frames, self.size)
+                video["error"] = ""
+            except Exception as exc:  # noqa: BLE001 - any decoder failure is this video's failure row
+                timing = FrameTiming.one_per_second(self.frames)
+                video["error"] = one_line(exc, 500)
+            video["frame_indices"] = list(timing.indices)
+            video["video_fps"] = timing.fps
+            video["video_frames"] = timing.total_frames
+        record["videos"] = json.dumps(videos)
+        record["frames"] = clips
         return record
 
 
 class ExtractVideos:
-    """Ray Data actor: loads the frozen model once; per video captures the hidden states under
-    each prompt its record asks for (a row >= 0 in that prompt's store version), merges them to
-    K rows per layer and writes each prompt's row (its own chunk) into that prompt's version.
+    """Ray Data actor: loads the frozen model once; per group of videos (one batch), captures
+    each video's hidden states under each prompt its record asks for (a row >= 0 in that prompt's
+    store version), merges them to K rows per layer, gathers each prompt's rows, and at the end
+    of the group writes each prompt's shard, whole, once (featurizer.store.writing). One result
+    row per video: its checksum and offset per prompt, or why it failed.
 
     Errors of one video become that video's failure row (per prompt where only that prompt's
-    row failed). Errors of the run (the model cannot be loaded, the store's disk is full or
-    read-only) come back in the `fatal` column ("model" or "storage") and the driver stops with
-    one line: a model that fails to load is not a failed actor start for Ray to retry and
-    report as a traceback."""
+    row failed). Errors of the run (the model cannot be loaded, the store's storage is full,
+    read-only or unreachable) come back in the `fatal` column ("model" or "storage") and the
+    driver stops with one line: a model that fails to load is not a failed actor start for Ray
+    to retry and report as a traceback."""
 
     def __init__(
         self,
@@ -133,76 +142,124 @@ class ExtractVideos:
         self.row_writers = row_writers
         self.faults = faults  # None unless a test injects faults
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n, P = len(batch["item"]), len(self.templates)
-        stage = np.array(["decode" if batch["error"][i] else "" for i in range(n)], dtype=object)
-        error = np.array([str(e) for e in batch["error"]], dtype=object)
-        n_old = np.zeros((n, P), np.int64)
-        n_new = np.zeros((n, P), np.int64)
-        checksum = np.zeros((n, P), np.uint64)
-        member_errors = np.array(["{}"] * n, dtype=object)  # JSON: prompt -> its row's error
-        fatal = np.array([""] * n, dtype=object)
-        for i in range(n):
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {name: [] for name in _RESULT_COLUMNS}
+        for videos, frames in zip(batch["videos"], batch["frames"], strict=True):
+            self._group(json.loads(videos), frames, out)
+        return {name: _column(name, values) for name, values in out.items()}
+
+    def _group(self, videos: list[dict[str, Any]], frames: np.ndarray, out: dict) -> None:
+        P = len(self.templates)
+        results = []
+        for k, video in enumerate(videos):
+            result = _Result(video["item"], P)
+            results.append(result)
+            rows = video["rows"]
             if self.load_error:
-                stage[i], error[i], fatal[i] = "extract", self.load_error, "model"
+                result.fail("extract", self.load_error, fatal="model")
                 continue
-            if error[i]:
+            if video["error"]:
+                result.fail("decode", video["error"])
                 continue
-            rows = np.asarray(batch["rows"][i])
             wanted = [j for j in range(P) if rows[j] >= 0]
             try:
-                stage[i] = "extract"
-                videos = self.extractor.extract_prompts(
-                    batch["frames"][i],
-                    str(batch["title"][i]),
-                    _timing(batch, i),
+                result.stage = "extract"
+                extracted = self.extractor.extract_prompts(
+                    frames[k],
+                    str(video["title"]),
+                    _timing(video),
                     [self.templates[j] for j in wanted],
                 )
                 if self.faults is not None:
-                    self.faults.after_model_call(str(batch["item"][i]))
-                stage[i] = "write"
-                failed: dict[str, str] = {}
-                for j, video in zip(wanted, videos, strict=True):
+                    self.faults.after_model_call(str(video["item"]))
+                result.stage = "write"
+                for j, features in zip(wanted, extracted, strict=True):
                     try:
-                        checksum[i, j] = self.row_writers[j].write(int(rows[j]), video.features)
-                        n_old[i, j], n_new[i, j] = video.n_old, video.n_new
-                    except OSError:
-                        raise
+                        result.checksum[j] = self.row_writers[j].write(
+                            int(rows[j]), features.features
+                        )
+                        result.n_old[j], result.n_new[j] = features.n_old, features.n_new
                     except Exception as exc:  # noqa: BLE001 - this prompt's row only
-                        failed[str(j)] = one_line(exc, 500)
-                if failed and len(failed) == len(wanted):
-                    error[i] = next(iter(failed.values()))
+                        result.member_errors[str(j)] = one_line(exc, 500)
+                if len(result.member_errors) == len(wanted):
+                    result.fail("write", next(iter(result.member_errors.values())))
                 else:
-                    member_errors[i] = json.dumps(failed)
-                    stage[i] = ""
-            except OSError as exc:
-                error[i] = one_line(exc, 500)
-                # No space or quota left, or a read-only store: not this video's fault, and
-                # every other video would fail the same way; the driver stops the run.
-                if exc.errno in _STORAGE_ERRNOS:
-                    fatal[i] = "storage"
+                    result.stage = ""
             except Exception as exc:  # noqa: BLE001 - one video's failure must not stop the others
-                error[i] = one_line(exc, 500)
-        return {
-            "item": batch["item"],
-            "checksum": checksum,
-            "n_old": n_old,
-            "n_new": n_new,
-            "member_errors": member_errors,
-            "stage": stage,
-            "error": error,
-            "fatal": fatal,
-        }
+                result.fail(result.stage, one_line(exc, 500))
+        self._flush(videos, results)
+        for result in results:
+            result.append_to(out)
+
+    def _flush(self, videos: list[dict[str, Any]], results: list[_Result]) -> None:
+        """Write each prompt's shard of the group; a prompt whose shard cannot be written takes
+        its rows of the group with it (a full disk or an unreachable store stops the run)."""
+        for j, writer in enumerate(self.row_writers):
+            try:
+                offsets = writer.flush()
+            except (OSError, StoreError) as exc:
+                fatal = (
+                    isinstance(exc, StoreIOError) or getattr(exc, "errno", None) in _STORAGE_ERRNOS
+                )
+                for video, result in zip(videos, results, strict=True):
+                    if (
+                        video["rows"][j] >= 0
+                        and not result.error
+                        and str(j) not in result.member_errors
+                    ):
+                        result.fail("write", one_line(exc, 500), fatal="storage" if fatal else "")
+                continue
+            for video, result in zip(videos, results, strict=True):
+                if video["rows"][j] in offsets:
+                    result.offset[j] = offsets[video["rows"][j]]
+
+
+_RESULT_COLUMNS = (
+    "item", "checksum", "offset", "n_old", "n_new", "member_errors", "stage", "error", "fatal",
+)  # fmt: skip
+
+
+class _Result:
+    """One video's outcome in the group, as the driver reads it."""
+
+    def __init__(self, item: str, prompts: int) -> None:
+        self.item, self.stage, self.error, self.fatal = item, "", "", ""
+        self.checksum = np.zeros(prompts, np.uint64)
+        self.offset = np.full(prompts, -1, np.int64)
+        self.n_old = np.zeros(prompts, np.int64)
+        self.n_new = np.zeros(prompts, np.int64)
+        self.member_errors: dict[str, str] = {}
+
+    def fail(self, stage: str, error: str, fatal: str = "") -> None:
+        self.stage, self.error = stage, error
+        self.fatal = self.fatal or fatal
+
+    def append_to(self, out: dict[str, list[Any]]) -> None:
+        out["item"].append(self.item)
+        out["checksum"].append(self.checksum)
+        out["offset"].append(self.offset)
+        out["n_old"].append(self.n_old)
+        out["n_new"].append(self.n_new)
+        out["member_errors"].append(json.dumps(self.member_errors))
+        out["stage"].append(self.stage if self.error else "")
+        out["error"].append(self.error)
+        out["fatal"].append(self.fatal)
+
+
+def _column(name: str, values: list[Any]) -> np.ndarray:
+    if name in ("checksum", "offset", "n_old", "n_new"):
+        return np.stack(values) if values else np.zeros((0, 1), np.int64)
+    return np.array(values, dtype=object)
 
 
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
-def _timing(batch: dict[str, np.ndarray], i: int) -> FrameTiming:
+def _timing(video: dict[str, Any]) -> FrameTiming:
     return FrameTiming(
-        indices=tuple(int(j) for j in batch["frame_indices"][i]),
-        fps=float(batch["video_fps"][i]),
-        total_frames=int(batch["video_frames"][i]),
+        indices=tuple(int(j) for j in video["frame_indices"]),
+        fps=float(video["video_fps"]),
+        total_frames=int(video["video_frames"]),
     )
 
 

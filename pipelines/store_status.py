@@ -11,22 +11,23 @@ from pathlib import Path
 from typing import Any
 
 from featurizer.config import ExtractorConfig
-from featurizer.store import FeatureStore, StoreError
+from featurizer.store import FeatureStore, StoreError, location
 from featurizer.store.bank import PromptBank
+from featurizer.store.layout import EXTRACTOR_FILE
 from pipelines.catalog import scan_videos
 from pipelines.errors import PipelineError
 
 
-def open_bank(store: Path) -> PromptBank:
+def open_bank(store: Path | str) -> PromptBank:
     """The bank (or plain version, as a bank of one) at `store`: a root (its CURRENT) or a
-    version directory."""
+    version directory, local or s3://."""
     try:
-        return PromptBank.open(Path(store))
+        return PromptBank.open(store)
     except StoreError as exc:
         raise PipelineError(str(exc)) from None
 
 
-def store_info(store: Path) -> str:
+def store_info(store: Path | str) -> str:
     bank = open_bank(store)
     try:
         return bank.info() if bank.is_bank else bank.primary.info()
@@ -34,7 +35,7 @@ def store_info(store: Path) -> str:
         raise PipelineError(str(exc)) from None
 
 
-def store_verify(store: Path) -> Any:
+def store_verify(store: Path | str) -> Any:
     """A VerifyReport (or a bank's BankVerifyReport): `.ok` and `.describe()`."""
     bank = open_bank(store)
     try:
@@ -62,23 +63,27 @@ def store_data_version(versions: Sequence[FeatureStore], fingerprint: str) -> tu
     return rows, f"{fingerprint}-{rows}-{digest.hexdigest()[:12]}"
 
 
-def store_integrity(dataset: Path, store: Path, config: ExtractorConfig) -> list[str]:
+def store_integrity(dataset: Path, store: Path | str, config: ExtractorConfig) -> list[str]:
     """What is wrong with the store version(s) for `config` (each prompt's, for a bank): the
     store's own verification plus catalog coverage (every video has a current row or a failure
     row). Empty when sound."""
     problems: list[str] = []
     members = config.members()
-    if config.is_bank and not (Path(store) / config.fingerprint()).is_dir():
-        problems.append(f"{Path(store) / config.fingerprint()}: no prompt bank version yet")
+    try:
+        root = location(store)
+        if config.is_bank and not (root / config.fingerprint() / EXTRACTOR_FILE).exists():
+            problems.append(f"{root / config.fingerprint()}: no prompt bank version yet")
+    except StoreError as exc:
+        return [str(exc)]
     catalog = titles = None
     for i, member in enumerate(members):
         label = f"prompt {i}: " if config.is_bank else ""
-        path = Path(store) / member.fingerprint()
-        if not path.is_dir():
-            problems.append(f"{label}{path}: no store version for this extractor yet")
-            continue
+        path = root / member.fingerprint()
         try:
-            version = FeatureStore.open(Path(store), member.fingerprint())
+            if not (path / EXTRACTOR_FILE).exists():
+                problems.append(f"{label}{path}: no store version for this extractor yet")
+                continue
+            version = FeatureStore.open(root, member.fingerprint())
             report = version.verify()
             found = list(report.problems)
             found += [f"item {item}: {why}" for item, why in report.bad_rows.items()]
@@ -113,7 +118,7 @@ def uncovered(
 
 
 def unextracted_videos(
-    dataset: Path, store: Path, config: ExtractorConfig
+    dataset: Path, store: Path | str, config: ExtractorConfig
 ) -> list[tuple[str, int]]:
     """(item, size) of every video file that some prompt's version for `config` holds neither
     a committed row nor a failure row for. Costs one `stat` per file and no hashing, so a
@@ -123,10 +128,11 @@ def unextracted_videos(
     if not video_dir.is_dir():
         return []
     known: set[str] | None = None
+    root = location(store)
     for member in config.members():
         seen: set[str] = set()
-        if (Path(store) / member.fingerprint()).is_dir():
-            version = FeatureStore.open(Path(store), member.fingerprint())
+        if (root / member.fingerprint() / EXTRACTOR_FILE).exists():
+            version = FeatureStore.open(root, member.fingerprint())
             seen = set(version.index()) | set(version.failures_table().column("item").to_pylist())
         known = seen if known is None else known & seen
     known = known or set()

@@ -38,14 +38,14 @@ def store_derive(
     """Derive the view of `store` (a version directory, or a root: its CURRENT version)."""
     derivation = Derivation(layers=layers, k_tokens=k_tokens, int8=int8)
     try:
-        source = FeatureStore.open(Path(store))
+        source = FeatureStore.open(store)
         return derive_version(source, derivation, progress=log.info)
     except StoreBusyError as exc:
         raise PipelineError(f"{exc}; rerun when it has finished") from None
     except StoreError as exc:
         raise PipelineError(str(exc)) from None
     except ValueError as exc:  # a flag the source cannot give (check_derivation)
-        raise PipelineError(f"{Path(store)}: {exc}") from None
+        raise PipelineError(f"{store}: {exc}") from None
     except OSError as exc:
         raise PipelineError(f"feature store {store}: {one_line(exc, 500)}") from None
 

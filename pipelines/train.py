@@ -116,16 +116,16 @@ def _interactions(dataset: Path) -> pa.Table:
     return read_current_interactions(Path(dataset))  # stops when pairs.csv changed since ingest
 
 
-def _open_store(store: Path) -> Any:
+def _open_store(store: Path | str) -> Any:
     from featurizer.store import FeatureStore, StoreError
 
     try:
-        return FeatureStore.open(Path(store))
+        return FeatureStore.open(store)
     except StoreError as exc:
         raise PipelineError(str(exc)) from None
 
 
-def store_features(store: Path, catalog: Sequence[str], bank: bool = False) -> ItemFeatures:
+def store_features(store: Path | str, catalog: Sequence[str], bank: bool = False) -> ItemFeatures:
     """recmodel's view of a store version (CURRENT) for `catalog`; with `bank`, of every prompt
     of its prompt bank (an item's rows stacked prompt-major, (P * L, K, D)). Picklable via
     functools.partial, so every Ray Train worker opens the store itself."""
@@ -149,12 +149,12 @@ def store_features(store: Path, catalog: Sequence[str], bank: bool = False) -> I
     )
 
 
-def _open_bank(store: Path) -> Any:
+def _open_bank(store: Path | str) -> Any:
     from featurizer.store import StoreError
     from featurizer.store.bank import PromptBank
 
     try:
-        return PromptBank.open(Path(store))
+        return PromptBank.open(store)
     except StoreError as exc:
         raise PipelineError(str(exc)) from None
 
@@ -167,7 +167,9 @@ class _Inputs:
     failed: set[str] = field(default_factory=set)  # items whose extraction failed
 
 
-def _load_inputs(dataset: Path, store: Path | None, variant: str, max_history: int) -> _Inputs:
+def _load_inputs(
+    dataset: Path, store: Path | str | None, variant: str, max_history: int
+) -> _Inputs:
     table = _interactions(dataset)
     items = set(table.column("item").cast(pa.string()).to_pylist())
     store_info: dict[str, Any] = {"path": None}
@@ -180,7 +182,7 @@ def _load_inputs(dataset: Path, store: Path | None, variant: str, max_history: i
         extractor = fs.extractor
         store_info = {
             # the root, also when --store named a version: readers join root and fingerprint
-            "path": str(fs.path.parent.resolve()),
+            "path": store_root_name(fs.path.parent),
             "fingerprint": fs.fingerprint,
             "layers": list(extractor.get("layers", range(fs.shape_per_item[0]))),
             "shape": list(fs.shape_per_item),
@@ -248,7 +250,7 @@ def settings(
 
 def train_run(
     dataset: Path,
-    store: Path | None,
+    store: Path | str | None,
     out: Path,
     variant: str = "full",
     epochs: int | None = None,
@@ -388,10 +390,18 @@ def train_run(
     )
 
 
-def _store_version(store_info: dict[str, Any]) -> Path | None:
+def _store_version(store_info: dict[str, Any]) -> Any:
     if not store_info.get("path") or not store_info.get("fingerprint"):
         return None
-    return Path(store_info["path"]) / store_info["fingerprint"]
+    from featurizer.store import location
+
+    return location(store_info["path"]) / store_info["fingerprint"]
+
+
+def store_root_name(root: Any) -> str:
+    """How config.json records a store root (a featurizer.store Location): an absolute local
+    path, or the s3:// URL."""
+    return str(root.path.resolve()) if root.is_local else root.url
 
 
 def _check_run_dir(out: Path, variant: str, model_cfg: ModelConfig, train: TrainConfig) -> None:
@@ -577,7 +587,7 @@ def _training_summary(result: FitResult | None, train: TrainConfig, seconds: flo
 
 def train_sweep(
     dataset: Path,
-    store: Path | None,
+    store: Path | str | None,
     out_root: Path,
     variants: Sequence[str] = VARIANTS,
     epochs: int | None = None,

@@ -9,7 +9,7 @@ main run, efficiency, the dataset and provenance, written into the main run's di
 summary, comparison, layer-gate analysis, efficiency, dataset, provenance. Every number is read
 from stored files: the run files (metrics.json, config.json, gates.parquet, item_ids.parquet,
 serving.json: the serving benchmark training recorded), the dataset's interactions.parquet and
-the feature store (its extraction_runs.jsonl); nothing is trained or timed here. The paper's figures
+the feature store (the extraction runs its index records); nothing is trained or timed here. The paper's figures
 (MicroLens-100K, LinkedOut paper Tables 1 and 3-5, Figure 5; supplementary Tables 7-8) are
 constants below and always marked as the paper's, measured on other data.
 
@@ -21,9 +21,9 @@ one per item: the two heatmaps share a scale and their difference c - pi shows w
 output norm amplifies (> 0) or damps (< 0) the weight the gate gave it (the supplementary's
 Figure 1 plots pi_l * h_l without saying how it is scaled).
 
-Extraction time is read from STORE/<fingerprint>/extraction_runs.jsonl when the extractor
+Extraction time is read from the extraction runs the store version records when the extractor
 writes it (one JSON object per extraction run: extracted, seconds, ...); without it the report
-says "not recorded" and adds an estimate from the commit times in index.parquet.
+says "not recorded" and adds an estimate from the commit times in the index.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import PipelineError
-from pipelines.extract import EXTRACTION_RUNS_FILE
 from pipelines.report.context import collect_context
 from pipelines.report.gates import GateAnalysis, gaussian_kde, read_gates, scott_bandwidth
 from pipelines.report.layout import (
@@ -186,7 +185,6 @@ def sweep(
 
 
 __all__ = [
-    "EXTRACTION_RUNS_FILE",
     "SECTIONS",
     "SWEEP_VARIANTS",
     "GateAnalysis",

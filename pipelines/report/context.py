@@ -111,7 +111,7 @@ def collect_context(run: Path) -> ReportContext:
     if extractor is not None:
         ctx.bank_store = in_a_bank(version)  # type: ignore[arg-type]
         ctx.random_note = random_weights_reason(extractor)
-        ctx.extraction_runs = read_extraction_runs(version)  # type: ignore[arg-type]
+        ctx.extraction_runs = read_extraction_runs(store)
         ctx.extraction_estimate = commit_interval_estimate(store)
     ctx.views = _store_view_runs(run, config, metrics)
     bank_run = next((n for n, m in runs.items() if m.get("variant") == BANK_VARIANT), None)

@@ -3,7 +3,6 @@ timing, item-encoding speed, dataset statistics and provenance."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from collections.abc import Sequence
@@ -15,32 +14,37 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.errors import PipelineError
-from pipelines.extract import EXTRACTION_RUNS_FILE
 from pipelines.report.layout import REPO_ROOT
 
 # =============================================================================================
 # Store, extractor, efficiency
 
 
-def store_version(config: dict[str, Any]) -> tuple[Path | None, str]:
-    """The store version the run was trained on, or None and why not."""
+def store_version(config: dict[str, Any]) -> tuple[Any, str]:
+    """The store version the run was trained on (a featurizer.store Location), or None and why
+    not."""
+    from featurizer.store import StoreError, location
+
     store = config.get("store") or {}
     path, fingerprint = store.get("path"), store.get("fingerprint")
     if not path or not fingerprint:
         return None, "the run was trained without a feature store"
-    version = Path(path) / fingerprint
-    if not (version / "extractor.json").is_file():
-        return None, f"store version {version} not found"
+    try:
+        version = location(path) / fingerprint
+        if not (version / "extractor.json").exists():
+            return None, f"store version {version} not found"
+    except StoreError as exc:
+        return None, str(exc)
     return version, ""
 
 
-def open_store(version: Path) -> Any:
+def open_store(version: Any) -> Any:
     from featurizer.store import FeatureStore
 
     return FeatureStore.open(version)
 
 
-def in_a_bank(version: Path) -> bool:
+def in_a_bank(version: Any) -> bool:
     """Whether `version` is a prompt bank, or one prompt's version of a bank beside it."""
     from featurizer.store import list_versions
     from featurizer.store.bank import bank_extractor
@@ -95,21 +99,16 @@ def random_weights_reason(
     return None
 
 
-def read_extraction_runs(version: Path) -> list[dict[str, Any]]:
-    """The extraction summaries the extractor appended to extraction_runs.jsonl (empty when
-    the file is absent); unreadable lines are skipped."""
-    path = Path(version) / EXTRACTION_RUNS_FILE
-    if not path.is_file():
+def read_extraction_runs(store: Any) -> list[dict[str, Any]]:
+    """The timing records of the runs that extracted into a store version (a FeatureStore);
+    empty when none was recorded or they cannot be read."""
+    from featurizer.store import StoreError
+
+    try:
+        runs = store.extraction_runs()
+    except (StoreError, ValueError, OSError):
         return []
-    runs = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            runs.append(value)
-    return runs
+    return [run for run in runs if isinstance(run, dict)]
 
 
 def commit_interval_estimate(store: Any) -> float | None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from featurizer.config import load_preset
-from featurizer.store import LOCK_FILE, FeatureStore
+from featurizer.store import FeatureStore
+from featurizer.store.layout import LOCK_FILE
 from tests.faults.conftest import CliProcess, assert_one_line_error, wait_for
 
 pytestmark = pytest.mark.slow

@@ -90,12 +90,10 @@ def _published(store: Path) -> tuple[dict[str, Published], bool | None, str]:
     return published, report.ok, report.describe()
 
 
-def _index_key(store: Path) -> tuple[int, int] | None:
-    found = sorted(store.glob("*/index.parquet")) if store.is_dir() else []
-    if not found:
-        return None
-    st = found[0].stat()
-    return (st.st_ino, st.st_mtime_ns)
+def _index_key(store: Path) -> int | None:
+    """The highest committed index snapshot of the store's version (0: born empty)."""
+    found = [int(p.stem) for p in store.glob("*/index/*.parquet")] if store.is_dir() else []
+    return max(found) if found else None
 
 
 def _run(
@@ -129,7 +127,9 @@ def _run(
             time.sleep(delay)
         elif when == "publish":
             wait_for(
-                lambda: process.poll() is not None or _index_key(store) != index_before,
+                lambda: (
+                    process.poll() is not None or (_index_key(store) or 0) > (index_before or 0)
+                ),
                 RUN_TIMEOUT,
                 0.02,
                 f"an index publish in {name}",

@@ -14,10 +14,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from featurizer.store import FeatureStore
+from featurizer.store.commit import read_latest, write_snapshot
 from pipelines.extract import extract_catalog
 from pipelines.extract_workers import INVOCATION_LOG_ENV
 from pipelines.ingest import ingest
@@ -43,9 +43,13 @@ class Workspace:
     def items(self) -> list[str]:
         return sorted(p.stem for p in (self.dataset / "videos").glob("v*.mp4"))
 
-    def chunk(self, item: str) -> Path:
+    def row_place(self, item: str) -> tuple[Path, int]:
+        """The shard object that holds the item's row, and the row's offset in it."""
         version = self.version
-        return version.chunk_path(version.index()[item])
+        table = version.index_table()
+        at = table.column("item").to_pylist().index(item)
+        row, offset = table.column("row")[at].as_py(), table.column("offset")[at].as_py()
+        return Path(version.where(row)), offset
 
     def extract(self, argv: tuple[str, ...] = ()) -> tuple[int, str, list[str]]:
         """`linkedout extract` on the workspace: exit code, what it printed (stdout, else the
@@ -189,8 +193,8 @@ def test_edited_title_reextracts_that_item_only(ws: Workspace, fault_report) -> 
 # --- 4. store verify sees silent corruption; 2. extract repairs what verify rejects ----------
 
 DAMAGES = {  # item -> (the fault, what verify says about its row)
-    "v0005": ("one flipped bit in a chunk file", "does not match the checksum"),
-    "v0008": ("chunk file truncated to 50 bytes", "holds 50 bytes, expected"),
+    "v0005": ("one flipped bit in a row of a shard", "does not match the checksum"),
+    "v0008": ("a row's bytes zeroed in its shard (a lost write)", "does not match the checksum"),
     "v0009": ("index row out of range (999)", "outside the array's rows"),
 }
 
@@ -198,14 +202,16 @@ DAMAGES = {  # item -> (the fault, what verify says about its row)
 def test_rows_that_fail_their_check_are_named_and_extracted_again(
     ws: Workspace, fault_report
 ) -> None:
-    chunks = {item: ws.chunk(item) for item in DAMAGES}
-    _flip_bit(chunks["v0005"])
-    chunks["v0008"].write_bytes(chunks["v0008"].read_bytes()[:50])
-    path = ws.store / ws.fingerprint / "index.parquet"
-    table = pq.read_table(path)
-    rows = table.column("row").to_pylist()
-    rows[table.column("item").to_pylist().index("v0009")] = 999
-    pq.write_table(table.set_column(1, "row", [rows]), path)
+    places = {item: ws.row_place(item) for item in DAMAGES}
+    shard, offset = places["v0005"]
+    _flip_bit(shard, offset + 100)
+    shard, offset = places["v0008"]
+    data = bytearray(shard.read_bytes())
+    data[offset : offset + 4096] = bytes(4096)
+    shard.write_bytes(bytes(data))
+    latest = read_latest(ws.version.path)
+    index = [{**r, "row": 999} if r["item"] == "v0009" else r for r in latest.index.to_pylist()]
+    write_snapshot(ws.version.path, latest.seq + 1, index, latest.failures.to_pylist(), latest.runs)
 
     said = {item: _verify_line(ws, item) for item in DAMAGES}
     code, shown, called = ws.extract()
@@ -227,7 +233,9 @@ def test_rows_that_fail_their_check_are_named_and_extracted_again(
     for item, (_, words) in DAMAGES.items():
         verify_code, line = said[item]
         assert verify_code == 1 and line.startswith(f"item {item}: row") and words in line, line
-    assert str(chunks["v0005"]) in said["v0005"][1] and str(chunks["v0008"]) in said["v0008"][1]
+    assert (
+        str(places["v0005"][0]) in said["v0005"][1] and str(places["v0008"][0]) in said["v0008"][1]
+    )
     assert code == 0, shown
     assert note == "re-extracting 3 items whose row failed its check: v0005, v0008, v0009"
     assert sorted(called) == sorted(DAMAGES)
@@ -237,8 +245,8 @@ def test_rows_that_fail_their_check_are_named_and_extracted_again(
 def test_deleted_index_fails_verify_and_nothing_overwrites_the_rows(
     ws: Workspace, fault_report
 ) -> None:
-    index = ws.store / ws.fingerprint / "index.parquet"
-    backup = ws.root / "index.parquet.bak"
+    index = ws.store / ws.fingerprint / "index"
+    backup = ws.root / "index.bak"
     shutil.move(index, backup)
     rows_before = tree_snapshot(ws.store / ws.fingerprint / "features.zarr")
 
@@ -252,7 +260,7 @@ def test_deleted_index_fails_verify_and_nothing_overwrites_the_rows(
     untouched = tree_snapshot(ws.store / ws.fingerprint / "features.zarr") == rows_before
     shutil.move(backup, index)  # the user restores it: every row is still there
     problem = next(
-        (line.strip(" -") for line in verify.stdout.splitlines() if "is missing" in line), ""
+        (line.strip(" -") for line in verify.stdout.splitlines() if "are missing" in line), ""
     )
     for command, failed, message in [
         ("store verify", verify.code == 1 and "FAILED" in verify.stdout, problem),
@@ -260,14 +268,14 @@ def test_deleted_index_fails_verify_and_nothing_overwrites_the_rows(
         ("train --variant full", train.code == 1, train.error_line),
     ]:
         fault_report.record(
-            f"index.parquet deleted beside the rows (linkedout {command})",
+            f"index snapshots deleted beside the shards (linkedout {command})",
             survived=failed and untouched,
             lost=ws.lost(),
             message=message,
         )
-    assert verify.code == 1 and "index.parquet is missing" in verify.stdout
+    assert verify.code == 1 and "index snapshots are missing" in verify.stdout
     assert code == 1 and "the store is FAILED, not empty" in shown and not called
-    assert_one_line_error(train, "index.parquet is missing")
+    assert_one_line_error(train, "index snapshots are missing")
     assert untouched and ws.lost() == 0
 
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from featurizer.store import FeatureStore
 from pipelines.cli import main
 from pipelines.report import (
     SECTIONS,
@@ -282,9 +283,8 @@ def test_extraction_time_is_read_from_the_store_or_reported_not_recorded(runs, s
     store = shutil.copytree(sweep_dir / "store", runs.parent / "store")
     _edit_json(runs / "full/config.json", lambda c: c["store"].update({"path": str(store)}))
     version = store / json.loads((runs / "full/config.json").read_text())["store"]["fingerprint"]
-    (version / "extraction_runs.jsonl").write_text(
-        json.dumps({"extracted": 10, "seconds": 5.0}) + "\nnot json\n"
-    )
+    with FeatureStore.open(version).writer() as writer:  # as an extraction run records itself
+        writer.add_extraction_run({"extracted": 10, "seconds": 5.0})
     write_report(runs / "full")
 
     assert (
