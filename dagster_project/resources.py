@@ -43,8 +43,9 @@ class LinkedOutPaths(dg.ConfigurableResource):
         return Path(_setting(self.dataset_dir, "LINKEDOUT_DATASET", "data/demo/dataset"))
 
     @property
-    def store(self) -> Path:
-        return Path(_setting(self.store_dir, "LINKEDOUT_STORE", "data/demo/store"))
+    def store(self) -> str:
+        """A local directory or s3://bucket/prefix (a location, not always a path)."""
+        return _setting(self.store_dir, "LINKEDOUT_STORE", "data/demo/store")
 
     @property
     def runs(self) -> Path:

@@ -15,6 +15,10 @@ from featurizer.errors import StoreError
 from pipelines.errors import PipelineError, one_line
 from recmodel.config import TrainConfig
 
+STORE_HELP = (
+    "feature store: a local directory or s3://bucket/prefix (configured by AWS_ENDPOINT_URL, "
+    "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP)"
+)
 log = logging.getLogger("linkedout")
 TRAIN_FLAG_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
@@ -79,6 +83,12 @@ def cmd_store(args: argparse.Namespace) -> int:
         raise PipelineError(
             f"--layers, --k-tokens and --int8 go with `store derive`, not `{args.action}`"
         )
+    if args.action == "upgrade":
+        from pipelines.store_views import store_upgrade
+
+        summary = store_upgrade(args.store)
+        print(summary.describe())
+        return 0
     if args.action == "derive":
         from pipelines.store_views import parse_layers, store_derive
 
@@ -237,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="extract video features into the store (incremental)")
     p.add_argument("--dataset", type=Path, required=True)
-    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--store", required=True, help=STORE_HELP)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--preset", default=None, help="preset name or JSON file (default: demo)")
     group.add_argument("--model", default=None, help="local checkpoint directory (demo settings)")
@@ -260,9 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("store", help="inspect, verify or derive a compact view of a feature store")
-    p.add_argument("action", choices=["info", "verify", "derive"])
-    p.add_argument("store", type=Path)
+    p = sub.add_parser(
+        "store",
+        help="inspect, verify, upgrade or derive a compact view of a feature store",
+    )
+    p.add_argument("action", choices=["info", "verify", "derive", "upgrade"])
+    p.add_argument("store", help=STORE_HELP + "; or one version: STORE/<fingerprint>")
     p.add_argument("--layers", default=None, help="derive: keep these tapped layers (e.g. 0,8,20)")
     p.add_argument(
         "--k-tokens",
@@ -277,9 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a ranker variant into a run directory")
     p.add_argument("--dataset", type=Path, required=True)
-    p.add_argument(
-        "--store", type=Path, default=None, help="feature store (not needed for id_only)"
-    )
+    p.add_argument("--store", default=None, help=STORE_HELP + " (not needed for id_only)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--variant", default="full")
     p.add_argument(
@@ -309,9 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="train every variant on the same split, then write the main run's report"
     )
     p.add_argument("--dataset", type=Path, required=True)
-    p.add_argument(
-        "--store", type=Path, default=None, help="feature store (content variants need one)"
-    )
+    p.add_argument("--store", default=None, help=STORE_HELP + " (content variants need one)")
     p.add_argument("--out", type=Path, required=True, help="runs directory: OUT/<variant>/")
     p.add_argument(
         "--variants",

@@ -29,8 +29,23 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
         ) from None
 
 
+def store_upgrade(store: Path | str) -> Any:
+    """`linkedout store upgrade`: rewrite the format-1 versions of a store (or one version) in
+    format 2 without re-extracting (featurizer.store.upgrade)."""
+    from featurizer.store.upgrade import upgrade
+
+    try:
+        return upgrade(store, progress=log.info)
+    except StoreBusyError as exc:
+        raise PipelineError(f"{exc}; rerun when it has finished") from None
+    except StoreError as exc:
+        raise PipelineError(str(exc)) from None
+    except OSError as exc:
+        raise PipelineError(f"feature store {store}: {one_line(exc, 500)}") from None
+
+
 def store_derive(
-    store: Path,
+    store: Path | str,
     layers: tuple[int, ...] | None = None,
     k_tokens: int | None = None,
     int8: bool = False,

@@ -56,3 +56,13 @@ def one_prompt_preset(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path
     path = tmp_path_factory.mktemp("presets") / "demo-one-prompt.json"
     path.write_text(json.dumps(values))
     return path
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """An S3-compatible server (moto) on loopback for the session; tests point the code at it
+    with its `env()` (the standard AWS variables) and make buckets with `bucket()`."""
+    from tests.s3 import s3_server
+
+    with s3_server() as server:
+        yield server

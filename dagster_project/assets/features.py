@@ -58,7 +58,7 @@ def video_features(
             "skipped (already stored)": summary.skipped,
             "failed": summary.failed,
             "s/video": round(summary.seconds_per_video, 3),
-            "store": dg.MetadataValue.path(str(paths.store / summary.fingerprint)),
+            "store": dg.MetadataValue.path(f"{str(paths.store).rstrip('/')}/{summary.fingerprint}"),
             "store bytes": summary.store_bytes,
             "current": summary.is_current,
             "prompts": max(1, len(summary.prompt_rows)),

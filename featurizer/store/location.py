@@ -299,20 +299,29 @@ class _Bucket:
         self.bucket = state["bucket"]
 
 
-_BUCKETS: dict[str, _Bucket] = {}
+_BUCKETS: dict[tuple[str, ...], _Bucket] = {}
+_CONFIG_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_ALLOW_HTTP",
+    *CREDENTIAL_VARIABLES,
+)
 
 
 def _bucket(name: str) -> _Bucket:
-    if name not in _BUCKETS:
-        _BUCKETS[name] = _Bucket(name)
-    return _BUCKETS[name]
+    """The bucket's client for the configuration in the environment now (a changed variable,
+    e.g. rotated credentials, gets a new client)."""
+    key = (name, *(os.environ.get(v, "") for v in _CONFIG_VARIABLES))
+    if key not in _BUCKETS:
+        _BUCKETS[key] = _Bucket(name)
+    return _BUCKETS[key]
 
 
 class ObjectLocation(Location):
     """A key (or key prefix, for a directory) in an S3 bucket."""
 
-    def __init__(self, bucket: _Bucket, key: str) -> None:
-        self._bucket = bucket
+    def __init__(self, bucket: _Bucket | str, key: str) -> None:
+        self._bucket = _bucket(bucket) if isinstance(bucket, str) else bucket
         self._key = str(PurePosixPath("/" + key))[1:] if key else ""
 
     def __reduce__(self) -> tuple[Any, ...]:
