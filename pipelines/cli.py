@@ -23,6 +23,20 @@ log = logging.getLogger("linkedout")
 TRAIN_FLAG_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
+def _resources(value: str) -> dict[str, float]:
+    """ "extract_node=1,GPU=1" -> {"extract_node": 1.0, "GPU": 1.0}."""
+    found = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        name, _, amount = part.partition("=")
+        try:
+            found[name.strip()] = float(amount)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not NAME=AMOUNT (e.g. extract_node=1)"
+            ) from None
+    return found
+
+
 def _csv_list(value: str) -> list[str]:
     """A comma-separated list, read as one CSV record: an id holding a comma is quoted."""
     fields = next(csv.reader([value], skipinitialspace=True), [])
@@ -70,6 +84,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
         items=args.items,
         ray_address=args.ray_address,
         actors=args.actors,
+        actor_resources=args.actor_resources,
     )
     print(summary.describe())
 
@@ -267,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--actors", type=int, default=None, help="model actors (default: GPUs, or 1 on CPU)"
+    )
+    p.add_argument(
+        "--actor-resources",
+        type=_resources,
+        default=None,
+        metavar="NAME=N[,NAME=N]",
+        help="Ray resources each model actor needs, to place the actors on the nodes of a "
+        "cluster that offer them (e.g. extract_node=1)",
     )
     p.set_defaults(func=cmd_extract)
 

@@ -135,6 +135,7 @@ def extract_catalog(
     actors: int | None = None,
     make_current: bool | None = None,
     progress: bool = True,
+    actor_resources: dict[str, float] | None = None,
 ) -> ExtractSummary:
     """Extract every catalog video the store version for `config` (each prompt's version, for
     a bank) lacks: new, changed since it was stored (its video or its prompt, title included),
@@ -143,7 +144,8 @@ def extract_catalog(
     a run never ends in success over a store that would not verify. `make_current`: move
     CURRENT to this version (or bank) once it is complete (every catalog item has a row or a
     failure row in every prompt's version); by default only when the store has no CURRENT yet,
-    so a partial re-extraction never switches what training reads."""
+    so a partial re-extraction never switches what training reads. `actor_resources`: Ray
+    resources each model actor needs (placing it on the nodes that offer them)."""
     dataset, store = Path(dataset), _location(store)
     started = time.perf_counter()
     check_model_family(config)
@@ -183,7 +185,15 @@ def extract_catalog(
             if work.videos:
                 n_actors, gpus = pool_size(ray_address, actors)
                 run_actor_pool(
-                    work.videos, config, writers, work, summary, n_actors, gpus, progress
+                    work.videos,
+                    config,
+                    writers,
+                    work,
+                    summary,
+                    n_actors,
+                    gpus,
+                    progress,
+                    actor_resources,
                 )
             summary.seconds = time.perf_counter() - started
             committed = [writer.committed_items for writer in writers]

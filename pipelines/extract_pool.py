@@ -28,7 +28,7 @@ import numpy as np
 
 from featurizer.config import ExtractorConfig
 from featurizer.store.layout import SHARD_ROWS
-from pipelines.errors import PipelineError
+from pipelines.errors import PipelineError, one_line
 from pipelines.extract_workers import DecodeGroup, ExtractVideos, FaultInjection
 from pipelines.ray_runtime import cluster_gpus, ensure_ray
 
@@ -69,8 +69,11 @@ def run_actor_pool(
     n_actors: int,
     gpus: int,
     progress: bool,
+    actor_resources: dict[str, float] | None = None,
 ) -> None:
-    """Extract `videos` with an actor pool and commit what it returns (module docstring)."""
+    """Extract `videos` with an actor pool and commit what it returns (module docstring).
+    `actor_resources`: Ray resources every model actor needs besides its CPU and GPU (e.g. a
+    custom resource that only the extraction nodes of a cluster offer)."""
     from ray.data import DataContext
     from tqdm import tqdm
 
@@ -86,7 +89,7 @@ def run_actor_pool(
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
     committer = _Committer(writers, work, summary)
-    pool = _Pool(config, writers, n_actors, gpus, FaultInjection.from_env())
+    pool = _Pool(config, writers, n_actors, gpus, FaultInjection.from_env(), actor_resources)
     bar = tqdm(total=len(videos), desc="extract", unit="video", disable=not progress)
     try:
         groups = _groups(videos, writers, group_size(len(videos), n_actors))
@@ -195,9 +198,10 @@ class _Pool:
         n_actors: int,
         gpus: int,
         faults: FaultInjection | None,
+        resources: dict[str, float] | None = None,
     ) -> None:
         self.config, self.writers, self.n_actors = config, writers, n_actors
-        self.gpus, self.faults = gpus, faults
+        self.gpus, self.faults, self.resources = gpus, faults, dict(resources or {})
 
     def run(self, groups: list[dict[str, Any]], committer: _Committer, bar: Any) -> set[str]:
         """Commits or fails each video the pool returns; returns the items returned (the
@@ -227,6 +231,7 @@ class _Pool:
                 batch_size=1,  # a group: its shards are written when it is done
                 num_gpus=1 if self.gpus else 0,
                 num_cpus=1,
+                resources=self.resources or None,
                 # The bound is per group (task), not per actor: an actor that dies is always
                 # restarted, so one poisonous video cannot take the pool, and with it every
                 # video after it, down (an actor's max_restarts is a budget for its whole life).
@@ -240,14 +245,14 @@ class _Pool:
         }  # fmt: skip
         left = dict(sizes)
         results = features.iter_rows()
+        paths = [writer.store.path for writer in committer.writers]
+        where = paths[0] if len(paths) == 1 else paths[0].parent
         try:
-            for result in results:
+            for result in _pool_results(results, where):
                 item = str(result["item"])
                 if result["fatal"] == "model":
                     raise PipelineError(str(result["error"]))
                 if result["fatal"] == "storage":
-                    paths = [writer.store.path for writer in committer.writers]
-                    where = paths[0] if len(paths) == 1 else paths[0].parent
                     raise PipelineError(
                         f"feature store {where}: cannot write the row of item {item}: "
                         f"{result['error']}; the rows published before stay valid, the rest "
@@ -263,3 +268,29 @@ class _Pool:
             # not whenever the generator is collected, so that the Ray they ran on is free
             getattr(results, "close", lambda: None)()
         return done
+
+
+def _pool_results(results: Any, where: Any) -> Any:
+    """The pool's result rows; the pool's own failure (its nodes lost, its actors impossible
+    to place, no progress for DataContext.execution_no_progress_timeout_s) is one line."""
+    results = iter(results)
+    while True:
+        try:
+            yield next(results)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray's errors of the whole pool
+            if type(exc).__name__ == "ExecutionTimeoutError":
+                from ray.data import DataContext
+
+                seconds = DataContext.get_current().execution_no_progress_timeout_s
+                why = (
+                    f"made no progress for {seconds:g} s: no node could run its actors (their "
+                    "nodes lost, or none offers the resources they need)"
+                )
+            else:
+                why = f"stopped ({type(exc).__name__}: {one_line(exc, 300)})"
+            raise PipelineError(
+                f"feature store {where}: the extraction's actor pool {why}; the rows "
+                "published before stay valid, the rest are extracted by the next run"
+            ) from None

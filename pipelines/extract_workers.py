@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ INVOCATION_LOG_ENV = "LINKEDOUT_INVOCATION_LOG"  # FILE: "<item>\n" appended aft
 KILL_ITEMS_ENV = "LINKEDOUT_FAULT_KILL_ITEMS"  # a,b: the actor dies (os._exit) on these, every time
 KILL_ONCE_ITEMS_ENV = "LINKEDOUT_FAULT_KILL_ONCE_ITEMS"  # a,b: ... only the first time, which
 FAULT_MARKER_DIR_ENV = "LINKEDOUT_FAULT_MARKER_DIR"  # is remembered by a marker file in this dir
+DELAY_ENV = "LINKEDOUT_FAULT_DELAY_S"  # S: a model call takes S seconds longer (a slow model)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class FaultInjection:
     kill_items: frozenset[str] = frozenset()
     kill_once_items: frozenset[str] = frozenset()
     marker_dir: str | None = None
+    delay_s: float = 0.0
 
     @classmethod
     def from_env(cls) -> FaultInjection | None:
@@ -50,12 +53,15 @@ class FaultInjection:
             kill_items=frozenset(_csv(env.get(KILL_ITEMS_ENV, ""))),
             kill_once_items=frozenset(_csv(env.get(KILL_ONCE_ITEMS_ENV, ""))),
             marker_dir=env.get(FAULT_MARKER_DIR_ENV) or None,
+            delay_s=float(env.get(DELAY_ENV) or 0.0),
         )
         if faults.kill_once_items and not faults.marker_dir:
             raise PipelineError(f"{KILL_ONCE_ITEMS_ENV} needs {FAULT_MARKER_DIR_ENV}")
         return faults if faults != cls() else None
 
     def after_model_call(self, item: str) -> None:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         if self.invocation_log:
             fd = os.open(self.invocation_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
@@ -129,9 +135,11 @@ class ExtractVideos:
         import torch
 
         from featurizer.extractor import VideoLLMExtractor
+        from pipelines.ray_runtime import note_node
 
         # Ray sets OMP_NUM_THREADS to the actor's CPUs; torch does not read it after import.
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "0")) or 1)
+        note_node("extract")
         self.templates = [member.prompt_template for member in config.members()]
         self.extractor: Any = None
         self.load_error = ""

@@ -24,7 +24,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         log.info("joining Ray cluster at %s", address)
         ray.init(address=address, **quiet)
         return
-    with _loopback_only():
+    with loopback_only():
         ray.init(
             num_cpus=num_cpus or os.cpu_count(),
             include_dashboard=False,
@@ -34,7 +34,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 
 @contextmanager
-def _loopback_only() -> Iterator[None]:
+def loopback_only() -> Iterator[None]:
     """Make a local Ray's node IP (and so every address its GCS, raylet, agents and workers
     bind) 127.0.0.1. Ray turns `_node_ip_address="127.0.0.1"` into the machine's routable IP
     (services.resolve_ip_for_localhost) unless its cluster mode is off, which is how Ray runs on
@@ -47,6 +47,23 @@ def _loopback_only() -> Iterator[None]:
     finally:
         if before is not None:
             constants.ENABLE_RAY_CLUSTER = before
+
+
+NODE_LOG_ENV = "LINKEDOUT_NODE_LOG"  # test-only: FILE gets "<role> <node id>" per worker
+
+
+def note_node(role: str) -> None:
+    """Test instrumentation (off unless NODE_LOG_ENV is set): record the Ray node this worker
+    (an extraction actor, a training worker) runs on, to show where work was placed."""
+    path = os.environ.get(NODE_LOG_ENV)
+    if not path:
+        return
+    node = ray.get_runtime_context().get_node_id()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{role} {node}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def cluster_gpus() -> int:

@@ -19,6 +19,9 @@ def _ray_worker(config: dict[str, Any]) -> None:
     and reports each epoch to Ray."""
     import ray.train
 
+    from pipelines.ray_runtime import note_node
+
+    note_node("train")
     model_cfg = ModelConfig.from_dict(config["model"])
     train_cfg = TrainConfig.from_dict(config["train"])
     splits = config["splits"]
@@ -61,6 +64,12 @@ def fit_with_ray(
 
     ensure_ray()
     gpu = train_cfg.device == "cuda"  # one GPU a worker, reduced over NCCL
+    backend = "nccl" if gpu else "gloo"
+    torch_config = (
+        FileRendezvous(backend=backend, directory=str((out / "ray_train").resolve()))
+        if train_cfg.rendezvous == "file"
+        else TorchConfig(backend=backend)
+    )
     trainer = TorchTrainer(
         _ray_worker,
         train_loop_config={
@@ -70,11 +79,12 @@ def fit_with_ray(
             "features_factory": features_factory if model_cfg.uses_features else None,
             "checkpoint": str(checkpoint.resolve()),
         },
-        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        torch_config=torch_config,
         scaling_config=ScalingConfig(
             num_workers=workers,
             use_gpu=gpu,
             resources_per_worker={"CPU": 1, "GPU": 1} if gpu else {"CPU": 1},
+            placement_strategy=train_cfg.placement,
         ),
         run_config=RunConfig(
             name=f"train-{model_cfg.variant}",
@@ -86,3 +96,59 @@ def fit_with_ray(
         trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; one line for the CLI
         raise PipelineError(f"Ray Train run failed: {one_line(exc, 500)}") from exc
+
+
+def _file_rendezvous() -> type:
+    """A TorchConfig whose process group meets through a file (torch's FileStore) instead of the
+    TCP store torch starts on rank 0, which listens on every interface and has no bind address:
+    for workers that all see one filesystem (one machine, or a shared one) and must open no
+    socket beyond loopback (GLOO_SOCKET_IFNAME=lo then keeps gloo's own sockets there too).
+    Built on Ray Train's torch backend (2.x), whose process-group setup it reuses."""
+    import os
+    import uuid
+    from dataclasses import dataclass
+
+    import ray
+    from ray.train._internal.worker_group import WorkerGroup as V1WorkerGroup
+    from ray.train.torch import TorchConfig
+    from ray.train.torch.config import (
+        _set_torch_distributed_env_vars,
+        _setup_torch_process_group,
+        _TorchBackend,
+    )
+
+    class _Backend(_TorchBackend):
+        def on_start(self, worker_group: Any, backend_config: Any) -> None:
+            os.makedirs(backend_config.directory, exist_ok=True)
+            # a fresh file per worker-group start: a restarted group must not meet an old one
+            path = os.path.join(backend_config.directory, f"rendezvous-{uuid.uuid4().hex}")
+            if not isinstance(worker_group, V1WorkerGroup):  # as Ray's own torch backend does
+                worker_group.execute(_set_torch_distributed_env_vars)
+            ray.get(
+                [
+                    worker_group.execute_single_async(
+                        rank,
+                        _setup_torch_process_group,
+                        backend=backend_config.backend,
+                        world_rank=rank,
+                        world_size=len(worker_group),
+                        init_method=f"file://{path}",
+                        timeout_s=backend_config.timeout_s,
+                    )
+                    for rank in range(len(worker_group))
+                ]
+            )
+
+    @dataclass
+    class _FileRendezvous(TorchConfig):
+        directory: str = "/tmp"
+
+        @property
+        def backend_cls(self) -> type:
+            return _Backend
+
+    return _FileRendezvous
+
+
+def FileRendezvous(backend: str, directory: str) -> Any:  # noqa: N802 - builds a config object
+    return _file_rendezvous()(backend=backend, directory=directory)

@@ -37,6 +37,8 @@ def check_variant(variant: str) -> str:
 
 
 NEGATIVES = ("auto", "exact", "cached")
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_SPREAD")
+RENDEZVOUS = ("tcp", "file")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -192,6 +194,18 @@ class TrainConfig(_Serializable):
     )
     eval_batch_size: int = _field(512, "most users scored at once in evaluation", minimum=1)
     encode_batch_size: int = _field(256, "most items per encoder call without gradients", minimum=1)
+    placement: str = _field(
+        "PACK",
+        "where Ray Train puts workers > 1: PACK (as few nodes as fit) | SPREAD | STRICT_SPREAD "
+        "(one worker a node)",
+        choices=PLACEMENTS,
+    )
+    rendezvous: str = _field(
+        "tcp",
+        "how Ray Train workers > 1 meet: tcp (torch's store on rank 0, on every interface) | "
+        "file (a file in the run directory, which every worker must see; opens no socket)",
+        choices=RENDEZVOUS,
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -207,6 +221,8 @@ class TrainConfig(_Serializable):
         "micro_batch_items",
         "eval_batch_size",
         "encode_batch_size",
+        "placement",
+        "rendezvous",
     )
 
     def fingerprint(self) -> dict[str, Any]:

@@ -35,9 +35,7 @@ class Session:
 
 def _linkedout(args: list[str], env: dict[str, str]) -> Step:
     cli = Path(sys.executable).with_name("linkedout")
-    done = subprocess.run(
-        [str(cli), *args], env=env, capture_output=True, text=True, timeout=600
-    )
+    done = subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=600)
     return Step(done.returncode, done.stdout, done.stderr)
 
 
