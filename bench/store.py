@@ -12,14 +12,15 @@ adjacent pairs, which share the machine's state of the moment.
   against a plain write of the same bytes as the same objects of the same sizes, in the same
   order (every object the store wrote: shards, snapshots, metadata; recorded in an untimed
   first run): on the local disk one file each, written and fsynced once; on S3 one PUT each
-  (obstore.put, no multipart, from a buffer ready in memory). RATIO = store MB/s / plain MB/s
-  (target >= 0.7);
+  (obstore.put, no multipart, from a buffer ready in memory). On the local disk every run
+  starts after an untimed os.sync(), so that the deletes of the run before (and their discards)
+  are not paid by the next one. RATIO = store MB/s / plain MB/s (target >= 0.7);
 - single-row random read: random committed rows read one at a time through
   FeatureStore.read_rows([row]) (checksum checked: the call training makes), against a plain
   ranged read of the same bytes of the same object: on the local disk open + os.pread of the
   row's byte range from its shard file + close, from the page cache and cold (every file's pages
-  dropped with posix_fadvise(DONTNEED) before each pass); on S3 obstore.get_range of the row's
-  range of the same shard object (moto copies the whole object for every ranged GET, so both
+  dropped with posix_fadvise(DONTNEED) before each pass); on S3 (--reads / 4 rows a pass)
+  obstore.get_range of the row's range of the same shard object (moto copies the whole object for every ranged GET, so both
   sides pay a shard-sized copy a read: the ratio is about the store's own requests and work,
   the absolute times are moto's). RATIO = plain seconds per read / store seconds per read
   (target >= 0.5);
@@ -30,10 +31,13 @@ adjacent pairs, which share the machine's state of the moment.
   index.parquet, failures.parquet, extractor.json, two zarr.json), read back through the store
   to show it is one; target: format 2 <= 20;
 - `store verify` on the local write store against a plain sequential read of its shard files
-  in the same order (open, one read into a reused buffer, close), cold and warm (after one
+  in the same order (open, one read into a reused buffer, close), cold (after one untimed cold
+  pass: the first read of files just written is slower, whoever makes it) and warm (after one
   untimed pass); target >= 0.7;
-- checksum cost at write: --checksum-rows rows written through RowWriter.write + commit +
-  publish, against the same code with the checksum replaced by a constant (target >= 0.95);
+- checksum cost at write: --checksum-rows rows written through RowWriter.write + commit (in
+  memory: nothing there hides the hash), then + publish (which writes the shards), against the
+  same code with the checksum replaced by a constant, each run after an untimed os.sync()
+  (target >= 0.95);
 - checksum cost at read: FeatureStore.read_rows, the call training makes (64 MB per call, as
   recmodel.data reads), with its checksum check against check=False, cold and from the page
   cache (the worst case: a memory copy at several GB/s leaves nothing to hide the hash behind);
@@ -96,7 +100,7 @@ def main() -> None:
         local = LocalTarget(work / "local")
         store = write_throughput(local, rows, args.items, args.repeats)
         single_row_reads(local, store, args.reads, args.repeats)
-        verify_rate(store)
+        verify_rate(store, args.repeats)
         local.clear()
         checksum_costs(work / "cost", rows, args.checksum_rows, args.repeats)
         shutil.rmtree(work / "cost")
@@ -252,7 +256,8 @@ def write_throughput(target: Any, rows: list[np.ndarray], n: int, repeats: int) 
         target.delete(name)
         return seconds
 
-    t_store, t_plain, ratios = _alternate(store_run, plain_run, repeats)
+    settle = os.sync if isinstance(target, LocalTarget) else None  # the last run's deletes
+    t_store, t_plain, ratios = _alternate(store_run, plain_run, repeats, settle)
     gathered = statistics.median(p[0] for p in phases)
     written = statistics.median(p[1] for p in phases)
     kinds = _describe_objects(writes)
@@ -510,7 +515,7 @@ def count_format1(root: Path) -> int:
 # -- verify -----------------------------------------------------------------------------------
 
 
-def verify_rate(store: Any) -> None:
+def verify_rate(store: Any, repeats: int) -> None:
     """`store verify` against a plain sequential read of the store's shard files."""
     path = store.path.path
     files = sorted(
@@ -539,9 +544,12 @@ def verify_rate(store: Any) -> None:
         return seconds
 
     for label, prepare in (("cold", lambda: _drop_cache(path)), ("warm", None)):
-        if label == "warm":
+        if label == "cold":  # the first read of files just written is slower, whoever reads
+            _drop_cache(path)
+            plain_read()
+        else:
             plain_read()  # one untimed pass puts every file in the page cache
-        t_verify, t_plain, ratios = _alternate(verify, plain_read, 2, prepare)
+        t_verify, t_plain, ratios = _alternate(verify, plain_read, repeats, prepare)
         print(
             f"store verify ({label}), {n_items} rows in {len(files)} shards, "
             f"{total / 1e9:.2f} GB: {total / t_verify / 1e9:.2f} GB/s ({t_verify:.2f} s; verify "
@@ -567,6 +575,7 @@ def checksum_costs(root: Path, rows: list[np.ndarray], n: int, repeats: int) -> 
             store_module.row_checksum = real_checksum if with_checksum else (lambda data: 0)
             try:
                 store = _fresh_store(root / f"w{attempt}-{with_checksum}", shape)
+                os.sync()  # the last run's deletes
                 times[with_checksum].append(_write_rows(store, rows, n))
             finally:
                 store_module.row_checksum = real_checksum

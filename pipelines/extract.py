@@ -27,6 +27,7 @@ from featurizer.store import (
     FeatureStore,
     Location,
     StoreError,
+    StoreIOError,
     location,
     read_current,
     set_current,
@@ -203,6 +204,10 @@ def extract_catalog(
                 writer.publish()
         # the rows committed now (stored rows were checked at the start) and the whole layout
         after = [v.verify(items=c) for v, c in zip(versions, committed, strict=True)]
+    except StoreIOError as exc:  # the storage failed (after its retries): what was published stays
+        raise PipelineError(
+            f"{exc}; the rows published before stay valid, the rest are extracted by the next run"
+        ) from None
     except StoreError as exc:
         raise PipelineError(str(exc)) from None
     except OSError as exc:  # the store's disk (full, read-only, gone): what was published stays

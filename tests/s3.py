@@ -78,3 +78,109 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+class FaultyProxy:
+    """A loopback HTTP proxy in front of the S3 server that breaks the wire on demand: `mode`
+    "forward" (a healthy store), "every:N" (every Nth request answered 503 SlowDown),
+    "slowdown" (every request answered 503 SlowDown); stop() refuses connections (the server is
+    gone) and start() listens again on the same port (it is back). `answered_503` counts."""
+
+    def __init__(self, upstream: str) -> None:
+        from urllib.parse import urlparse
+
+        target = urlparse(upstream)
+        self.host, self.port_up = target.hostname, target.port
+        self.mode = "forward"
+        self.requests = 0
+        self.answered_503 = 0
+        self._server = None
+        self.port = 0
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        self.down = False
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        self._server = server
+
+    def stop(self) -> None:
+        """The server is gone: connections open now are dropped, new ones refused."""
+        self.down = True
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _fail(self) -> bool:
+        self.requests += 1
+        if self.mode == "slowdown":
+            return True
+        if self.mode.startswith("every:"):
+            return self.requests % int(self.mode.split(":")[1]) == 0
+        return False
+
+    def _handler(self):  # noqa: ANN202 - an http.server handler class
+        import http.client
+        from http.server import BaseHTTPRequestHandler
+
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                if proxy.down:  # a keep-alive connection of a server that is gone: dropped
+                    self.close_connection = True
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if proxy._fail():
+                    proxy.answered_503 += 1
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(SLOW_DOWN)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(SLOW_DOWN)
+                    return
+                upstream = http.client.HTTPConnection(proxy.host, proxy.port_up, timeout=60)
+                upstream.request(self.command, self.path, body=body, headers=dict(self.headers))
+                answer = upstream.getresponse()
+                data = answer.read()
+                upstream.close()
+                self.send_response(answer.status)
+                skip = ("transfer-encoding", "connection", "content-length")
+                for key, value in answer.getheaders():
+                    if key.lower() not in skip:
+                        self.send_header(key, value)
+                # a HEAD's answer has no body but tells the object's size
+                length = answer.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        return Handler

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import pyarrow as pa
@@ -208,8 +208,11 @@ def object_lease(version: Location, wait: float = 0.0) -> Iterator[None]:
     finally:
         stop.set()
         renewer.join()
-        if _holder(lease) == nonce:
-            lease.delete()
+        # released if the store can be reached; else it lapses LEASE_SECONDS after its last
+        # renewal (the block's own error is the news, not this one)
+        with suppress(StoreError, OSError):
+            if _holder(lease) == nonce:
+                lease.delete()
 
 
 def _renew(lease: Location, record: dict[str, Any], stop: threading.Event) -> None:

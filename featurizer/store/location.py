@@ -426,17 +426,19 @@ class ObjectLocation(Location):
         except FileNotFoundError as exc:
             if "NoSuchBucket" in str(exc):
                 raise StoreIOError(
-                    f"{self.url}: bucket {self._bucket.bucket!r} does not exist"
+                    f"feature store {self.url}: bucket {self._bucket.bucket!r} does not exist"
                 ) from None
             raise FileNotFoundError(self.url) from None
         except (AlreadyExistsError, PreconditionError):
             if passthrough:
                 raise
-            raise StoreIOError(f"{self.url}: a conditional write found it changed") from None
+            raise StoreIOError(
+                f"feature store {self.url}: a conditional write found it changed"
+            ) from None
         except StoreError:
             raise
         except Exception as exc:  # noqa: BLE001 - every obstore error is this one line
-            raise StoreIOError(f"{self.url}: {describe_object_error(exc)}") from None
+            raise StoreIOError(f"feature store {self.url}: {describe_object_error(exc)}") from None
 
 
 def _object_location(bucket: str, key: str) -> ObjectLocation:
@@ -453,8 +455,8 @@ def describe_object_error(exc: BaseException) -> str:
     after = f" (after {retries.group(1)} retries)" if retries else ""
     name = type(exc).__name__
     if name == "PermissionDeniedError" or (code and "AccessKey" in code.group(1)):
-        why = code.group(1) if code else "access denied"
-        return f"access denied ({why}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        why = f" ({code.group(1)})" if code else ""
+        return f"access denied{why}: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
     if "error sending request" in text or "ConnectionRefused" in str(exc):
         endpoint = os.environ.get("AWS_ENDPOINT_URL", "the S3 endpoint")
         return f"cannot reach the object store at {endpoint}{after}"

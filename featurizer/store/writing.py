@@ -18,7 +18,7 @@ from featurizer.errors import StoreError
 from featurizer.store.commit import Snapshot, lost_index, read_latest, write_snapshot
 from featurizer.store.io import now
 from featurizer.store.layout import FEATURES_DIR, STAGES, ShardGeometry
-from featurizer.store.location import Location, location
+from featurizer.store.location import Location, StoreIOError, location
 from featurizer.store.rows import all_finite, int8_row_checksum, quantize_int8, row_checksum
 
 if TYPE_CHECKING:
@@ -261,9 +261,26 @@ class StoreWriter:
     def publish(self) -> None:
         """Rows first: write the shards gathered by this session's row writers and check that
         the shard of every row committed since the last publish is there; then grow the arrays'
-        metadata to the rows allocated; then commit the next index snapshot."""
+        metadata to the rows allocated; then commit the next index snapshot. A storage error
+        names the items it leaves uncommitted."""
         if not self._dirty:
             return
+        try:
+            self._publish()
+        except StoreIOError as exc:
+            pending = [
+                item
+                for row, item in self._row_items.items()
+                if features_shard(self._geoms, row) not in self._published_shards
+            ]
+            if not pending:
+                raise
+            shown = ", ".join(pending[:5]) + (
+                f" and {len(pending) - 5} more" if len(pending) > 5 else ""
+            )
+            raise StoreIOError(f"{exc}; not committed: {shown}") from None
+
+    def _publish(self) -> None:
         offsets: dict[int, int] = {}
         for writer in self._row_writers:
             offsets.update(writer.flush())
@@ -305,3 +322,8 @@ class StoreWriter:
             if metadata["shape"][0] < self._n_rows:
                 metadata["shape"][0] = self._n_rows
                 meta_file.write_bytes(json.dumps(metadata, indent=2).encode())
+
+
+def features_shard(geoms: list[ShardGeometry], row: int) -> int:
+    """The shard of `row` in the features array (the last geometry)."""
+    return geoms[-1].shard_of(row)
