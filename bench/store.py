@@ -53,7 +53,6 @@ are deleted as the bench goes, and spill to that directory too) and deleted at t
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import shutil
@@ -61,6 +60,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -178,8 +178,11 @@ class ObjectTarget:
     def __init__(self, bucket: str) -> None:
         from obstore.store import S3Store
 
+        from featurizer.store import location
+
         self.bucket = bucket
         self.client = S3Store(bucket, client_options={"allow_http": True})
+        location(self.store_root("bench"))  # loads the store's object-store Location class
 
     def store_root(self, name: str) -> str:
         return f"s3://{self.bucket}/{name}"
@@ -299,37 +302,45 @@ def _write_store(store: Any, rows: list[np.ndarray], n: int) -> float:
     return gathered
 
 
-_SPIED = {
-    "LocalLocation": (
-        "read_bytes", "read_ranges", "write_bytes", "create_bytes", "exists", "size", "delete",
-        "children", "walk",
-    ),
-    "ObjectLocation": (  # its exists() is a size() (one HEAD)
-        "read_bytes", "read_ranges", "write_bytes", "create_bytes", "size", "delete", "children",
-        "walk",
-    ),
-}  # fmt: skip
+_SPIED = (
+    "read_bytes", "read_range", "read_ranges", "write_bytes", "create_bytes", "exists", "size",
+    "delete", "children", "walk",
+)  # fmt: skip
 
 
 @contextmanager
 def _storage_calls() -> Iterator[list[tuple[str, str, int]]]:
-    """(method, url, bytes written) of every call the store makes to its storage
-    (featurizer.store.location: on S3 each is one request) while the block runs, in order."""
-    module = importlib.import_module("featurizer.store.location")  # the package's `location`
+    """(method, url, bytes written) of every call the store makes to its storage (the
+    Location classes of featurizer.store.location: on S3 each is a request) while the block
+    runs, in order; a call made inside another (exists() -> size()) is not counted again."""
+    from featurizer.store.location import Location
+
     calls: list[tuple[str, str, int]] = []
+    depth = threading.local()
+    classes, todo = [], [Location]
+    while todo:
+        classes.append(todo.pop())
+        todo += classes[-1].__subclasses__()
     saved = []
-    for name, methods in _SPIED.items():
-        cls = getattr(module, name)
-        for method in methods:
-            original = cls.__dict__[method]
+    for cls in classes:
+        for method in _SPIED:
+            original = cls.__dict__.get(method)
+            if original is None or getattr(original, "__isabstractmethod__", False):
+                continue
             saved.append((cls, method, original))
 
             def spied(
                 self: Any, *args: Any, _original: Any = original, _method: str = method
             ) -> Any:
-                written = _nbytes(args[0]) if _method in ("write_bytes", "create_bytes") else 0
-                calls.append((_method, self.url, written))
-                return _original(self, *args)
+                outermost = not getattr(depth, "n", 0)
+                if outermost:
+                    written = _nbytes(args[0]) if _method in ("write_bytes", "create_bytes") else 0
+                    calls.append((_method, self.url, written))
+                depth.n = getattr(depth, "n", 0) + 1
+                try:
+                    return _original(self, *args)
+                finally:
+                    depth.n -= 1
 
             setattr(cls, method, spied)
     try:

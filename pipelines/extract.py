@@ -33,7 +33,7 @@ from featurizer.store import (
     set_current,
 )
 from featurizer.store.bank import create_bank
-from featurizer.store.reading import directory_bytes
+from featurizer.store.summary import directory_bytes
 from pipelines.catalog import scan_videos
 from pipelines.errors import PipelineError, one_line
 from pipelines.extract_pool import Video, pool_size, run_actor_pool

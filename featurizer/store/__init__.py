@@ -51,8 +51,10 @@ dropped from the index (its stale features describe a video that no longer exist
 is ever both in the index and in the failures.
 
 Modules, one concept each: layout (names, schemas, shard geometry), rows (checksums, int8),
-location (local and object-store I/O), io (local durable writes), commit (snapshots, lease),
-versions (creating, finding and listing versions; CURRENT), reading (FeatureStore), writing
+location (local and object-store I/O; objectstore: S3), io (local durable writes), shards
+(reading rows out of shard objects), commit (snapshots, lease),
+versions (creating, finding and listing versions; CURRENT), reading (FeatureStore), summary
+(store info), writing
 (RowWriter, StoreWriter), verification, legacy (format 1), upgrade (format 1 to 2), bank (prompt
 banks), derive (compact views).
 """

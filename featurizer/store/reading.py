@@ -26,7 +26,6 @@ from featurizer.store.commit import (
 )
 from featurizer.store.layout import (
     ARRAY_NAME,
-    CHECKSUM,
     DTYPE,
     FEATURES_DIR,
     FORMAT_LEGACY,
@@ -38,11 +37,11 @@ from featurizer.store.layout import (
 )
 from featurizer.store.location import Location, location
 from featurizer.store.rows import dequantize_int8, int8_row_checksum, row_checksum
+from featurizer.store.shards import read_sharded, shard_offsets
 from featurizer.store.verification import VerifyReport, verify_version
 from featurizer.store.versions import (
     bank_primary,
     create_version_of,
-    read_current,
     read_extractor,
     version_path,
 )
@@ -328,24 +327,8 @@ class FeatureStore:
     def _offsets_of(self, rows: list[int]) -> dict[int, int | None]:
         """Each row's offset in its features shard: from the index, else (a row no index names)
         from the shard object's own index; None where the shard does not hold it."""
-        offsets: dict[int, int | None] = {r: self._row_offsets.get(r) for r in rows}
-        unknown = [r for r in rows if offsets[r] is None]
-        features = self.geometries[-1]
-        for shard in {features.shard_of(r) for r in unknown}:
-            shard_object = self._path / features.key(shard)
-            size = shard_object.size()
-            if size is None or size < features.index_bytes:
-                continue
-            try:
-                slots = features.parse_index(
-                    shard_object.read_range(size - features.index_bytes, features.index_bytes)
-                )
-            except ValueError:
-                continue
-            for r in unknown:
-                if features.shard_of(r) == shard and r % features.rows in slots:
-                    offsets[r] = slots[r % features.rows][0]
-        return offsets
+        known = {r: self._row_offsets.get(r) for r in rows}
+        return shard_offsets(self._path, self.geometries[-1], known)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -405,44 +388,10 @@ class FeatureStore:
         return verify_version(self, check_values=check_values, items=items)
 
     def info(self) -> str:
-        """A human-readable summary of this version."""
-        e = self._extractor
-        L, K, D = self.shape_per_item
-        index = self.index_table()
-        n_items = index.num_rows
-        n_checksums = n_items - index.column("checksum").null_count
-        n_failures = self.failures_table().num_rows
-        objects = self._path.walk()
-        features = [size for key, size in objects if key.startswith(f"{FEATURES_DIR}/")]
-        data = [s for (key, s) in objects if "/c/" in key]
-        current = read_current(self._path.parent)
-        layout = (
-            f"format 2: {len(data)} shard objects of up to {self.geometries[0].rows} rows"
-            if self.format != FORMAT_LEGACY
-            else f"format 1 (read-only): {len(data)} chunk files, one a row"
-        )
-        return "\n".join(
-            [
-                f"feature store {self._path}"
-                + (" (CURRENT)" if current == self.fingerprint else ""),
-                f"  fingerprint   {self.fingerprint}  (created {e.get('created_at')})",
-                f"  model         {e.get('model')} @ {e.get('revision')}",
-                f"  layers        {e.get('layers')}  (L={L})",
-                f"  tokens        K={K}: {K - int(e['G'])} merged old ({e.get('merge')}) "
-                f"+ G={e['G']} new",
-                f"  frames        {e.get('frames')} at {e.get('resolution')}px",
-                f"  hidden size   D={D}",
-                *_derived_line(e),
-                f"  items         {n_items} committed, {n_failures} failed, "
-                f"{self.n_rows} rows allocated",
-                f"  checksums     {n_checksums} of {n_items} committed rows ({CHECKSUM})",
-                f"  layout        {layout}",
-                f"  stored        {_human(sum(s for _, s in objects))} "
-                f"({_human(sum(features))} features)",
-                f"  per item      {_human(self.row_bytes)} raw "
-                f"({'L*K*D int8 + L*K*2 scales' if self.int8 else 'L*K*D*2'})",
-            ]
-        )
+        """A human-readable summary of this version (featurizer.store.summary)."""
+        from featurizer.store.summary import describe_version
+
+        return describe_version(self)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -508,75 +457,7 @@ class FeatureStore:
             )
 
 
-def read_sharded(
-    version: Location,
-    geoms: list[ShardGeometry],
-    rows: list[int],
-    offsets: Mapping[int, int | None],
-    outs: list[np.ndarray],
-) -> dict[int, str]:
-    """Format 2: outs[g][i] <- row rows[i] of geometry g, one ranged read per shard object and
-    array (nearby rows in one request); row -> problem for rows that could not be read ("is
-    missing": not in its shard, or its shard never written)."""
-    problems: dict[int, str] = {}
-    features = geoms[-1]
-    by_shard: dict[int, list[int]] = {}
-    for i, row in enumerate(rows):
-        if offsets.get(row) is None:
-            problems[row] = "is missing"
-        else:
-            by_shard.setdefault(features.shard_of(row), []).append(i)
-    for shard, members in by_shard.items():
-        for g, out in zip(geoms, outs, strict=True):
-            shard_object = version / g.key(shard)
-            positions = [int(offsets[rows[i]]) // features.row_bytes for i in members]  # type: ignore[arg-type]
-            try:
-                got = shard_object.read_ranges(
-                    [p * g.row_bytes for p in positions], [g.row_bytes] * len(members)
-                )
-            except FileNotFoundError:
-                for i in members:
-                    problems.setdefault(rows[i], f"shard object {shard_object} is missing")
-                continue
-            except StoreError as exc:
-                for i in members:
-                    problems.setdefault(rows[i], f"shard object {shard_object}: {exc}")
-                continue
-            for i, data in zip(members, got, strict=True):
-                if len(data) != g.row_bytes:
-                    problems.setdefault(
-                        rows[i],
-                        f"shard object {shard_object} holds {len(data)} of the row's "
-                        f"{g.row_bytes} bytes (truncated)",
-                    )
-                    continue
-                memoryview(out[i]).cast("B")[:] = data
-    return problems
-
-
 def _checksum(parts: list[np.ndarray]) -> int:
     if len(parts) == 2:  # int8: values after scales in `parts`; the checksum hashes values first
         return int8_row_checksum(parts[1], parts[0])
     return row_checksum(parts[0])
-
-
-def _derived_line(extractor: dict[str, Any]) -> list[str]:
-    d = extractor.get("derived_from")
-    if not d:
-        return []
-    return [
-        f"  derived from  {d['fingerprint']}: layers {d['layers']}, K={d['k_tokens']} ({d['merge']})"
-    ]
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} TB"
-
-
-def directory_bytes(path: Location) -> int:
-    """Bytes of every object below `path`."""
-    return sum(size for _, size in path.walk())
