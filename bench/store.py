@@ -35,9 +35,9 @@ adjacent pairs, which share the machine's state of the moment.
   pass: the first read of files just written is slower, whoever makes it) and warm (after one
   untimed pass); target >= 0.7;
 - checksum cost at write: --checksum-rows rows written through RowWriter.write + commit (in
-  memory: nothing there hides the hash), then + publish (which writes the shards), against the
-  same code with the checksum replaced by a constant, each run after an untimed os.sync()
-  (target >= 0.95);
+  memory: nothing there hides the hash, so no target: the hash alone bounds it), then + publish
+  (which writes the shards), against the same code with the checksum replaced by a constant,
+  each run after an untimed os.sync() (target >= 0.95);
 - checksum cost at read: FeatureStore.read_rows, the call training makes (64 MB per call, as
   recmodel.data reads), with its checksum check against check=False, cold and from the page
   cache (the worst case: a memory copy at several GB/s leaves nothing to hide the hash behind);
@@ -612,7 +612,10 @@ def checksum_costs(root: Path, rows: list[np.ndarray], n: int, repeats: int) -> 
             f"{mb / t_with:.0f} MB/s with checksums, {mb / t_without:.0f} MB/s without; the "
             f"hash alone would make the ratio {t_without / (t_without + hash_s):.3f}"
         )
-        _ratio(f"write with / without checksums ({label.split(' (')[0]})", ratios, 0.95)
+        # in memory, the hash is most of the work besides a copy: no target, the hash-alone
+        # figure above is the ceiling; with the shards written, the write hides it
+        target = None if part == 0 else 0.95
+        _ratio(f"write with / without checksums ({label.split(' (')[0]})", ratios, target)
 
     store = kept[0]
     all_rows = np.arange(n)
@@ -788,9 +791,10 @@ def _pair_ratios(slow: list[float], fast: list[float]) -> list[float]:
     return [f / s for s, f in zip(slow, fast, strict=True)]
 
 
-def _ratio(name: str, ratios: list[float], target: float) -> None:
+def _ratio(name: str, ratios: list[float], target: float | None) -> None:
+    aim = f"target >= {target}; " if target is not None else ""
     print(
-        f"RATIO {name} = {statistics.median(ratios):.3f}  (target >= {target}; "
+        f"RATIO {name} = {statistics.median(ratios):.3f}  ({aim}"
         f"{len(ratios)} pairs from {min(ratios):.3f} to {max(ratios):.3f})"
     )
 

@@ -44,7 +44,7 @@ from featurizer.errors import StoreBusyError, StoreError
 from featurizer.store.layout import FAILURES_SCHEMA, INDEX_SCHEMA, LEASE_FILE, SNAPSHOTS_DIR
 from featurizer.store.location import Location
 
-KEEP_SNAPSHOTS = 2
+KEEP_SNAPSHOTS = 1  # a reader that lists a pruned one lists again (read_latest)
 LEASE_SECONDS = 30.0
 _NONCE = b"linkedout.nonce"
 _RUNS = b"linkedout.extraction_runs"

@@ -104,6 +104,18 @@ class Location(ABC):
     def read_range(self, start: int, length: int) -> memoryview:
         return self.read_ranges([start], [length])[0]
 
+    def read_ranges_into(self, starts: Sequence[int], outs: Sequence[memoryview]) -> None:
+        """Byte ranges of the object straight into `outs` (byte views, one per range, each
+        as long as its range); StoreError when the object ends before a range does."""
+        got = self.read_ranges(starts, [len(out) for out in outs])
+        for start, data, out in zip(starts, got, outs, strict=True):
+            if len(data) != len(out):
+                raise StoreError(
+                    f"{self.url}: ends at {start + len(data)} bytes, {len(out)} read from "
+                    f"{start} (truncated)"
+                )
+            out[:] = data
+
     @abstractmethod
     def write_bytes(self, data: bytes | memoryview | Sequence[Any]) -> None:
         """Replace the object whole (a sequence of buffers is written as their concatenation);
@@ -183,24 +195,27 @@ class LocalLocation(Location):
         return self._path.read_bytes()
 
     def read_ranges(self, starts: Sequence[int], lengths: Sequence[int]) -> list[memoryview]:
-        out = []
+        buffers = [memoryview(bytearray(length)) for length in lengths]
+        self.read_ranges_into(starts, buffers)
+        return buffers
+
+    def read_ranges_into(self, starts: Sequence[int], outs: Sequence[memoryview]) -> None:
+        """pread straight into the caller's buffers: no temporary (a fresh 2.75 MB buffer a row
+        costs more in page faults than the read itself)."""
         fd = os.open(self._path, os.O_RDONLY)
         try:
-            for start, length in zip(starts, lengths, strict=True):
-                buffer = bytearray(length)
+            for start, out in zip(starts, outs, strict=True):
                 done = 0
-                while done < length:
-                    got = os.preadv(fd, [memoryview(buffer)[done:]], start + done)
+                while done < len(out):
+                    got = os.preadv(fd, [out[done:]], start + done)
                     if got == 0:
                         raise StoreError(
-                            f"{self._path}: ends at {start + done} bytes, {length} read from "
+                            f"{self._path}: ends at {start + done} bytes, {len(out)} read from "
                             f"{start} (truncated)"
                         )
                     done += got
-                out.append(memoryview(buffer))
         finally:
             os.close(fd)
-        return out
 
     def write_bytes(self, data: bytes | memoryview | Sequence[Any]) -> None:
         tmp = self._temp()

@@ -57,6 +57,7 @@ class FeatureStore:
         self._snapshot: Snapshot | None = None
         self._legacy_key: Any = None
         self._rows_reader: Any = None
+        self._n_rows: int | None = None  # rows allocated, as last read
         self._index_table: pa.Table | None = None
         self._index: dict[str, int] = {}
         self._row_items: dict[int, str] = {}
@@ -159,7 +160,8 @@ class FeatureStore:
         """Rows allocated in the array (committed or not)."""
         if self.format == FORMAT_LEGACY:
             return self._legacy_rows().n_rows
-        return int(self.metadata()["shape"][0])
+        self._n_rows = int(self.metadata()["shape"][0])
+        return self._n_rows
 
     def where(self, row: int) -> str:
         """The object(s) or file(s) that hold `row`."""
@@ -292,13 +294,18 @@ class FeatureStore:
         ]  # fmt: skip
         if rows.size == 0:
             return outs
-        n_rows = self.n_rows
+        # a read of committed rows asks the storage nothing but their bytes: the index and the
+        # array's size are looked up again only for a row they do not know (a new commit)
+        if self._index_table is None or not all(int(r) in self._row_items for r in rows):
+            self._refresh_index()
+        n_rows = self._n_rows if self._n_rows is not None else self.n_rows
+        if rows.max() >= n_rows:
+            n_rows = self.n_rows
         if rows.min() < 0 or rows.max() >= n_rows:
             raise StoreError(
                 f"feature store {self._path}: rows out of range [0, {n_rows}): "
                 f"{rows[(rows < 0) | (rows >= n_rows)][:5].tolist()}"
             )
-        self._refresh_index()
         problems = self._read_raw(rows.tolist(), outs)
         for i, row in enumerate(rows.tolist()):
             expected = self._row_checksums.get(row) if check else None

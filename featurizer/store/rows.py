@@ -19,7 +19,8 @@ import xxhash
 
 from featurizer.store.layout import DTYPE, INT8
 
-_EXPONENT = np.uint16(0x7C00)  # float16 exponent bits: all set means Inf or NaN
+_EXPONENT = np.uint16(0x7C00)
+_BLOCK = 1 << 16  # values a block of all_finite  # float16 exponent bits: all set means Inf or NaN
 
 
 def row_checksum(data: Any) -> int:
@@ -65,6 +66,13 @@ def dequantize_int8(values: np.ndarray, scales: np.ndarray, out: np.ndarray) -> 
 
 def all_finite(row: np.ndarray) -> bool:
     """No NaN or Inf in a float16 array: a test of the exponent bits, about ten times faster
-    than np.isfinite, which converts float16 to float32 first."""
-    bits = np.ascontiguousarray(row, dtype=DTYPE).view(np.uint16)
-    return not bool(((bits & _EXPONENT) == _EXPONENT).any())
+    than np.isfinite, which converts float16 to float32 first; a block at a time through one
+    small buffer (whole-row temporaries cost a 2.75 MB row more than the test)."""
+    bits = np.ascontiguousarray(row, dtype=DTYPE).reshape(-1).view(np.uint16)
+    scratch = np.empty(min(_BLOCK, bits.size), dtype=np.uint16)
+    for start in range(0, bits.size, _BLOCK):
+        part = bits[start : start + _BLOCK]
+        masked = np.bitwise_and(part, _EXPONENT, out=scratch[: part.size])
+        if (masked == _EXPONENT).any():
+            return False
+    return True

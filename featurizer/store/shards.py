@@ -35,27 +35,15 @@ def read_sharded(
         for g, out in zip(geoms, outs, strict=True):
             shard_object = version / g.key(shard)
             positions = [int(offsets[rows[i]]) // features.row_bytes for i in members]  # type: ignore[arg-type]
+            outs_of = [memoryview(out[i]).cast("B") for i in members]
             try:
-                got = shard_object.read_ranges(
-                    [p * g.row_bytes for p in positions], [g.row_bytes] * len(members)
-                )
+                shard_object.read_ranges_into([p * g.row_bytes for p in positions], outs_of)
             except FileNotFoundError:
                 for i in members:
                     problems.setdefault(rows[i], f"shard object {shard_object} is missing")
-                continue
             except StoreError as exc:
                 for i in members:
                     problems.setdefault(rows[i], f"shard object {shard_object}: {exc}")
-                continue
-            for i, data in zip(members, got, strict=True):
-                if len(data) != g.row_bytes:
-                    problems.setdefault(
-                        rows[i],
-                        f"shard object {shard_object} holds {len(data)} of the row's "
-                        f"{g.row_bytes} bytes (truncated)",
-                    )
-                    continue
-                memoryview(out[i]).cast("B")[:] = data
     return problems
 
 

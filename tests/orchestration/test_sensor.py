@@ -19,7 +19,9 @@ def dataset(tmp_path: Path, demo_dataset: Path) -> Path:
     return copy
 
 
-def _tick(dataset: Path, tmp_path: Path, tiny_model: Path, cursor: str | None) -> dg.SensorResult:
+def _tick(
+    dataset: Path, tmp_path: Path, tiny_model: Path, cursor: str | None, store: str | None = None
+) -> dg.SensorResult:
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(
             instance=instance,
@@ -27,7 +29,7 @@ def _tick(dataset: Path, tmp_path: Path, tiny_model: Path, cursor: str | None) -
             resources={
                 "paths": LinkedOutPaths(
                     dataset_dir=str(dataset),
-                    store_dir=str(tmp_path / "store"),
+                    store_dir=store or str(tmp_path / "store"),
                     runs_dir=str(tmp_path / "runs"),
                 ),
                 "extractor": ExtractorPreset(preset="demo", model=str(tiny_model)),
@@ -120,6 +122,34 @@ def test_videos_already_in_the_store_are_not_requested(
                 writer.commit(item, row, "0" * 64, 1, 16)
 
     result = _tick(dataset, tmp_path, tiny_model, cursor=None)
+
+    requested = set(_requested_items(result))
+    assert requested and not requested & set(stored)
+
+
+def test_an_s3_store_is_read_like_a_local_one(
+    dataset: Path, tmp_path: Path, tiny_model: Path, s3
+) -> None:
+    import numpy as np
+
+    from featurizer.config import hidden_size_of, load_preset
+    from featurizer.store import FeatureStore
+    from tests.s3 import environment
+
+    config = load_preset("demo").replace(model=str(tiny_model))
+    stored = sorted(p.stem for p in (dataset / "videos").glob("*.mp4"))[:4]
+    with environment(s3.env()):
+        store = f"s3://{s3.bucket()}/store"
+        for member in config.members():
+            version = FeatureStore.create_or_open(store, member, hidden_size_of(config))
+            with version.writer() as writer:
+                rows = writer.allocate(len(stored))
+                row_writer = writer.row_writer()
+                for item, row in zip(stored, rows, strict=True):
+                    row_writer.write(row, np.zeros(version.shape_per_item, np.float16))
+                    writer.commit(item, row, "0" * 64, 1, 16)
+
+        result = _tick(dataset, tmp_path, tiny_model, cursor=None, store=store)
 
     requested = set(_requested_items(result))
     assert requested and not requested & set(stored)
