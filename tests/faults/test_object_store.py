@@ -38,12 +38,14 @@ class Wire:
 @pytest.fixture(scope="module")
 def wire(s3) -> Iterator[Wire]:
     """The proxy in front of the S3 server, and a local Ray whose workers reach the store
-    through it (a Ray node's environment is fixed when it starts)."""
+    through it (a Ray node's environment is fixed when it starts); a Ray started before is
+    started again after."""
     import ray
 
     from pipelines.ray_runtime import ensure_ray
 
     proxy = FaultyProxy(s3.endpoint)
+    had_ray = ray.is_initialized()
     ray.shutdown()
     with environment(s3.env(AWS_ENDPOINT_URL=proxy.url)):
         ensure_ray()
@@ -52,6 +54,8 @@ def wire(s3) -> Iterator[Wire]:
         finally:
             ray.shutdown()
     proxy.stop()
+    if had_ray:  # the package's ray_local outlives this module
+        ensure_ray()
 
 
 @pytest.fixture
