@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 (moto) figures")
     args = parser.parse_args()
 
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
     try:
         shape = (*SHAPE_LK, args.hidden)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ from featurizer.store.versions import (
     version_path,
 )
 from featurizer.store.writing import StoreWriter
+
+CHECK_BLOCK_BYTES = 8 << 20  # a checked read hashes a block while it reads the next
 
 
 class FeatureStore:
@@ -306,24 +309,52 @@ class FeatureStore:
                 f"feature store {self._path}: rows out of range [0, {n_rows}): "
                 f"{rows[(rows < 0) | (rows >= n_rows)][:5].tolist()}"
             )
-        problems = self._read_raw(rows.tolist(), outs)
-        for i, row in enumerate(rows.tolist()):
-            expected = self._row_checksums.get(row) if check else None
-            problem = problems.get(row)
-            if problem == "is missing" and row not in self._row_items:
-                for o in outs:  # a row never written: the fill values
-                    o[i] = np.nan if o.dtype == DTYPE else 0
-            elif problem:
-                if problem == "is missing":
-                    problem = f"{self.where(row)} is missing"
-                raise StoreError(self._bad_row_message(row, problem))
-            elif expected is not None and _checksum([o[i] for o in outs]) != expected:
-                raise StoreError(
-                    self._bad_row_message(
-                        row, f"{self.where(row)} does not match the checksum recorded at commit"
-                    )
-                )
+        row_list = rows.tolist()
+        row_bytes = sum(o[0].nbytes for o in outs)
+        step = max(1, CHECK_BLOCK_BYTES // row_bytes) if check else len(row_list)
+        blocks = [range(i, min(i + step, len(row_list))) for i in range(0, len(row_list), step)]
+
+        def read(block: range) -> dict[int, str]:
+            part = slice(block.start, block.stop)
+            return self._read_raw(row_list[part], [o[part] for o in outs])
+
+        # checked, the rows are read a block ahead of the hash (both release the GIL)
+        reader = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-read")
+            if len(blocks) > 1
+            else None
+        )
+        try:
+            results = reader.map(read, blocks) if reader else map(read, blocks)
+            for block, problems in zip(blocks, results, strict=True):
+                for i in block:
+                    row = row_list[i]
+                    self._check_row(row, [o[i] for o in outs], problems.get(row), check)
+        finally:
+            if reader is not None:
+                reader.shutdown(cancel_futures=True)
         return outs
+
+    def _check_row(
+        self, row: int, parts: list[np.ndarray], problem: str | None, check: bool
+    ) -> None:
+        """Raise for a row that could not be read or does not match its checksum; a row never
+        written reads as the fill values."""
+        if problem == "is missing" and row not in self._row_items:
+            for part in parts:
+                part[...] = np.nan if part.dtype == DTYPE else 0
+            return
+        if problem:
+            if problem == "is missing":
+                problem = f"{self.where(row)} is missing"
+            raise StoreError(self._bad_row_message(row, problem))
+        expected = self._row_checksums.get(row) if check else None
+        if expected is not None and _checksum(parts) != expected:
+            raise StoreError(
+                self._bad_row_message(
+                    row, f"{self.where(row)} does not match the checksum recorded at commit"
+                )
+            )
 
     def _read_raw(self, rows: list[int], outs: list[np.ndarray]) -> dict[int, str]:
         """Bytes of `rows` into `outs`; row -> problem for the rows that could not be read."""

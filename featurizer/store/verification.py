@@ -12,9 +12,9 @@ Two kinds of findings (VerifyReport):
   missing or too short, or a row not matching the checksum recorded at commit (NaN/Inf for
   rows written before checksums). `extract` re-extracts exactly these items.
 
-The value pass reads the committed rows in row order, a shard at a time (one ranged read per
-shard and array), and hashes each row where it lies: its cost is the read of the bytes (a few
-percent more; bench/store.py). A matching checksum also stands for "finite": the writer refuses
+The value pass reads the committed rows in row order, a block of shards at a time (one ranged
+read per shard and array), and hashes each row where it lies while the next block is read: its
+cost is about the read of the bytes (bench/store.py). A matching checksum also stands for "finite": the writer refuses
 NaN/Inf before it takes the checksum, so only rows without one are scanned for NaN/Inf.
 """
 
@@ -24,6 +24,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from featurizer.store.reading import FeatureStore
 
 MAX_LISTED = 50  # bad rows describe() lists one by one
-VALUE_PASS_BYTES = 256 << 20  # rows read at a time by the value pass
+VALUE_PASS_BYTES = 32 << 20  # two blocks of rows: one read while the other is hashed
 
 
 @dataclass
@@ -267,30 +268,37 @@ def _check_values(
     store: FeatureStore, entries: list[tuple[str, int, int | None]], report: VerifyReport
 ) -> None:
     """Read each (item, row, checksum) row, in row order, a block at a time, and record the
-    bad ones."""
+    bad ones. Two blocks of VALUE_PASS_BYTES / 2: the next one is read in a thread while this
+    one is hashed (the read and xxh3 both release the GIL), so the pass costs about the read."""
     entries = sorted(entries, key=lambda entry: entry[1])
     geoms = geometries(store.shape_per_item, store.int8)
     row_bytes = sum(g.row_bytes for g in geoms)
-    block = max(1, VALUE_PASS_BYTES // row_bytes)
-    outs = [np.empty((block, *g.chunk_shape), dtype=g.dtype) for g in geoms]
+    block = max(1, VALUE_PASS_BYTES // 2 // row_bytes)
+    buffers = [[np.empty((block, *g.chunk_shape), dtype=g.dtype) for g in geoms] for _ in range(2)]
+    parts = [entries[first : first + block] for first in range(0, len(entries), block)]
     start = time.perf_counter()
     store._refresh_index()
-    for first in range(0, len(entries), block):
-        part = entries[first : first + block]
-        rows = [row for _, row, _ in part]
-        views = [o[: len(part)] for o in outs]
-        problems = store._read_raw(rows, views)
-        for i, (item, row, expected) in enumerate(part):
-            problem = problems.get(row)
-            if problem:
-                if problem == "is missing":
-                    problem = f"{store.where(row)} is missing (the row was never written)"
-                report.bad_rows[item] = f"row {row}: {problem}"
-                continue
-            report.n_checked += 1
-            why = _value_problem([v[i] for v in views], expected)
-            if why:
-                report.bad_rows[item] = f"row {row}: {store.where(row)} {why}"
+
+    def read(k: int) -> tuple[list[np.ndarray], dict[int, str]]:
+        views = [out[: len(parts[k])] for out in buffers[k % 2]]
+        return views, store._read_raw([row for _, row, _ in parts[k]], views)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-read") as reader:
+        pending = reader.submit(read, 0) if parts else None
+        for k, part in enumerate(parts):
+            views, problems = pending.result()  # type: ignore[union-attr]
+            pending = reader.submit(read, k + 1) if k + 1 < len(parts) else None
+            for i, (item, row, expected) in enumerate(part):
+                problem = problems.get(row)
+                if problem:
+                    if problem == "is missing":
+                        problem = f"{store.where(row)} is missing (the row was never written)"
+                    report.bad_rows[item] = f"row {row}: {problem}"
+                    continue
+                report.n_checked += 1
+                why = _value_problem([v[i] for v in views], expected)
+                if why:
+                    report.bad_rows[item] = f"row {row}: {store.where(row)} {why}"
     report.seconds = time.perf_counter() - start
     report.bytes_read = report.n_checked * row_bytes
 

@@ -90,6 +90,20 @@ def test_verify_names_a_flipped_bit_with_its_item_and_shard_object(store: Featur
     assert report.n_checked == 3 and report.bytes_read == 3 * ROW_BYTES
 
 
+def test_verify_a_block_at_a_time_names_the_same_row(
+    store: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of one row: each read while the one before is hashed, into alternating buffers."""
+    import featurizer.store.verification as verification
+
+    monkeypatch.setattr(verification, "VALUE_PASS_BYTES", 2 * ROW_BYTES)
+    _flip_bit(_shard(store), 2 * ROW_BYTES + 100)
+
+    report = store.verify()
+
+    assert list(report.bad_rows) == ["c"] and report.n_checked == 3
+
+
 def test_read_refuses_a_row_that_fails_its_checksum(store: FeatureStore) -> None:
     _flip_bit(_shard(store), 2 * ROW_BYTES + 100)
 
@@ -100,6 +114,21 @@ def test_read_refuses_a_row_that_fails_its_checksum(store: FeatureStore) -> None
     assert "item c (row 2)" in message and str(_shard(store)) in message
     assert "\n" not in message
     assert store.read_rows([2], check=False).shape == (1, 3, 8, D)  # as stored, unchecked
+
+
+def test_checked_read_a_block_at_a_time_reads_every_row_and_refuses_the_bad_one(
+    store: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of one row: each read while the one before is hashed."""
+    import featurizer.store.reading as reading
+
+    monkeypatch.setattr(reading, "CHECK_BLOCK_BYTES", ROW_BYTES)
+    rows = store.read_rows([0, 1, 2])
+    _flip_bit(_shard(store), 2 * ROW_BYTES + 100)
+
+    assert all(np.array_equal(rows[i], _features(i)) for i in range(3))
+    with pytest.raises(StoreError, match=r"item c \(row 2\)"):
+        store.read_rows([0, 1, 2])
 
 
 def test_truncated_shard_names_its_items_and_object(store: FeatureStore) -> None:
