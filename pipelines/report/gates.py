@@ -116,16 +116,21 @@ class GateAnalysis:
         return f"{first} {second} {paper}"
 
 
-def read_gates(run: Path) -> GateAnalysis | None:
-    """gates.parquet of a run, or None when the variant has no layer gate (no rows)."""
+def read_gates_table(run: Path) -> pa.Table | None:
+    """A run's gates.parquet (a row per item with features: its gate weights), None without one."""
     path = Path(run) / "gates.parquet"
     if not path.is_file():
         return None
     try:
-        table = pq.read_table(path)
+        return pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         raise PipelineError(f"{path} is unreadable: {' '.join(str(exc).split())[:200]}") from None
-    if table.num_rows == 0:
+
+
+def read_gates(run: Path) -> GateAnalysis | None:
+    """gates.parquet of a run, or None when the variant has no layer gate (no rows)."""
+    table = read_gates_table(run)
+    if table is None or table.num_rows == 0:
         return None
     gate_cols = [c for c in table.column_names if re.fullmatch(r"gate_L\d+", c)]
     layers = [int(c[len("gate_L") :]) for c in gate_cols]

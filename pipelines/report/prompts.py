@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipelines.errors import PipelineError
+from pipelines.report.gates import read_gates_table
 from pipelines.report.render import Block, FigureBlock, Para, TableBlock, pct
 from pipelines.report.runs import read_config
 
@@ -41,13 +39,9 @@ class PromptMixture:
 
 def read_prompt_mixture(run: Path) -> PromptMixture | None:
     """The prompt mixture of a `full_prompt_bank` run; None without one (no prompt columns)."""
-    path = Path(run) / "gates.parquet"
-    if not path.is_file():
+    table = read_gates_table(run)
+    if table is None:
         return None
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise PipelineError(f"{path} is unreadable: {' '.join(str(exc).split())[:200]}") from None
     columns = sorted(
         (c for c in table.column_names if re.fullmatch(r"prompt_\d+", c)),
         key=lambda c: int(c.split("_")[1]),
