@@ -43,6 +43,15 @@ def workspace(tmp_path: Path, demo_dataset: Path, tiny_model: Path) -> Path:
     return tmp_path
 
 
+# `dagster dev` stops on SIGTERM by giving it SIGINT's handler. Started from a background job
+# (nohup, a CI runner's `&`) it inherits SIGINT ignored, so it ignored SIGTERM too and the
+# teardown waited out 60 s. It is started as a terminal starts it: SIGINT at its default.
+SIGINT_AT_DEFAULT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 @pytest.fixture
 def webserver(workspace: Path):
     port = _free_port()
@@ -59,7 +68,8 @@ def webserver(workspace: Path):
     # `dagster dev`, as users start it: the webserver and the daemon that launches queued runs
     dagster = Path(sys.executable).with_name("dagster")
     process = subprocess.Popen(
-        [str(dagster), "dev", "-m", "dagster_project", "-h", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-c", SIGINT_AT_DEFAULT, str(dagster)]
+        + ["dev", "-m", "dagster_project", "-h", "127.0.0.1", "-p", str(port)],
         env=env,
         start_new_session=True,  # its webserver, daemon and code server stop together
         stdout=subprocess.DEVNULL,
