@@ -223,10 +223,8 @@ def describe_object_error(exc: BaseException) -> str:
         endpoint = os.environ.get("AWS_ENDPOINT_URL", "the S3 endpoint")
         return f"cannot reach the object store at {endpoint}{after}"
     if code or status:
-        what = code.group(1) if code else ""
-        return f"the object store answered {status.group(1).strip() if status else ''} {what}{after}".replace(
-            "  ", " "
-        )
+        answer = " ".join(m.group(1).strip() for m in (status, code) if m)
+        return f"the object store answered {answer}{after}"
     text = re.sub(r"<\?xml.*", "", text, flags=re.S)
     return _redact(" ".join(text.split()))[:300]
 

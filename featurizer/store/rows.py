@@ -19,8 +19,8 @@ import xxhash
 
 from featurizer.store.layout import DTYPE, INT8
 
-_EXPONENT = np.uint16(0x7C00)
-_BLOCK = 1 << 16  # values a block of all_finite  # float16 exponent bits: all set means Inf or NaN
+_EXPONENT = np.uint16(0x7C00)  # float16 exponent bits: all set means Inf or NaN
+_BLOCK = 1 << 16  # values all_finite tests at a time
 
 
 def row_checksum(data: Any) -> int:

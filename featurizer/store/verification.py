@@ -14,8 +14,9 @@ Two kinds of findings (VerifyReport):
 
 The value pass reads the committed rows in row order, a block of shards at a time (one ranged
 read per shard and array), and hashes each row where it lies while the next block is read: its
-cost is about the read of the bytes (bench/store.py). A matching checksum also stands for "finite": the writer refuses
-NaN/Inf before it takes the checksum, so only rows without one are scanned for NaN/Inf.
+cost is about the read of the bytes (bench/store.py). A matching checksum also stands for
+"finite": the writer refuses NaN/Inf before it takes the checksum, so only rows without one are
+scanned for NaN/Inf.
 """
 
 from __future__ import annotations
