@@ -1,7 +1,16 @@
-"""The feature store's exceptions. A module of its own, free of heavy imports, so the CLI can
-catch them without loading zarr."""
+"""The feature store's exceptions, and how their messages list items. A module of its own, free
+of heavy imports, so the CLI can catch them without loading zarr."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def shown(items: Sequence[str], limit: int = 5) -> str:
+    """The first `limit` of `items` for a one-line message: "a, b, c and 4 more"."""
+    return ", ".join(items[:limit]) + (
+        f" and {len(items) - limit} more" if len(items) > limit else ""
+    )
 
 
 class StoreError(Exception):

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featurizer.errors import shown
 from pipelines.errors import PipelineError
 
 FRAME_SIZE = 96  # pixels, square; even, as yuv420p needs
@@ -414,9 +415,8 @@ def _refuse_non_empty(out: Path, force: bool) -> None:
         raise PipelineError(f"{out} exists and is not a directory")
     held = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
     if held:
-        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
         raise PipelineError(
-            f"{out} is not empty (it holds {shown}): demo-data would replace pairs.csv, "
+            f"{out} is not empty (it holds {shown(held)}): demo-data would replace pairs.csv, "
             "titles.csv and videos/v*.mp4 there; pass --force to do that, or choose an empty "
             "directory"
         )

@@ -22,6 +22,7 @@ from featurizer.config import (
     load_preset,
     model_values,
 )
+from featurizer.errors import shown
 from featurizer.families import SUPPORTED_FAMILIES, check_frames, family_of
 from featurizer.store import (
     FeatureStore,
@@ -330,7 +331,7 @@ def _fail_bad_rows(
         summary.notes.append(
             f"{_count(len(left), 'item')} whose row failed its check {_is_are(left)} not in this "
             f"run and now {_is_are(left)} failure rows (extracted by a run that includes "
-            f"{_it_them(left)}): {_shown(left)}"
+            f"{_it_them(left)}): {shown(left, 10)}"
         )
     return report.bad_rows
 
@@ -350,7 +351,7 @@ def _reextraction_notes(reasons: dict[str, str]) -> list[str]:
     for reason, words in _REASON_WORDS.items():
         found = [item for item, why in reasons.items() if why == reason]
         if found:
-            notes.append(f"re-extracting {_count(len(found), 'item')} {words}: {_shown(found)}")
+            notes.append(f"re-extracting {_count(len(found), 'item')} {words}: {shown(found, 10)}")
     return notes
 
 
@@ -364,12 +365,6 @@ def _is_are(items: list[str]) -> str:
 
 def _it_them(items: list[str]) -> str:
     return "it" if len(items) == 1 else "them"
-
-
-def _shown(items: list[str], limit: int = 10) -> str:
-    return ", ".join(items[:limit]) + (
-        f" and {len(items) - limit} more" if len(items) > limit else ""
-    )
 
 
 def _run_record(summary: ExtractSummary, actors: int | None, prompts: int) -> dict[str, Any]:

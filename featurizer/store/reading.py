@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from featurizer.config import ExtractorConfig
-from featurizer.errors import MissingItemsError, StoreBusyError, StoreError
+from featurizer.errors import MissingItemsError, StoreBusyError, StoreError, shown
 from featurizer.store import legacy
 from featurizer.store.commit import (
     Snapshot,
@@ -249,11 +249,9 @@ class FeatureStore:
         index = self.index()
         missing = [item for item in items if item not in index]
         if missing:
-            shown = ", ".join(missing[:5]) + (
-                f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            )
             raise MissingItemsError(
-                f"feature store {self._path}: {len(missing)} item(s) not in the index: {shown}"
+                f"feature store {self._path}: {len(missing)} item(s) not in the index: "
+                f"{shown(missing)}"
             )
         return self.read_rows(np.array([index[item] for item in items], dtype=np.int64))
 

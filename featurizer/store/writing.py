@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from featurizer.errors import StoreError
+from featurizer.errors import StoreError, shown
 from featurizer.store.commit import Snapshot, lost_index, read_latest, write_snapshot
 from featurizer.store.io import now
 from featurizer.store.layout import FEATURES_DIR, STAGES, ShardGeometry
@@ -268,17 +268,15 @@ class StoreWriter:
         try:
             self._publish()
         except StoreIOError as exc:
+            features = self._geoms[-1]
             pending = [
                 item
                 for row, item in self._row_items.items()
-                if features_shard(self._geoms, row) not in self._published_shards
+                if features.shard_of(row) not in self._published_shards
             ]
             if not pending:
                 raise
-            shown = ", ".join(pending[:5]) + (
-                f" and {len(pending) - 5} more" if len(pending) > 5 else ""
-            )
-            raise StoreIOError(f"{exc}; not committed: {shown}") from None
+            raise StoreIOError(f"{exc}; not committed: {shown(pending)}") from None
 
     def _publish(self) -> None:
         offsets: dict[int, int] = {}
@@ -322,8 +320,3 @@ class StoreWriter:
             if metadata["shape"][0] < self._n_rows:
                 metadata["shape"][0] = self._n_rows
                 meta_file.write_bytes(json.dumps(metadata, indent=2).encode())
-
-
-def features_shard(geoms: list[ShardGeometry], row: int) -> int:
-    """The shard of `row` in the features array (the last geometry)."""
-    return geoms[-1].shard_of(row)
