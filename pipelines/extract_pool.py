@@ -92,10 +92,10 @@ def run_actor_pool(
     pool = _Pool(config, writers, n_actors, gpus, FaultInjection.from_env(), actor_resources)
     bar = tqdm(total=len(videos), desc="extract", unit="video", disable=not progress)
     try:
-        groups = _groups(videos, writers, group_size(len(videos), n_actors))
-        done = pool.run(groups, committer, bar)
+        size = group_size(len(videos), n_actors)
+        done = pool.run(_groups(videos, writers, size), committer, bar)
         lost = [video for video in videos if video.item not in done]
-        if lost and any(len(json.loads(g["videos"])) > 1 for g in groups):
+        if lost and size > 1:
             # Their groups killed the actor every time; one of them may be the only culprit.
             log.warning(
                 "%d videos lost their actor every time; retrying them one by one", len(lost)
@@ -137,10 +137,9 @@ class _Committer:
         self.rows: dict[str, list[int]] = {}  # item -> its rows in this run, per prompt
         self.last = time.monotonic()
 
-    def expect(self, groups: list[dict[str, Any]]) -> None:
-        for group in groups:
-            for video in json.loads(group["videos"]):
-                self.rows[video["item"]] = video["rows"]
+    def expect(self, videos: list[dict[str, Any]]) -> None:
+        for video in videos:
+            self.rows[video["item"]] = video["rows"]
 
     def take(self, result: dict[str, Any]) -> None:
         item = str(result["item"])
@@ -209,8 +208,9 @@ class _Pool:
         import ray
         from ray.data import ActorPoolStrategy
 
-        committer.expect(groups)
-        sizes = {g["group"]: len(json.loads(g["videos"])) for g in groups}
+        videos_of = {g["group"]: json.loads(g["videos"]) for g in groups}
+        for videos in videos_of.values():
+            committer.expect(videos)
         decoded = ray.data.from_items(groups, override_num_blocks=len(groups)).map(
             DecodeGroup(self.config.frames, self.config.resolution), num_cpus=1
         )
@@ -240,10 +240,8 @@ class _Pool:
             )
 
         done: set[str] = set()
-        group_of = {
-            v["item"]: g["group"] for g in groups for v in json.loads(g["videos"])
-        }  # fmt: skip
-        left = dict(sizes)
+        group_of = {v["item"]: group for group, videos in videos_of.items() for v in videos}
+        left = {group: len(videos) for group, videos in videos_of.items()}
         results = features.iter_rows()
         paths = [writer.store.path for writer in committer.writers]
         where = paths[0] if len(paths) == 1 else paths[0].parent
