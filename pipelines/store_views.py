@@ -5,7 +5,8 @@ views the report's efficiency section sets beside the full store, each with `ful
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,19 +30,26 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
         ) from None
 
 
-def store_upgrade(store: Path | str) -> Any:
-    """`linkedout store upgrade`: rewrite the format-1 versions of a store (or one version) in
-    format 2 without re-extracting (featurizer.store.upgrade)."""
-    from featurizer.store.upgrade import upgrade
-
+@contextmanager
+def _rewriting(store: Path | str) -> Iterator[None]:
+    """A command that writes versions of `store`: its store and disk errors as one line."""
     try:
-        return upgrade(store, progress=log.info)
+        yield
     except StoreBusyError as exc:
         raise PipelineError(f"{exc}; rerun when it has finished") from None
     except StoreError as exc:
         raise PipelineError(str(exc)) from None
     except OSError as exc:
         raise PipelineError(f"feature store {store}: {one_line(exc, 500)}") from None
+
+
+def store_upgrade(store: Path | str) -> Any:
+    """`linkedout store upgrade`: rewrite the format-1 versions of a store (or one version) in
+    format 2 without re-extracting (featurizer.store.upgrade)."""
+    from featurizer.store.upgrade import upgrade
+
+    with _rewriting(store):
+        return upgrade(store, progress=log.info)
 
 
 def store_derive(
@@ -52,17 +60,12 @@ def store_derive(
 ) -> DeriveSummary:
     """Derive the view of `store` (a version directory, or a root: its CURRENT version)."""
     derivation = Derivation(layers=layers, k_tokens=k_tokens, int8=int8)
-    try:
-        source = FeatureStore.open(store)
-        return derive_version(source, derivation, progress=log.info)
-    except StoreBusyError as exc:
-        raise PipelineError(f"{exc}; rerun when it has finished") from None
-    except StoreError as exc:
-        raise PipelineError(str(exc)) from None
-    except ValueError as exc:  # a flag the source cannot give (check_derivation)
-        raise PipelineError(f"{store}: {exc}") from None
-    except OSError as exc:
-        raise PipelineError(f"feature store {store}: {one_line(exc, 500)}") from None
+    with _rewriting(store):
+        try:
+            source = FeatureStore.open(store)
+            return derive_version(source, derivation, progress=log.info)
+        except ValueError as exc:  # a flag the source cannot give (check_derivation)
+            raise PipelineError(f"{store}: {exc}") from None
 
 
 # =============================================================================================
