@@ -62,7 +62,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,8 +74,6 @@ COUNT_D = 64  # D of the object-count stores (the count does not depend on it)
 COUNT_ROWS = 1000
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_V1 = REPO / "tests" / "fixtures" / "store_v1" / "store"
-KEY_ID = "AKIDLINKEDOUTBENCH01"  # moto accepts any pair
-SECRET = "linkedout/bench/secret/value/0123456789abcdef"
 
 
 def main() -> None:
@@ -110,13 +107,18 @@ def main() -> None:
         counts[2] = count_format2(local, "local disk")
         local.clear()
         if not args.no_s3:
-            with moto_server(work / "moto") as endpoint, _environment(_s3_env(endpoint)):
-                s3 = ObjectTarget(_create_bucket(endpoint))
-                store = write_throughput(s3, rows, args.s3_items, args.repeats)
-                single_row_reads(s3, store, max(4, args.reads // 4), args.repeats)
-                s3.clear()
-                counts[2] = count_format2(s3, "S3")
-                s3.clear()
+            sys.path.insert(0, str(REPO))  # the test suite's S3 helpers (tests/s3.py)
+            from tests.s3 import S3Server, environment
+
+            with moto_server(work / "moto") as endpoint:
+                server = S3Server(endpoint, server=None)  # its process is moto_server's
+                with environment(server.env()):
+                    s3 = ObjectTarget(server.bucket())
+                    store = write_throughput(s3, rows, args.s3_items, args.repeats)
+                    single_row_reads(s3, store, max(4, args.reads // 4), args.repeats)
+                    s3.clear()
+                    counts[2] = count_format2(s3, "S3")
+                    s3.clear()
         print(
             f"objects per 1,000 videos: format 1 {counts[1]}, format 2 {counts[2]} (target <= 20)"
         )
@@ -695,45 +697,6 @@ def moto_server(spill: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def _s3_env(endpoint: str) -> dict[str, str]:
-    return {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_REGION": "us-east-1",
-        "AWS_ALLOW_HTTP": "true",
-    }
-
-
-def _create_bucket(endpoint: str) -> str:
-    import boto3
-
-    name = f"bench-store-{uuid.uuid4().hex[:8]}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket=name)
-    return name
-
-
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    before = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 # -- helpers ----------------------------------------------------------------------------------
