@@ -73,6 +73,33 @@ def test_its_objects_are_shards_snapshots_and_metadata_only(root: str) -> None:
     ]  # no lease left behind, no rename temp files
 
 
+def test_zarr_reads_the_sharded_array_on_s3_through_its_own_object_store(s3, root: str) -> None:
+    import zarr
+    from obstore.store import S3Store
+    from zarr.storage import ObjectStore
+
+    store = FeatureStore.create_or_open(root, CONFIG, hidden_size=D)
+    _write(store, ["a", "b", "c"])
+    bucket, prefix = root[len("s3://") :].split("/", 1)
+    objects = S3Store(
+        bucket,
+        endpoint=s3.endpoint,
+        access_key_id=KEY_ID,
+        secret_access_key=SECRET,
+        region="us-east-1",
+        client_options={"allow_http": True},
+    )
+
+    array = zarr.open_array(
+        ObjectStore(objects, read_only=True),
+        path=f"{prefix}/{CONFIG.fingerprint()}/features.zarr/features",
+        mode="r",
+    )
+
+    assert array.shards == (SHARD_ROWS, 3, 8, D) and array.chunks == (1, 3, 8, D)
+    assert np.array_equal(array[:3], np.stack([_features(0), _features(1), _features(2)]))
+
+
 def test_a_second_writer_on_s3_is_refused_while_the_lease_is_held(root: str) -> None:
     store = FeatureStore.create_or_open(root, CONFIG, hidden_size=D)
     other = FeatureStore.open(f"{root}/{CONFIG.fingerprint()}")
