@@ -7,8 +7,6 @@ shared and noisy, so only the ratios between figures of the same run mean much):
   as marginal throughput: (N - 1) / (t(N videos) - t(1 video)), which removes the fixed start-up
   (actor start and model load) that every run pays once;
 - end-to-end / model-only: target >= 0.85 (decoding and storage hide behind the model);
-- store write MB/s of (6, 64, 4096) float16 rows against a plain sequential write of the same
-  bytes: target >= 0.5;
 - for a preset that names a prompt bank (the demo's three prompts): the time per video of
   extracting the whole bank against its first prompt alone, model-only and end to end (marginal,
   as above, each run into a fresh store): target <= 1.6.
@@ -32,8 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -45,7 +41,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--preset", default="demo")
-    parser.add_argument("--store-rows", type=int, default=48)
     parser.add_argument(
         "--bank-only", action="store_true", help="only the prompt bank against its first prompt"
     )
@@ -73,7 +68,6 @@ def main() -> None:
                 print(f"RATIO[{preset}] end-to-end / model-only = {ratio:.2f}  (target >= 0.85)")
         for preset in presets:
             measure_prompt_bank(preset, args.random_weights, dataset, work)
-        measure_store_write(work, args.store_rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         try:
@@ -224,52 +218,6 @@ def measure_prompt_bank(preset: str, random_weights: bool, dataset: Path, work: 
     print(
         f"RATIO {len(prompts)} prompts / 1 prompt, time per video = {e2e_ratio:.2f} end to end, "
         f"{model_ratio:.2f} model only  (target <= 1.6; {preset})"
-    )
-
-
-def measure_store_write(work: Path, n_rows: int) -> None:
-    """Store write MB/s of (6, 64, 4096) float16 rows against a plain write of the same bytes."""
-    from featurizer.config import load_preset
-    from featurizer.store import FeatureStore
-
-    config = load_preset("demo")
-    shape = (6, 64, 4096)
-    rows = np.random.default_rng(0).standard_normal((n_rows, *shape)).astype(np.float16)
-    mb = rows.nbytes / 1e6
-
-    plain = work / "plain.bin"
-    t0 = time.perf_counter()
-    with open(plain, "wb") as f:
-        for row in rows:
-            f.write(row.tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-    plain_s = time.perf_counter() - t0
-
-    results = {}
-    for durable in (False, True):
-        store = FeatureStore.create_or_open(
-            work / f"store-write-{durable}",
-            config.replace(prompt_template=f"bench {durable}"),
-            shape[-1],
-        )
-        with store.writer() as writer:
-            allocated = writer.allocate(len(rows))
-            row_writer = writer.row_writer(durable=durable)
-            t0 = time.perf_counter()
-            for i, (r, row) in enumerate(zip(allocated, rows, strict=True)):
-                checksum = row_writer.write(r, row)
-                writer.commit(f"item{i}", r, "0" * 64, 0, 0, checksum=checksum)
-            writer.publish()  # flushes the rows (one syncfs), then commits the index
-            results[durable] = time.perf_counter() - t0
-    print(f"plain write:     {mb / plain_s:8.1f} MB/s ({mb:.0f} MB, one file, one fsync)")
-    print(
-        f"store write:     {mb / results[False]:8.1f} MB/s (rows + flush + index publish); "
-        f"{mb / results[True]:.1f} MB/s with an fsync per row"
-    )
-    print(
-        f"RATIO store write / plain write = {plain_s / results[False]:.2f}  (target >= 0.5); "
-        f"{plain_s / results[True]:.2f} with an fsync per row"
     )
 
 

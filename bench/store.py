@@ -292,7 +292,8 @@ def _write_store(store: Any, rows: list[np.ndarray], n: int) -> float:
             allocated = w.allocate(min(SHARD_ROWS, n - first))
             row_writer = w.row_writer()
             checksums = [
-                row_writer.write(r, rows[(first + i) % len(rows)]) for i, r in enumerate(allocated)
+                row_writer.write(r, rows[(first + i) % len(rows)], item=f"item{r:06d}")
+                for i, r in enumerate(allocated)
             ]
             gathered += time.perf_counter() - start
             offsets = row_writer.flush()
@@ -508,7 +509,9 @@ def count_format1(root: Path) -> int:
         chunk = version / FEATURES_DIR / ARRAY_NAME / "c" / str(r) / "0" / "0" / "0"
         chunk.parent.mkdir(parents=True)
         chunk.write_bytes(row.tobytes())
-        entries.append({**first, "item": f"v{r:05d}", "row": r, "checksum": row_checksum(row)})
+        entries.append(
+            {**first, "item": f"v{r:05d}", "row": r, "checksum": row_checksum(row, None)}
+        )
         if r % 97 == 0:
             written[r] = row
     pq.write_table(pa.Table.from_pylist(entries, schema=template.schema), version / INDEX_FILE)
@@ -652,7 +655,7 @@ def _write_rows(store: Any, rows: list[np.ndarray], n: int) -> tuple[float, floa
         row_writer = w.row_writer()
         start = time.perf_counter()
         for i, r in enumerate(allocated):
-            checksum = row_writer.write(r, rows[i % len(rows)])
+            checksum = row_writer.write(r, rows[i % len(rows)], item=f"item{i}")
             w.commit(f"item{i}", r, "0" * 64, 0, 0, prompt_sha256="0" * 64, checksum=checksum)
         written = time.perf_counter() - start
         w.publish()  # writes the shards, then commits the index

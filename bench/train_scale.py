@@ -78,7 +78,7 @@ def build_store(root: Path, n_items: int) -> tuple[Path, float]:
         for i, row in enumerate(rows):
             features = pool[i % len(pool)].copy()
             features[0, 0, :8] = i  # every row differs
-            row_writer.write(row, features)
+            row_writer.write(row, features, item=f"v{i:05d}")
             writer.commit(f"v{i:05d}", row, f"bench-{i}", n_old=48, n_new=16)
             if (i + 1) % 1000 == 0:
                 writer.publish()

@@ -115,7 +115,7 @@ def _source(root: Path, n_items: int, hidden: int) -> FeatureStore:
         row_writer = writer.row_writer()
         for i, row in enumerate(writer.allocate(n_items)):
             features = (rng.standard_normal(shape, dtype=np.float32) * 2).astype(np.float16)
-            checksum = row_writer.write(row, features)
+            checksum = row_writer.write(row, features, item=f"v{i:06d}")
             writer.commit(f"v{i:06d}", row, f"sha{i}", 48, 16, checksum=checksum)
             if i % 256 == 255:
                 writer.publish()

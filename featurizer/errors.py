@@ -21,6 +21,16 @@ class StoreBusyError(StoreError):
     """Another process holds the writer lock of a store version."""
 
 
+class StoreFencedError(StoreBusyError):
+    """This writer lost its version to another writer (its lease lapsed and was taken over, or
+    a shard object it was to create exists): it stops before writing anything more."""
+
+
+class ShardTakenError(StoreError):
+    """A shard object a writer was to create exists already (another writer created it, or an
+    earlier try of the same group did): its rows need a fresh shard."""
+
+
 class MissingItemsError(StoreError, KeyError):
     """Items asked for that the committed index does not hold."""
 

@@ -72,8 +72,10 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
+    from featurizer.store import location
     from pipelines.extract import extract_catalog, resolve_extractor
 
+    location(args.store)  # a bad address is refused before a tiny checkpoint is built
     config = resolve_extractor(
         preset=args.preset, model=args.model, random_weights=args.random_weights
     )

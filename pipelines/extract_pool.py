@@ -12,7 +12,10 @@ publishes every version's index after each group.
 
 A group whose actor dies is retried (ACTOR_RETRIES times); a group lost every time is split,
 each video retried alone in a shard of its own, so only a video that kills its actor by itself
-becomes a failure row (at most 2 * (ACTOR_RETRIES + 1) attempts)."""
+becomes a failure row (at most 2 * (ACTOR_RETRIES + 1) attempts). A group whose shard object
+exists already when its actor comes to create it (an earlier try of the group wrote it before
+its actor died, or a stale writer did: shard objects are never replaced) comes back undone, and
+its videos go again in fresh groups, with fresh shards (at most SHARD_RETRIES passes)."""
 
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 PUBLISH_EVERY_SECONDS = 10.0  # and after every group
 ACTOR_RETRIES = 2  # a group that kills its actor this many more times is split
+SHARD_RETRIES = 3  # passes for videos whose group found its shard taken
 
 
 @dataclass
@@ -94,7 +98,13 @@ def run_actor_pool(
     try:
         size = group_size(len(videos), n_actors)
         done = pool.run(_groups(videos, writers, size), committer, bar)
-        lost = [video for video in videos if video.item not in done]
+        for _ in range(SHARD_RETRIES):
+            again = [video for video in videos if video.item in pool.again]
+            if not again:
+                break
+            pool.again.clear()
+            done |= pool.run(_groups(again, writers, size), committer, bar)
+        lost = [video for video in videos if video.item not in done | pool.again]
         if lost and size > 1:
             # Their groups killed the actor every time; one of them may be the only culprit.
             log.warning(
@@ -104,7 +114,10 @@ def run_actor_pool(
     finally:
         bar.close()
     for video in videos:
-        if video.item not in done:
+        if video.item in pool.again:
+            error = f"its shard was taken by another writer {SHARD_RETRIES + 1} times"
+            committer.fail(video.item, "write", error)
+        elif video.item not in done:
             error = f"the extraction worker died on this video {ACTOR_RETRIES + 1} times"
             committer.fail(video.item, "extract", error)
 
@@ -201,10 +214,11 @@ class _Pool:
     ) -> None:
         self.config, self.writers, self.n_actors = config, writers, n_actors
         self.gpus, self.faults, self.resources = gpus, faults, dict(resources or {})
+        self.again: set[str] = set()  # items whose group found its shard taken
 
     def run(self, groups: list[dict[str, Any]], committer: _Committer, bar: Any) -> set[str]:
-        """Commits or fails each video the pool returns; returns the items returned (the
-        others' groups lost their actor every time)."""
+        """Commits or fails each video the pool returns; returns the items done (the others'
+        groups lost their actor every time, or found their shard taken: `again`)."""
         import ray
         from ray.data import ActorPoolStrategy
 
@@ -256,10 +270,14 @@ class _Pool:
                         f"{result['error']}; the rows published before stay valid, the rest "
                         "are extracted by the next run"
                     )
+                left[group_of[item]] -= 1
+                if result["again"]:
+                    self.again.add(item)
+                    committer.publish(force=left[group_of[item]] == 0)
+                    continue
                 done.add(item)
                 committer.take(result)
                 bar.update(1)
-                left[group_of[item]] -= 1
                 committer.publish(force=left[group_of[item]] == 0)
         finally:
             # stopped early (a run-level error): shut the execution and its actors down now,

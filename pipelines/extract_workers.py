@@ -20,6 +20,7 @@ import numpy as np
 
 from featurizer.config import ExtractorConfig
 from featurizer.decode import FrameTiming
+from featurizer.errors import ShardTakenError, StoreFencedError
 from featurizer.store import RowWriter, StoreError, StoreIOError
 from pipelines.errors import PipelineError, one_line
 
@@ -184,7 +185,7 @@ class ExtractVideos:
                 for j, features in zip(wanted, extracted, strict=True):
                     try:
                         result.checksum[j] = self.row_writers[j].write(
-                            int(rows[j]), features.features
+                            int(rows[j]), features.features, item=str(video["item"])
                         )
                         result.n_old[j], result.n_new[j] = features.n_old, features.n_new
                     except Exception as exc:  # noqa: BLE001 - this prompt's row only
@@ -205,9 +206,14 @@ class ExtractVideos:
         for j, writer in enumerate(self.row_writers):
             try:
                 offsets = writer.flush()
+            except ShardTakenError:  # its rows need a fresh shard: the driver gives them one
+                for video, result in zip(videos, results, strict=True):
+                    if video["rows"][j] >= 0 and not result.error:
+                        result.again = True
+                continue
             except (OSError, StoreError) as exc:
-                fatal = (
-                    isinstance(exc, StoreIOError) or getattr(exc, "errno", None) in _STORAGE_ERRNOS
+                fatal = isinstance(exc, (StoreIOError, StoreFencedError)) or (
+                    getattr(exc, "errno", None) in _STORAGE_ERRNOS
                 )
                 for video, result in zip(videos, results, strict=True):
                     if (
@@ -224,6 +230,7 @@ class ExtractVideos:
 
 _RESULT_COLUMNS = (
     "item", "checksum", "offset", "n_old", "n_new", "member_errors", "stage", "error", "fatal",
+    "again",
 )  # fmt: skip
 
 
@@ -232,6 +239,7 @@ class _Result:
 
     def __init__(self, item: str, prompts: int) -> None:
         self.item, self.stage, self.error, self.fatal = item, "", "", ""
+        self.again = False  # a shard of its group was taken: extract it again in a fresh one
         self.checksum = np.zeros(prompts, np.uint64)
         self.offset = np.full(prompts, -1, np.int64)
         self.n_old = np.zeros(prompts, np.int64)
@@ -252,6 +260,7 @@ class _Result:
         out["stage"].append(self.stage if self.error else "")
         out["error"].append(self.error)
         out["fatal"].append(self.fatal)
+        out["again"].append(self.again)
 
 
 def _column(name: str, values: list[Any]) -> np.ndarray:

@@ -71,7 +71,7 @@ def write_topic_store(
                 features = rng.standard_normal((len(layers), k_tokens, hidden)).astype(np.float16)
                 if p == 0:
                     features[:, :, int(item[1:]) % n_topics] += 3.0
-                row_writer.write(row, features)
+                row_writer.write(row, features, item=item)
                 writer.commit(
                     item,
                     row,

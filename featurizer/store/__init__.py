@@ -60,7 +60,8 @@ banks), derive (compact views).
 """
 
 from featurizer.errors import MissingItemsError, StoreBusyError, StoreError
-from featurizer.store.location import Location, StoreIOError, location
+from featurizer.store.address import location
+from featurizer.store.location import Location, StoreIOError
 from featurizer.store.reading import FeatureStore
 from featurizer.store.verification import VerifyReport
 from featurizer.store.versions import (

@@ -47,9 +47,9 @@ import numpy as np
 
 from featurizer.config import ExtractorConfig
 from featurizer.errors import StoreError
-from featurizer.store.io import now
-from featurizer.store.layout import DTYPE, EXTRACTOR_FILE
-from featurizer.store.location import Location, location
+from featurizer.store.address import location
+from featurizer.store.layout import DTYPE, EXTRACTOR_FILE, now
+from featurizer.store.location import Location
 from featurizer.store.reading import FeatureStore
 from featurizer.store.verification import VerifyReport
 from featurizer.store.versions import read_current, version_path

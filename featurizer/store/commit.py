@@ -4,8 +4,7 @@
                                                state: every committed item's row, its offset in
                                                its shard, its source identity and checksum, and
                                                every failure (a row of its own, `row` null)
-    <version>/LEASE                            object stores: the one writer's lease
-    <version>/.lock                            local disks: the one writer's file lock
+    <version>/LEASE | .lock                    the one writer (featurizer.store.lease)
 
 - Publishing: the rows first (their shard objects complete and durable), then snapshot seq + 1,
   created only if absent (a link() on a local disk, If-None-Match on S3). The creation is the
@@ -14,26 +13,19 @@
   are deleted.
 - Reading: list index/, read the highest; if pruning removed it in between, list again. A reader
   takes no lock and sees one snapshot, never a part of one.
-- The lease keeps a second writer from starting work it could not commit: created only if absent,
-  renewed every LEASE_SECONDS / 3 by its holder, and taken over once it is LEASE_SECONDS old (its
-  holder is gone). Correctness never rests on it: the create-only commit does.
+- The lease keeps a second writer from starting work it could not commit, and a writer that
+  lost it stops; correctness never rests on it: the create-only commit and shards do.
 - Extraction runs (their timing) ride in the snapshot's metadata, so a version is its shards,
   its snapshot and three metadata objects (extractor.json and the two zarr.json).
 
-A retried conditional PUT whose first try landed answers "exists": every snapshot and lease
-carries a nonce, read back to tell "mine" from "another writer's".
+A retried conditional PUT whose first try landed answers "exists": every snapshot carries a
+nonce, read back to tell "mine" from "another writer's".
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import threading
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from typing import Any
 
 import pyarrow as pa
@@ -41,11 +33,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from featurizer.errors import StoreBusyError, StoreError
-from featurizer.store.layout import FAILURES_SCHEMA, INDEX_SCHEMA, LEASE_FILE, SNAPSHOTS_DIR
+from featurizer.store.layout import FAILURES_SCHEMA, INDEX_SCHEMA, SNAPSHOTS_DIR
 from featurizer.store.location import Location
 
 KEEP_SNAPSHOTS = 1  # a reader that lists a pruned one lists again (read_latest)
-LEASE_SECONDS = 30.0
 _NONCE = b"linkedout.nonce"
 _RUNS = b"linkedout.extraction_runs"
 SNAPSHOT_SCHEMA = pa.schema(
@@ -169,67 +160,3 @@ def write_snapshot(
     for old in snapshot_seqs(version):
         if old <= seq - KEEP_SNAPSHOTS:
             (version / SNAPSHOTS_DIR / snapshot_name(old)).delete()
-
-
-@contextmanager
-def object_lease(version: Location, wait: float = 0.0) -> Iterator[None]:
-    """Hold the version's LEASE object while the block runs (module docstring)."""
-    lease = version / LEASE_FILE
-    nonce = uuid.uuid4().hex
-    deadline = time.monotonic() + max(wait, 0.0)
-    while True:
-        record = {
-            "nonce": nonce,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "at": time.time(),
-        }
-        if lease.create_bytes(json.dumps(record).encode()) or _holder(lease) == nonce:
-            break
-        held = _read_lease(lease)
-        age = time.time() - float(held.get("at", 0)) if held else LEASE_SECONDS
-        if age >= LEASE_SECONDS:  # its holder stopped renewing: gone
-            lease.delete()
-            continue
-        if time.monotonic() >= deadline:
-            raise StoreBusyError(
-                f"feature store {version} is busy: another writer holds {lease} (host "
-                f"{held.get('host', '?')}, pid {held.get('pid', '?')}, renewed {age:.0f} s ago; "
-                f"it lapses {LEASE_SECONDS - age:.0f} s after its last renewal)"
-            )
-        time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-    stop = threading.Event()
-    renewer = threading.Thread(
-        target=_renew, args=(lease, record, stop), name="store-lease", daemon=True
-    )
-    renewer.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        renewer.join()
-        # released if the store can be reached; else it lapses LEASE_SECONDS after its last
-        # renewal (the block's own error is the news, not this one)
-        with suppress(StoreError, OSError):
-            if _holder(lease) == nonce:
-                lease.delete()
-
-
-def _renew(lease: Location, record: dict[str, Any], stop: threading.Event) -> None:
-    while not stop.wait(LEASE_SECONDS / 3):
-        try:
-            lease.write_bytes(json.dumps({**record, "at": time.time()}).encode())
-        except (OSError, StoreError):  # a missed renewal: the next one may pass
-            continue
-
-
-def _read_lease(lease: Location) -> dict[str, Any]:
-    try:
-        value = json.loads(lease.read_bytes())
-    except (FileNotFoundError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _holder(lease: Location) -> str | None:
-    return _read_lease(lease).get("nonce")

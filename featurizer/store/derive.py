@@ -153,7 +153,7 @@ def derive_version(
             for item, view_row, features in zip(
                 batch, writer.allocate(len(batch)), compact, strict=True
             ):
-                checksum = row_writer.write(view_row, features)
+                checksum = row_writer.write(view_row, features, item=item)
                 writer.commit(
                     item, view_row, sources[item], n_old[item], G,
                     prompt_sha256=prompts[item], checksum=checksum,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,8 @@ SHARD_ROWS = 64  # rows per shard object (see the module docstring)
 
 DTYPE = np.dtype("float16")
 INT8 = np.dtype("int8")
-CHECKSUM = "xxh3_64"  # the algorithm of the index's `checksum` column
+CHECKSUM = "xxh3_64"  # the index's `checksum` column in versions written before ITEM_CHECKSUM
+ITEM_CHECKSUM = "xxh3_64/item"  # xxh3_64 seeded with the item's id (featurizer.store.rows)
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -193,3 +195,8 @@ def crc32c(data: bytes) -> int:
     import google_crc32c
 
     return int(google_crc32c.value(data))
+
+
+def now() -> datetime:
+    """The time the index's timestamps record: now, in UTC."""
+    return datetime.now(timezone.utc)

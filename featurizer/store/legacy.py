@@ -24,7 +24,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurizer.errors import StoreError
-from featurizer.store.io import read_chunk
 from featurizer.store.layout import (
     ARRAY_NAME,
     FAILURES_FILE,
@@ -164,3 +163,36 @@ class LegacyRows:
                 for row in rows:
                     problems[row] = f"array {self.names[g]}: {' '.join(str(exc).split())[:200]}"
         return problems
+
+
+def read_chunk(path: Path | str, buffer: memoryview) -> str:
+    """Read the file at `path` (a format-1 chunk file) into `buffer` (a byte view of one row). Returns "" when the
+    file held exactly len(buffer) bytes, now in `buffer`; otherwise what is wrong with it, as
+    words that follow the file's name ("is missing", "holds 50 bytes, expected 49152")."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return "is missing"
+    try:
+        size = os.fstat(fd).st_size
+        if size != len(buffer):
+            kind = "truncated" if size < len(buffer) else "too long"
+            return f"holds {size} bytes, expected {len(buffer)} ({kind})"
+        done = 0
+        while done < size:
+            got = os.readv(fd, [buffer[done:]])
+            if got == 0:  # shrunk while being read
+                return f"ended after {done} of {size} bytes"
+            done += got
+        return ""
+    finally:
+        os.close(fd)
+
+
+def file_key(path: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime_ns, size) of a file, None when absent: a cheap "did it change"."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

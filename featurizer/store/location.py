@@ -1,66 +1,26 @@
-"""Where a store lives: a directory on a local filesystem, or a prefix in an object store bucket
-(``s3://bucket/prefix``). One small interface over both, shaped like pathlib: a Location names a
-directory or an object, ``/`` joins, and the operations are whole-object reads and writes, byte
-ranges, create-only writes and listings; nothing renames (object stores cannot).
+"""Where a store lives, as one small interface shaped like pathlib: a Location names a directory
+or an object, ``/`` joins, and the operations are whole-object reads and writes, byte ranges,
+create-only writes and listings; nothing renames (object stores cannot). Two backends implement
+it: featurizer.store.local (a directory on a local filesystem) and featurizer.store.s3 (a prefix
+in an S3 bucket); featurizer.store.address turns what a user wrote into one of them.
 
-- Local: writes go to a temp file, are fsynced, then renamed into place (replace) or linked
-  (create-only: link() fails on an existing name), and the directory is fsynced; readers see the
-  old bytes or the new, never a part.
-- S3 (obstore): an object appears whole when its PUT returns; create-only is a conditional PUT
-  (If-None-Match: *). Configuration is only the standard variables, read by obstore from the
-  environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
-  AWS_SESSION_TOKEN, and AWS_ALLOW_HTTP=true for a local server. Requests are retried on
-  connection errors and 5xx answers, with exponential backoff, at most OBJECT_RETRIES times.
-
-Errors of the object store become one-line StoreIOError naming the object's URL and the cause,
-with any credential and the server's response body left out; a missing object stays a
-FileNotFoundError, which the store's callers treat as "absent". The object-store side is
-featurizer.store.objectstore.
+Both promise the same: a written object appears whole or not at all (readers see the old bytes
+or the new, never a part), a create-only write succeeds for exactly one writer, and a missing
+object is FileNotFoundError, which the store's callers treat as "absent". Every other failure of
+the storage is a one-line StoreIOError naming the object and the cause, never a credential.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from featurizer.errors import StoreError
-from featurizer.store.io import fsync_path
-
-OBJECT_RETRIES = 4  # per request, after the first try
-OBJECT_BACKOFF = (timedelta(milliseconds=100), timedelta(seconds=4))  # first, largest wait
-OBJECT_RETRY_TIMEOUT = timedelta(seconds=60)  # no retry starts after this long
-OBJECT_REQUEST_TIMEOUT = "300s"  # one request, e.g. a 176 MB shard PUT
-CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 class StoreIOError(StoreError):
     """The storage under a store failed a request (after its retries): one line, naming it."""
-
-
-def location(text: str | os.PathLike[str] | Location) -> Location:
-    """A store location from what a user wrote: ``s3://bucket/prefix`` or a local path."""
-    if isinstance(text, Location):
-        return text
-    value = os.fspath(text)
-    if value.startswith("s3://"):
-        bucket, _, prefix = value[len("s3://") :].partition("/")
-        if not bucket:
-            raise StoreError(f"feature store {value!r}: no bucket name (s3://bucket/prefix)")
-        from featurizer.store.objectstore import ObjectLocation
-
-        return ObjectLocation(bucket, prefix.strip("/"))
-    if re.match(r"^[a-z][a-z0-9+.-]*://", value):
-        scheme = value.split("://")[0]
-        raise StoreError(
-            f"feature store {value!r}: {scheme}:// is not supported (a local path or s3://)"
-        )
-    return LocalLocation(Path(value))
 
 
 class Location(ABC):
@@ -87,7 +47,7 @@ class Location(ABC):
         return False
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Any:
         """The local path (local locations only)."""
         raise StoreError(f"{self.url} is not on a local filesystem")
 
@@ -122,8 +82,9 @@ class Location(ABC):
         durable when this returns."""
 
     @abstractmethod
-    def create_bytes(self, data: bytes | memoryview) -> bool:
-        """Write the object only if it does not exist: True if this call created it."""
+    def create_bytes(self, data: bytes | memoryview | Sequence[Any]) -> bool:
+        """Write the object only if it does not exist (a sequence of buffers is written as their
+        concatenation): True if this call created it, False if it existed."""
 
     @abstractmethod
     def exists(self) -> bool: ...
@@ -162,118 +123,7 @@ class Location(ABC):
         return hash(self.url)
 
 
-class LocalLocation(Location):
-    """A path on a local filesystem (see the module docstring for how it writes)."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = Path(path)
-
-    @property
-    def url(self) -> str:
-        return str(self._path)
-
-    @property
-    def name(self) -> str:
-        return self._path.name
-
-    @property
-    def parent(self) -> LocalLocation:
-        return LocalLocation(self._path.parent)
-
-    def __truediv__(self, name: str) -> LocalLocation:
-        return LocalLocation(self._path / name)
-
-    @property
-    def is_local(self) -> bool:
-        return True
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    def read_bytes(self) -> bytes:
-        return self._path.read_bytes()
-
-    def read_ranges(self, starts: Sequence[int], lengths: Sequence[int]) -> list[memoryview]:
-        buffers = [memoryview(bytearray(length)) for length in lengths]
-        self.read_ranges_into(starts, buffers)
-        return buffers
-
-    def read_ranges_into(self, starts: Sequence[int], outs: Sequence[memoryview]) -> None:
-        """pread straight into the caller's buffers: no temporary (a fresh 2.75 MB buffer a row
-        costs more in page faults than the read itself)."""
-        fd = os.open(self._path, os.O_RDONLY)
-        try:
-            for start, out in zip(starts, outs, strict=True):
-                done = 0
-                while done < len(out):
-                    got = os.preadv(fd, [out[done:]], start + done)
-                    if got == 0:
-                        raise StoreError(
-                            f"{self._path}: ends at {start + done} bytes, {len(out)} read from "
-                            f"{start} (truncated)"
-                        )
-                    done += got
-        finally:
-            os.close(fd)
-
-    def write_bytes(self, data: bytes | memoryview | Sequence[Any]) -> None:
-        tmp = self._temp()
-        try:
-            self._write_temp(tmp, data)
-            os.replace(tmp, self._path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_path(self._path.parent, directory=True)
-
-    def create_bytes(self, data: bytes | memoryview) -> bool:
-        tmp = self._temp()
-        try:
-            self._write_temp(tmp, data)
-            try:
-                os.link(tmp, self._path)
-            except FileExistsError:
-                return False
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_path(self._path.parent, directory=True)
-        return True
-
-    def exists(self) -> bool:
-        return self._path.exists()
-
-    def size(self) -> int | None:
-        try:
-            return self._path.stat().st_size
-        except FileNotFoundError:
-            return None
-
-    def delete(self) -> None:
-        self._path.unlink(missing_ok=True)
-
-    def children(self) -> list[str]:
-        try:
-            return sorted(entry.name for entry in os.scandir(self._path))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-
-    def walk(self) -> list[tuple[str, int]]:
-        if not self._path.is_dir():
-            return []
-        return [
-            (str(f.relative_to(self._path)), f.stat().st_size)
-            for f in self._path.rglob("*")
-            if f.is_file()
-        ]
-
-    def _temp(self) -> Path:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        return self._path.with_name(f".{self._path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-    @staticmethod
-    def _write_temp(tmp: Path, data: bytes | memoryview | Sequence[Any]) -> None:
-        with open(tmp, "wb") as f:
-            for part in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
-                f.write(part)
-            f.flush()
-            os.fsync(f.fileno())
+def parts_of(data: bytes | memoryview | Sequence[Any]) -> list[Any]:
+    """A write's buffers: one bytes-like object, or a sequence of them written one after the
+    other."""
+    return [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)

@@ -16,27 +16,23 @@ import numpy as np
 import pyarrow as pa
 
 from featurizer.config import ExtractorConfig
-from featurizer.errors import MissingItemsError, StoreBusyError, StoreError, shown
+from featurizer.errors import MissingItemsError, StoreError, shown
 from featurizer.store import legacy
-from featurizer.store.commit import (
-    Snapshot,
-    lost_index,
-    object_lease,
-    read_latest,
-    snapshot_seqs,
-)
+from featurizer.store.address import location
+from featurizer.store.commit import Snapshot, lost_index, read_latest, snapshot_seqs
 from featurizer.store.layout import (
     ARRAY_NAME,
     DTYPE,
     FEATURES_DIR,
     FORMAT_LEGACY,
     INDEX_FILE,
-    LOCK_FILE,
+    ITEM_CHECKSUM,
     SHARD_ROWS,
     ShardGeometry,
     geometries,
 )
-from featurizer.store.location import Location, location
+from featurizer.store.lease import hold
+from featurizer.store.location import Location
 from featurizer.store.rows import dequantize_int8, int8_row_checksum, row_checksum
 from featurizer.store.shards import read_sharded, shard_offsets
 from featurizer.store.verification import VerifyReport, verify_version
@@ -128,6 +124,18 @@ class FeatureStore:
     def int8(self) -> bool:
         """Rows stored as int8 values with per-token scales (a compact view), read as float16."""
         return self._extractor.get("dtype") == "int8"
+
+    @property
+    def binds_items(self) -> bool:
+        """Row checksums are seeded with their item's id (featurizer.store.rows)."""
+        return self._extractor.get("checksum") == ITEM_CHECKSUM
+
+    def checksum_of(self, parts: Sequence[np.ndarray], item: str | None) -> int:
+        """The checksum of `item`'s row as read: [features], or [scales, values] for int8."""
+        key = item if self.binds_items else None
+        if len(parts) == 2:  # int8: [scales, values]; the checksum hashes the values first
+            return int8_row_checksum(parts[1], parts[0], key)
+        return row_checksum(parts[0], key)
 
     @property
     def geometries(self) -> list[ShardGeometry]:
@@ -347,7 +355,9 @@ class FeatureStore:
                 problem = f"{self.where(row)} is missing"
             raise StoreError(self._bad_row_message(row, problem))
         expected = self._row_checksums.get(row) if check else None
-        if expected is not None and _checksum(parts) != expected:
+        if check and expected is None and self.format != FORMAT_LEGACY and row in self._row_items:
+            raise StoreError(self._bad_row_message(row, "the index gives no checksum"))
+        if expected is not None and self.checksum_of(parts, self._row_items.get(row)) != expected:
             raise StoreError(
                 self._bad_row_message(
                     row, f"{self.where(row)} does not match the checksum recorded at commit"
@@ -379,8 +389,8 @@ class FeatureStore:
                 f"feature store {self._path} is in format 1 (one file a row), which is read-only "
                 "now: `linkedout store upgrade` rewrites it into format 2 without re-extracting"
             )
-        with self._exclusive(wait):
-            w = StoreWriter(self)
+        with hold(self._path, wait) as fence:
+            w = StoreWriter(self, fence)
             try:
                 yield w
             except BaseException:
@@ -393,28 +403,6 @@ class FeatureStore:
                 w.publish()
             finally:
                 w.close()
-
-    @contextmanager
-    def _exclusive(self, wait: float) -> Iterator[None]:
-        if not self._path.is_local:
-            with object_lease(self._path, wait):
-                yield
-            return
-        import filelock
-
-        lock_file = self._path.path / LOCK_FILE
-        lock = filelock.FileLock(str(lock_file), thread_local=False)
-        try:
-            lock.acquire(timeout=max(wait, 0.0))
-        except filelock.Timeout:
-            raise StoreBusyError(
-                f"feature store {self._path} is busy: another extraction holds {lock_file} "
-                f"(waited {wait:g} s)"
-            ) from None
-        try:
-            yield
-        finally:
-            lock.release()
 
     # -- checks and summaries ------------------------------------------------------------------
 
@@ -435,9 +423,7 @@ class FeatureStore:
         """Load the committed index if it changed since last read (a cheap check: the legacy
         index file's identity, or the highest snapshot's number)."""
         if self.format == FORMAT_LEGACY:
-            from featurizer.store.io import file_key
-
-            key = file_key(self._path.path / INDEX_FILE)
+            key = legacy.file_key(self._path.path / INDEX_FILE)
             if self._index_table is not None and key == self._legacy_key:
                 return
             table = legacy.read_index(self._path.path)
@@ -491,9 +477,3 @@ class FeatureStore:
                 f"feature store {self._path}: hidden_size {e['hidden_size']} in extractor.json, "
                 f"but the model has {hidden_size}"
             )
-
-
-def _checksum(parts: list[np.ndarray]) -> int:
-    if len(parts) == 2:  # int8: values after scales in `parts`; the checksum hashes values first
-        return int8_row_checksum(parts[1], parts[0])
-    return row_checksum(parts[0])

@@ -1,10 +1,13 @@
 """A row's bytes: the checksum that guards them, int8 quantization, the finiteness test.
 
 Checksum: xxh3_64 of the row's little-endian float16 bytes in C order (for the raw layout, the
-chunk's bytes), recorded in the index when the row is committed. xxh3 hashes at tens of GB/s on
-one core, well above what a disk delivers, so taking it when a row is written and checking it
-when it is read costs a few percent (bench/store.py measures both). It finds corruption (a
-flipped bit, a truncated, swapped or zero-filled chunk); it is not a defence against tampering.
+chunk's bytes), seeded with the xxh3_64 of the item's id (ITEM_CHECKSUM), recorded in the index
+when the row is committed: it binds the item to its bytes, so two items whose index entries were
+swapped fail it, as a flipped bit, a truncated or zero-filled row do. Versions written before
+the seed (extractor.json `checksum: xxh3_64`, CHECKSUM) are checked without it. xxh3 hashes at
+tens of GB/s on one core, well above what a disk delivers, so taking it when a row is written
+and checking it when it is read costs a few percent (bench/store.py measures both). It finds
+corruption and mix-ups; it is not a defence against tampering.
 
 int8: a value is int8 * scale of its token (`quantize_int8`, `dequantize_int8`); readers return
 float16 either way; the checksum covers the int8 bytes, then the scale bytes.
@@ -23,18 +26,23 @@ _EXPONENT = np.uint16(0x7C00)  # float16 exponent bits: all set means Inf or NaN
 _BLOCK = 1 << 16  # values all_finite tests at a time
 
 
-def row_checksum(data: Any) -> int:
-    """xxh3_64 of a row's stored bytes: a C-contiguous little-endian float16 array, or any
-    bytes-like object holding those bytes."""
+def item_seed(item: str | None) -> int:
+    """The checksum's seed for `item`: xxh3_64 of its id; 0 (no binding) for None."""
+    return 0 if item is None else xxhash.xxh3_64_intdigest(item.encode("utf-8"))
+
+
+def row_checksum(data: Any, item: str | None) -> int:
+    """xxh3_64 of a row's stored bytes (a C-contiguous little-endian float16 array, or any
+    bytes-like object holding those bytes) seeded with `item`'s (None: the legacy checksum)."""
     if isinstance(data, np.ndarray):
         data = np.ascontiguousarray(data, dtype="<f2")
-    return xxhash.xxh3_64_intdigest(data)
+    return xxhash.xxh3_64_intdigest(data, seed=item_seed(item))
 
 
-def int8_row_checksum(values: Any, scales: Any) -> int:
-    """xxh3_64 of an int8 row's stored bytes: its (L, K, D) int8 values, then its (L, K)
-    little-endian float16 scales (arrays, or bytes-like objects holding those bytes)."""
-    h = xxhash.xxh3_64()
+def int8_row_checksum(values: Any, scales: Any, item: str | None) -> int:
+    """xxh3_64 of an int8 row's stored bytes, seeded as row_checksum: its (L, K, D) int8
+    values, then its (L, K) little-endian float16 scales (arrays, or bytes-like objects)."""
+    h = xxhash.xxh3_64(seed=item_seed(item))
     h.update(np.ascontiguousarray(values, dtype=INT8) if isinstance(values, np.ndarray) else values)
     h.update(
         np.ascontiguousarray(scales, dtype="<f2") if isinstance(scales, np.ndarray) else scales

@@ -43,7 +43,8 @@ def describe_version(store: FeatureStore) -> str:
             *_derived_line(e),
             f"  items         {n_items} committed, {n_failures} failed, "
             f"{store.n_rows} rows allocated",
-            f"  checksums     {n_checksums} of {n_items} committed rows ({CHECKSUM})",
+            f"  checksums     {n_checksums} of {n_items} committed rows "
+            f"({e.get('checksum', CHECKSUM)})",
             f"  layout        {layout}",
             f"  stored        {_human(sum(s for _, s in objects))} "
             f"({_human(sum(features))} features)",

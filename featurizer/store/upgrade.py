@@ -24,9 +24,16 @@ from typing import Any
 import numpy as np
 
 from featurizer.errors import StoreError
+from featurizer.store.address import location
 from featurizer.store.bank import BANK_KIND, bank_extractor
-from featurizer.store.layout import EXTRACTOR_FILE, FORMAT_LEGACY, FORMAT_SHARDED, SHARD_ROWS
-from featurizer.store.location import Location, location
+from featurizer.store.layout import (
+    EXTRACTOR_FILE,
+    FORMAT_LEGACY,
+    FORMAT_SHARDED,
+    ITEM_CHECKSUM,
+    SHARD_ROWS,
+)
+from featurizer.store.location import Location
 from featurizer.store.reading import FeatureStore
 from featurizer.store.versions import (
     create_version,
@@ -112,6 +119,7 @@ def upgrade_version(
                 "fingerprint": fingerprint,
                 "store_format": FORMAT_SHARDED,
                 "shard_rows": SHARD_ROWS,
+                "checksum": ITEM_CHECKSUM,
                 "upgraded_from": source.fingerprint,
             },
         )
@@ -119,12 +127,12 @@ def upgrade_version(
     index = source.index_table().to_pylist()
     have = target.index_table()
     done = dict(
-        zip(have.column("item").to_pylist(), have.column("checksum").to_pylist(), strict=True)
+        zip(have.column("item").to_pylist(), have.column("source_sha256").to_pylist(), strict=True)
     )
     todo = [
         r
         for r in sorted(index, key=lambda r: r["row"])
-        if done.get(r["item"]) != r["checksum"] or r["checksum"] is None
+        if done.get(r["item"]) != r["source_sha256"]
     ]
     with target.writer() as writer:
         for failure in source.failures_table().to_pylist():
@@ -140,12 +148,15 @@ def upgrade_version(
             if source.int8:
                 values, scales = source.read_rows_int8(rows)
                 checksums = [
-                    row_writer.write_int8(r, v, s)
-                    for r, v, s in zip(new_rows, values, scales, strict=True)
+                    row_writer.write_int8(r, v, s, item=e["item"])
+                    for r, v, s, e in zip(new_rows, values, scales, batch, strict=True)
                 ]
             else:
                 block = source.read_rows(rows)
-                checksums = [row_writer.write(r, f) for r, f in zip(new_rows, block, strict=True)]
+                checksums = [
+                    row_writer.write(r, f, item=e["item"])
+                    for r, f, e in zip(new_rows, block, batch, strict=True)
+                ]
             for entry, row, checksum in zip(batch, new_rows, checksums, strict=True):
                 writer.commit(
                     entry["item"], row, entry["source_sha256"], entry["n_old"], entry["n_new"],

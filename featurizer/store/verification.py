@@ -39,7 +39,7 @@ from featurizer.store.layout import (
     geometries,
 )
 from featurizer.store.location import Location
-from featurizer.store.rows import all_finite, int8_row_checksum, row_checksum
+from featurizer.store.rows import all_finite
 
 if TYPE_CHECKING:
     from featurizer.store.reading import FeatureStore
@@ -161,6 +161,8 @@ def verify_version(
             report.bad_rows[item] = f"{where}: the item also has a failure row"
         elif sharded and offset is None:
             report.bad_rows[item] = f"{where}: the index gives no offset in its shard"
+        elif sharded and checksum is None:  # every format-2 row is committed with one
+            report.bad_rows[item] = f"{where}: the index gives no checksum"
         else:
             readable.append((item, row, checksum))
         row_owner.setdefault(row, item)
@@ -297,22 +299,20 @@ def _check_values(
                     report.bad_rows[item] = f"row {row}: {problem}"
                     continue
                 report.n_checked += 1
-                why = _value_problem([v[i] for v in views], expected)
+                why = _value_problem(store, [v[i] for v in views], item, expected)
                 if why:
                     report.bad_rows[item] = f"row {row}: {store.where(row)} {why}"
     report.seconds = time.perf_counter() - start
     report.bytes_read = report.n_checked * row_bytes
 
 
-def _value_problem(parts: list[np.ndarray], expected: int | None) -> str:
-    if len(parts) == 2:  # int8: scales, values
-        if expected is None or int8_row_checksum(parts[1], parts[0]) != expected:
-            return "does not match the checksum recorded at commit"
-        return ""
-    if expected is None:  # written before checksums: at least no NaN/Inf
-        return "" if all_finite(parts[0]) else "holds NaN/Inf (a row without checksum)"
-    if row_checksum(parts[0]) != expected:
-        return "does not match the checksum recorded at commit"
+def _value_problem(
+    store: FeatureStore, parts: list[np.ndarray], item: str, expected: int | None
+) -> str:
+    if expected is None:  # written before checksums (format 1 only): at least no NaN/Inf
+        return "" if all_finite(parts[-1]) else "holds NaN/Inf (a row without checksum)"
+    if store.checksum_of(parts, item) != expected:
+        return "does not match the checksum recorded at commit for this item"
     return ""
 
 

@@ -20,19 +20,21 @@ from typing import Any
 
 from featurizer.config import ExtractorConfig
 from featurizer.errors import StoreError
+from featurizer.store.address import location
 from featurizer.store.commit import write_snapshot
-from featurizer.store.io import now
 from featurizer.store.layout import (
-    CHECKSUM,
     CURRENT_FILE,
     EXTRACTOR_FILE,
     FEATURES_DIR,
     FORMAT_SHARDED,
+    ITEM_CHECKSUM,
     SHARD_ROWS,
     geometries,
     group_metadata,
+    now,
 )
-from featurizer.store.location import LocalLocation, Location, location
+from featurizer.store.local import LocalLocation, fsync_path
+from featurizer.store.location import Location
 
 EXTRACTION_RUNS_FILE = "extraction_runs.jsonl"  # format 1 versions' run records
 _EXTRACTOR_KEYS = ("fingerprint", "hidden_size", "L", "K", "G")
@@ -162,7 +164,7 @@ def version_shape(
         "G": G,
         "token_split": {"old": [0, K - G], "new": [K - G, K]},  # half-open row ranges within K
         "dtype": dtype,
-        "checksum": CHECKSUM,
+        "checksum": ITEM_CHECKSUM,
         "shard_rows": SHARD_ROWS,
     }
 
@@ -217,8 +219,6 @@ def _create_local(root: Path, fingerprint: str, extractor: dict[str, Any]) -> No
                     f"(no {EXTRACTOR_FILE}); move it away"
                 ) from None
         else:
-            from featurizer.store.io import fsync_path
-
             fsync_path(root, directory=True)
     finally:
         if tmp.exists():

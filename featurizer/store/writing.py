@@ -3,9 +3,12 @@ written as one object, once) and StoreWriter (the driver's side: allocation, com
 publishing the next index snapshot). The protocol they follow is in featurizer.store.commit.
 
 Allocation is by shards: every allocate() starts a fresh shard, so the rows of two allocations
-never share one, and the rows of one allocation are written by one RowWriter (one worker). The
-writer of a shard writes it once, whole: a second write of a shard is refused, since two writers
-of one shard object lose each other's rows (zarr-python issue 3682)."""
+never share one, and the rows of one allocation are written by one RowWriter (one worker). A
+shard object is created whole, once, and never replaced (a create-only write): two writers of
+one shard object would lose each other's rows (zarr-python issue 3682), and a stale writer whose
+lease lapsed (featurizer.store.lease) must not overwrite what another writer committed. A write
+that finds its shard taken raises ShardTakenError: its rows need a fresh shard. Allocation skips
+shard objects that exist (left by a crash or a stale writer: garbage no index names)."""
 
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from featurizer.errors import StoreError, shown
+from featurizer.errors import ShardTakenError, StoreError, shown
+from featurizer.store.address import location
 from featurizer.store.commit import Snapshot, lost_index, read_latest, write_snapshot
-from featurizer.store.io import now
-from featurizer.store.layout import FEATURES_DIR, STAGES, ShardGeometry
-from featurizer.store.location import Location, StoreIOError, location
+from featurizer.store.layout import FEATURES_DIR, STAGES, ShardGeometry, now
+from featurizer.store.lease import Fence
+from featurizer.store.location import Location, StoreIOError
 from featurizer.store.rows import all_finite, int8_row_checksum, quantize_int8, row_checksum
 
 if TYPE_CHECKING:
@@ -30,27 +34,35 @@ class RowWriter:
     (Ray actors). write() returns a row's checksum, flush() each written row's offset in its
     shard, both for StoreWriter.commit."""
 
-    def __init__(self, path: Location | str, geoms: list[ShardGeometry]) -> None:
+    def __init__(
+        self,
+        path: Location | str,
+        geoms: list[ShardGeometry],
+        fence: Fence | None = None,
+        bind: bool = True,
+    ) -> None:
         self.path = location(path)
         self.geoms = geoms  # scales first for an int8 version
+        self.fence = fence or Fence()
+        self.bind = bind  # checksums bind the item (rows.ITEM_CHECKSUM); False: legacy xxh3_64
         self.checksums: dict[int, int] = {}
         self._pending: dict[int, dict[int, list[np.ndarray]]] = {}  # shard -> row -> arrays
         self._written: set[int] = set()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "geoms": self.geoms}
+        return {"path": self.path, "geoms": self.geoms, "fence": self.fence, "bind": self.bind}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["geoms"])  # type: ignore[misc]
+        self.__init__(state["path"], state["geoms"], state["fence"], state["bind"])  # type: ignore[misc]
 
     @property
     def int8(self) -> bool:
         return len(self.geoms) == 2
 
-    def write(self, row: int, features: np.ndarray) -> int:
-        """Gather one item's (L, K, D) float16 features for `row`; returns the row's checksum.
-        Raises StoreError (one line) for a wrong shape, a row of a shard already written, or
-        NaN/Inf (e.g. a float16 overflow)."""
+    def write(self, row: int, features: np.ndarray, *, item: str) -> int:
+        """Gather `item`'s (L, K, D) float16 features for `row`; returns the row's checksum (of
+        the item and the bytes). Raises StoreError (one line) for a wrong shape, a row of a
+        shard already written, or NaN/Inf (e.g. a float16 overflow)."""
         expected = self.geoms[-1].chunk_shape
         features = np.asarray(features)
         if features.shape != expected:
@@ -72,19 +84,21 @@ class RowWriter:
             raise StoreError(
                 f"feature store {self.path}: row {row} holds NaN/Inf (float16 overflow?)"
             )
+        key = item if self.bind else None
         if self.int8:
             values, scales = quantize_int8(data)
             self._pending.setdefault(shard, {})[row] = [scales, values]
-            checksum = int8_row_checksum(values, scales)
+            checksum = int8_row_checksum(values, scales, key)
         else:
             self._pending.setdefault(shard, {})[row] = [data]
-            checksum = row_checksum(data)
+            checksum = row_checksum(data, key)
         self.checksums[row] = checksum
         return checksum
 
-    def write_int8(self, row: int, values: np.ndarray, scales: np.ndarray) -> int:
-        """Gather an int8 version's row as stored elsewhere already: (L, K, D) int8 values and
-        (L, K) float16 scales (an upgrade copies them as they are); returns its checksum."""
+    def write_int8(self, row: int, values: np.ndarray, scales: np.ndarray, *, item: str) -> int:
+        """Gather an int8 version's row of `item` as stored elsewhere already: (L, K, D) int8
+        values and (L, K) float16 scales (an upgrade copies them as they are); returns its
+        checksum."""
         if not self.int8:
             raise StoreError(f"feature store {self.path}: rows are float16, not int8")
         shard = self.geoms[-1].shard_of(row)
@@ -95,20 +109,29 @@ class RowWriter:
         values = np.ascontiguousarray(values, dtype=np.int8)
         scales = np.ascontiguousarray(scales, dtype="<f2")
         self._pending.setdefault(shard, {})[row] = [scales, values]
-        self.checksums[row] = int8_row_checksum(values, scales)
+        self.checksums[row] = int8_row_checksum(values, scales, item if self.bind else None)
         return self.checksums[row]
 
     def flush(self) -> dict[int, int]:
-        """Write every gathered shard as one object per array (scales, then values): row ->
-        its offset in its features shard, for the rows written now."""
+        """Create every gathered shard as one object per array (scales, then values): row ->
+        its offset in its features shard, for the rows written now. Checks the writer's fence
+        first (StoreFencedError once its lease is lost); ShardTakenError when a shard object
+        exists already (its rows need a fresh shard: the module docstring)."""
         offsets: dict[int, int] = {}
-        for shard, rows in sorted(self._pending.items()):
+        pending, self._pending = sorted(self._pending.items()), {}
+        for shard, rows in pending:
+            self.fence.check_now()
             for g, geometry in enumerate(self.geoms):
                 parts, at = geometry.build(shard, {row: arrays[g] for row, arrays in rows.items()})
-                (self.path / geometry.key(shard)).write_bytes(parts)
+                shard_object = self.path / geometry.key(shard)
+                if not shard_object.create_bytes(parts):
+                    raise ShardTakenError(
+                        f"feature store {self.path}: shard object {shard_object} exists already "
+                        f"(written by another writer or an earlier try); rows "
+                        f"{min(rows)}..{max(rows)} need a fresh shard"
+                    )
             offsets.update(at)  # the last geometry is the features array
             self._written.add(shard)
-        self._pending.clear()
         return offsets
 
 
@@ -118,9 +141,10 @@ class StoreWriter:
     allocate rows -> hand ``row_writer()`` to a worker (one per allocation) -> ``commit`` /
     ``fail`` each item -> ``publish`` (periodically; always on exit)."""
 
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: FeatureStore, fence: Fence | None = None) -> None:
         self.store = store
         self._path = store.path
+        self._fence = fence or Fence()
         snapshot = read_latest(self._path)
         if snapshot is None:
             raise lost_index(self._path)
@@ -135,8 +159,8 @@ class StoreWriter:
         self._shard_rows = self._geoms[0].rows
         allocated = store.n_rows
         rows = [r["row"] for r in index if 0 <= r["row"] < allocated]
-        # after every committed row, at a shard boundary: shards written but never committed
-        # (a crash) are written again, whole
+        # after every committed row, at a shard boundary (allocate() skips shard objects that
+        # exist: never committed, left by a crash or a stale writer)
         self._next_row = self._shard_start(max(rows) + 1) if rows else 0
         self._n_rows = allocated
         self._allocated: set[int] = set()
@@ -152,6 +176,10 @@ class StoreWriter:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"feature store {self._path}: the writer is closed (lock released)")
+        self._fence.check()
+
+    def _shard_taken(self, shard: int) -> bool:
+        return any((self._path / g.key(shard)).exists() for g in self._geoms)
 
     def allocate(self, n: int) -> list[int]:
         """n fresh rows from a fresh shard, after every committed row (shards no index names
@@ -159,6 +187,9 @@ class StoreWriter:
         if n < 0:
             raise ValueError(f"allocate: n must be >= 0, got {n}")
         self._check_open()
+        if n:
+            while self._shard_taken(self._next_row // self._shard_rows):
+                self._next_row += self._shard_rows
         rows = list(range(self._next_row, self._next_row + n))
         if n:
             self._next_row = self._shard_start(self._next_row + n)
@@ -179,7 +210,7 @@ class StoreWriter:
     def row_writer(self) -> RowWriter:
         """A writer of rows allocated so far (one per allocation: see the module docstring).
         Rows it has written and not flushed are flushed by publish()."""
-        writer = RowWriter(self._path, self._geoms)
+        writer = RowWriter(self._path, self._geoms, self._fence, bind=self.store.binds_items)
         self._row_writers.append(writer)
         return writer
 
@@ -302,6 +333,7 @@ class StoreWriter:
                         "is missing: its rows are not committed"
                     )
         self._published_shards |= new_shards
+        self._fence.check_now()
         self._grow_arrays()
         seq = self._snapshot.seq + 1
         index = sorted(self._index.values(), key=lambda r: r["row"])

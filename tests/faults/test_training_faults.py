@@ -62,7 +62,7 @@ def _store(root: Path) -> Path:
         for item, row in zip(have, rows, strict=True):
             features = rng.standard_normal((2, 6, 8)).astype(np.float16)
             features[:, :, int(item[1:]) % N_TOPICS] += 3.0
-            row_writer.write(row, features)
+            row_writer.write(row, features, item=item)
             writer.commit(item, row, f"sha-{item}", n_old=4, n_new=2)
         writer.fail(FAILED, "decode", f"{FAILED}.mp4: cannot decode: empty file (0 bytes)")
     set_current(root, config.fingerprint())

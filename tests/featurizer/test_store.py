@@ -46,7 +46,7 @@ def _write(store: FeatureStore, items: dict[str, str], seed: int = 0) -> dict[st
         row_writer = w.row_writer()
         for i, (row, (item, sha)) in enumerate(zip(rows, items.items(), strict=True)):
             written[item] = _features(seed + i)
-            row_writer.write(row, written[item])
+            row_writer.write(row, written[item], item=item)
             w.commit(item, row, sha, n_old=500, n_new=2)
     return written
 
@@ -104,13 +104,13 @@ def test_a_second_write_of_a_shard_is_refused(store: FeatureStore) -> None:
     with store.writer() as w:
         rows = w.allocate(2)
         writer = w.row_writer()
-        writer.write(rows[0], _features(0))
+        writer.write(rows[0], _features(0), item="a")
         writer.flush()
         with pytest.raises(StoreError, match="its shard 0 was already written"):
-            writer.write(rows[1], _features(1))
+            writer.write(rows[1], _features(1), item="b")
 
 
-def test_unwritten_shards_are_invisible_after_a_crash_and_written_again(
+def test_unwritten_shards_are_invisible_after_a_crash_and_the_rerun_writes_fresh_ones(
     store: FeatureStore,
 ) -> None:
     crash = textwrap.dedent(f"""
@@ -123,7 +123,7 @@ def test_unwritten_shards_are_invisible_after_a_crash_and_written_again(
             rows = w.allocate(2)
             writer = w.row_writer()
             for row, item in zip(rows, ["a", "b"]):
-                writer.write(row, np.full((3, 8, {D}), 7, np.float16))
+                writer.write(row, np.full((3, 8, {D}), 7, np.float16), item=item)
                 w.commit(item, row, "sha-" + item, 500, 2)
             writer.flush()  # the shard is written ...
             os._exit(1)  # ... and the driver killed before it commits
@@ -137,9 +137,11 @@ def test_unwritten_shards_are_invisible_after_a_crash_and_written_again(
     sources = {"a": "sha-a", "b": "sha-b"}
     assert store.pending(sources) == ["a", "b"]
 
-    written = _write(store, sources)  # the rerun writes the garbage shard again, whole
+    garbage = _shards(store)["0/0/0/0"]
+    written = _write(store, sources)  # the garbage shard is never written again: skipped
 
-    assert store.index() == {"a": 0, "b": 1}
+    assert store.index() == {"a": SHARD_ROWS, "b": SHARD_ROWS + 1}
+    assert _shards(store)["0/0/0/0"] == garbage
     assert np.array_equal(store.read(["b"])[0], written["b"])
     assert store.pending(sources) == []
 
@@ -205,7 +207,7 @@ def test_d4096_row_takes_its_raw_size_in_its_shard(tmp_path: Path) -> None:
 
     with store.writer() as w:
         (row,) = w.allocate(1)
-        w.row_writer().write(row, features)
+        w.row_writer().write(row, features, item="v")
         w.commit("v", row, "sha-v", 6000, 16)
 
     assert _shards(store) == {"0/0/0/0": 6 * 64 * 4096 * 2 + INDEX_BYTES}  # 3.15 MB, no codec
@@ -252,7 +254,7 @@ def test_publish_on_exception_keeps_finished_work(store: FeatureStore) -> None:
     with pytest.raises(RuntimeError, match="driver died"):
         with store.writer() as w:
             (row,) = w.allocate(1)
-            w.row_writer().write(row, _features(0))
+            w.row_writer().write(row, _features(0), item="a")
             w.commit("a", row, "sha-a", 500, 2)
             raise RuntimeError("driver died")
 
@@ -300,7 +302,7 @@ def test_row_writer_pickles_and_writes_where_it_was_made_for(store: FeatureStore
     with store.writer() as w:
         (row,) = w.allocate(1)
         row_writer = pickle.loads(pickle.dumps(w.row_writer()))
-        checksum = row_writer.write(row, _features(5))
+        checksum = row_writer.write(row, _features(5), item="a")
         offsets = row_writer.flush()
         w.commit("a", row, "sha-a", 500, 2, checksum=checksum, offset=offsets[row])
 
@@ -314,7 +316,7 @@ def test_row_writer_rejects_non_finite_features(store: FeatureStore) -> None:
     with store.writer() as w:
         (row,) = w.allocate(1)
         with pytest.raises(StoreError, match="NaN/Inf"):
-            w.row_writer().write(row, features)
+            w.row_writer().write(row, features, item="a")
 
 
 def test_read_of_a_missing_item_names_it(store: FeatureStore) -> None:

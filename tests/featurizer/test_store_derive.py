@@ -74,7 +74,7 @@ def test_rerun_derives_only_what_the_source_gained(source: FeatureStore) -> None
     with source.writer() as writer:
         row_writer = writer.row_writer()
         for item, row in zip(["i010", "i011"], writer.allocate(2), strict=True):
-            checksum = row_writer.write(row, np.ones((3, 6, 8), np.float16))
+            checksum = row_writer.write(row, np.ones((3, 6, 8), np.float16), item=item)
             writer.commit(item, row, f"sha-{item}", 4, 2, checksum=checksum)
 
     second = derive_version(source, Derivation(layers=(0,)))

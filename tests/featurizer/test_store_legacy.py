@@ -11,6 +11,7 @@ import pytest
 
 from featurizer.config import ExtractorConfig
 from featurizer.store import FeatureStore, StoreError, read_current
+from featurizer.store.rows import row_checksum
 from featurizer.store.upgrade import upgrade
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "store_v1"
@@ -59,13 +60,20 @@ def test_upgrade_is_the_version_the_same_extractor_makes_now(root: Path, rows) -
     assert FeatureStore.open(root, LEGACY).verify().ok  # the old version is left as it was
 
 
-def test_upgrade_keeps_each_rows_checksum(root: Path) -> None:
-    before = FeatureStore.open(root).index_table()
+def test_upgrade_checksums_each_rows_unchanged_bytes_bound_to_its_item(root: Path) -> None:
+    legacy = FeatureStore.open(root)
+    items = legacy.index_table().column("item").to_pylist()
+    rows = legacy.read(items)
 
     upgrade(root)
 
     after = FeatureStore.open(root).index_table()
-    assert after.column("checksum").to_pylist() == before.column("checksum").to_pylist()
+    recorded = dict(
+        zip(after.column("item").to_pylist(), after.column("checksum").to_pylist(), strict=True)
+    )
+    assert recorded == {
+        item: row_checksum(row, item) for item, row in zip(items, rows, strict=True)
+    }
 
 
 def test_rerunning_an_upgrade_copies_nothing(root: Path) -> None:

@@ -39,7 +39,7 @@ def _write(store: FeatureStore, items: list[str], seed: int = 0) -> None:
         rows = w.allocate(len(items))
         writer = w.row_writer()
         for i, (row, item) in enumerate(zip(rows, items, strict=True)):
-            writer.write(row, _features(seed + i))
+            writer.write(row, _features(seed + i), item=item)
             w.commit(item, row, f"sha-{item}", 500, 2)
 
 
@@ -119,7 +119,7 @@ def test_readers_see_only_committed_snapshots_while_a_writer_works(root: str) ->
     with store.writer() as w:
         rows = w.allocate(2)
         writer = w.row_writer()
-        writer.write(rows[0], _features(0))
+        writer.write(rows[0], _features(0), item="a")
         w.commit("a", rows[0], "sha-a", 500, 2)
         assert reader.index() == {}  # not published yet: invisible
         w.publish()

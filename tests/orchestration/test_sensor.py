@@ -117,8 +117,9 @@ def test_videos_already_in_the_store_are_not_requested(
         store = FeatureStore.create_or_open(tmp_path / "store", member, hidden_size_of(config))
         with store.writer() as writer:
             rows = writer.allocate(len(stored))
+            row_writer = writer.row_writer()
             for item, row in zip(stored, rows, strict=True):
-                writer.row_writer().write(row, np.zeros(store.shape_per_item, np.float16))
+                row_writer.write(row, np.zeros(store.shape_per_item, np.float16), item=item)
                 writer.commit(item, row, "0" * 64, 1, 16)
 
     result = _tick(dataset, tmp_path, tiny_model, cursor=None)
@@ -146,7 +147,7 @@ def test_an_s3_store_is_read_like_a_local_one(
                 rows = writer.allocate(len(stored))
                 row_writer = writer.row_writer()
                 for item, row in zip(stored, rows, strict=True):
-                    row_writer.write(row, np.zeros(version.shape_per_item, np.float16))
+                    row_writer.write(row, np.zeros(version.shape_per_item, np.float16), item=item)
                     writer.commit(item, row, "0" * 64, 1, 16)
 
         result = _tick(dataset, tmp_path, tiny_model, cursor=None, store=store)
