@@ -30,11 +30,8 @@ from recmodel.config import ModelConfig, TrainConfig
 CONFIGS_DIR = Path(__file__).parent / "configs"
 DEMO_CONFIG = "demo"  # the demo's tuned settings: configs/demo.yaml
 # ModelConfig fields a config file may set; the rest follow from the store and the variant
-MODEL_FIELDS = tuple(
-    f.name
-    for f in dataclasses.fields(ModelConfig)
-    if f.name not in {"variant", "n_items", "n_layers", "n_tokens", "feature_dim", "n_new"}
-)
+FROM_THE_DATA = {"variant", "n_items", "n_layers", "n_tokens", "feature_dim", "n_new", "n_prompts"}
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in FROM_THE_DATA)
 
 
 @dataclass

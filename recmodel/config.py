@@ -49,14 +49,18 @@ def _field(
     *,
     choices: tuple[str, ...] | None = None,
     minimum: float | None = 0,
+    below: float | None = None,
     positive: bool = False,
 ) -> Any:
-    """A TrainConfig field: its default, the help text the CLI and Dagster show, its check."""
+    """A config field: its default, the help text the CLI and Dagster show, its check (one of
+    `choices`; else at least `minimum`, less than `below`, > 0 when `positive`)."""
     meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = choices
     elif minimum is not None:
         meta["minimum"] = minimum
+    if below is not None:
+        meta["below"] = below
     if positive:
         meta["positive"] = True
     return field(default=default, metadata=meta)
@@ -78,40 +82,50 @@ class _Serializable:
 @dataclass
 class ModelConfig(_Serializable):
     """The item encoder and the ranker. Feature fields describe the store rows (L, K, D, G);
-    id_only and popularity ignore them."""
+    id_only and popularity ignore them. Every field is checked like TrainConfig's, so a bad
+    value is refused naming it before a model is built."""
 
-    variant: str = "full"
-    n_items: int = 0  # catalog size (items are indexed 0..n_items-1)
+    variant: str = _field("full", "the ablation variant (VARIANTS)", minimum=None)
+    n_items: int = _field(0, "catalog size (items are indexed 0..n_items-1)")
     # feature layout of one item: L tapped layers x K tokens x D hidden; the last G of the K
     # rows of each layer are the new (generated) tokens, the first K - G the merged old ones
-    n_layers: int = 6
-    n_tokens: int = 64
-    feature_dim: int = 4096
-    n_new: int = 16
-    n_prompts: int = 1  # full_prompt_bank: P prompts, each with its own (L, K, D) rows
+    n_layers: int = _field(6, "L: tapped layers per item", minimum=1)
+    n_tokens: int = _field(64, "K: tokens per tapped layer", minimum=1)
+    feature_dim: int = _field(4096, "D: the video model's hidden width", minimum=1)
+    n_new: int = _field(16, "G: generated (new) tokens among the K of each layer")
+    n_prompts: int = _field(
+        1, "full_prompt_bank: P prompts, each with its own (L, K, D) rows", minimum=1
+    )
     # widths: d_model is the item-vector width dz and the ranker width (scores are dot products)
-    d_model: int = 64
-    n_queries_old: int = 4  # learnable queries of the old-token attention pool
-    n_queries_new: int = 2  # ... and of the new-token pool
-    pool_heads: int = 2
-    expert_mult: int = 2  # hidden width of each layer expert's MLP = expert_mult * d_model
-    gate_hidden: int = 64
-    id_dropout: float = 0.2  # full_id_fusion: share of warm items trained as if cold (fusion.py)
+    d_model: int = _field(64, "width of item vectors and of the ranker", minimum=1)
+    n_queries_old: int = _field(4, "learnable queries of the old-token attention pool", minimum=1)
+    n_queries_new: int = _field(2, "learnable queries of the new-token attention pool", minimum=1)
+    pool_heads: int = _field(2, "attention heads of the token pools", minimum=1)
+    expert_mult: int = _field(
+        2, "hidden width of each layer expert's MLP, in multiples of d_model", minimum=1
+    )
+    gate_hidden: int = _field(64, "hidden width of the layer gate's MLP", minimum=1)
+    id_dropout: float = _field(
+        0.2, "full_id_fusion: share of warm items trained as if cold (fusion.py)", below=1.0
+    )
     # ranker (SASRec)
-    n_blocks: int = 2
-    n_heads: int = 2
-    max_history: int = 10
-    dropout: float = 0.1
+    n_blocks: int = _field(2, "transformer blocks of the ranker", minimum=1)
+    n_heads: int = _field(2, "attention heads of the ranker", minimum=1)
+    max_history: int = _field(
+        10, "most recent items of a user's history the ranker reads", minimum=1
+    )
+    dropout: float = _field(0.1, "dropout of the ranker", below=1.0)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _checked(f, getattr(self, f.name)))
         check_variant(self.variant)
+        # each field alone is valid here, so the checks across fields cannot divide by zero
         if self.d_model % self.n_heads or self.d_model % self.pool_heads:
             raise ValueError(
                 f"d_model={self.d_model} must be divisible by n_heads={self.n_heads} "
                 f"and pool_heads={self.pool_heads}"
             )
-        if self.n_prompts < 1:
-            raise ValueError(f"n_prompts must be at least 1, got {self.n_prompts}")
         if self.variant in TOKEN_VARIANTS and not 0 < self.n_new < self.n_tokens:
             raise ValueError(
                 f"variant {self.variant} splits K={self.n_tokens} tokens into old and new: "
@@ -233,17 +247,34 @@ class TrainConfig(_Serializable):
         return values
 
 
-def parse_bytes(value: str | int) -> int:
-    """A byte count: an integer, or a number with a unit ("12GiB", "512M", "1.5 GB")."""
+_BYTES = re.compile(
+    r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(?:([KMGT])(i)?)?(B)?\s*", re.IGNORECASE
+)
+
+
+def parse_bytes(value: str | int | float) -> int:
+    """A byte count: an integer, or a number with a unit ("12GiB", "512M", "1.5 GB"). K, M, G, T
+    alone or with iB are powers of 1024, with B of 1000. 0 is 0 (the caller's "automatic"); any
+    other amount is at least one byte and, without a unit, a whole number of them, so that a
+    typo never becomes 0."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    found = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?B?)\s*", str(value), re.IGNORECASE)
-    if not found:
+    text = repr(value) if isinstance(value, float) else value if isinstance(value, str) else ""
+    found = _BYTES.fullmatch(text)
+    amount, prefix = math.nan, None
+    if found:
+        number, prefix, binary, unit = found.groups()
+        power = "KMGT".index(prefix.upper()) + 1 if prefix else 0
+        amount = float(number) * (1000 if unit and not binary else 1024) ** power
+    if not math.isfinite(amount):
         raise ValueError(f"not a byte count: {value!r} (e.g. 12GiB, 512M, 1000000)")
-    number, prefix, binary = found.groups()
-    power = "KMGT".find(prefix.upper()) + 1 if prefix else 0
-    base = 1024 if binary.lower().startswith("i") or not binary else 1000
-    return int(float(number) * base**power)
+    if amount == 0:
+        return 0
+    if amount < 1:
+        raise ValueError(f"{value!r} is less than one byte (0 means automatic)")
+    if not prefix and amount != int(amount):
+        raise ValueError(f"{value!r} is not a whole number of bytes")
+    return int(amount)
 
 
 def _checked(f: dataclasses.Field, value: Any) -> Any:
@@ -273,6 +304,8 @@ def _checked(f: dataclasses.Field, value: Any) -> Any:
         raise ValueError(f"{f.name}: must be one of {', '.join(meta['choices'])}, got {value!r}")
     if "minimum" in meta and value < meta["minimum"]:
         raise ValueError(f"{f.name}: must be >= {meta['minimum']}, got {value!r}")
+    if "below" in meta and not value < meta["below"]:
+        raise ValueError(f"{f.name}: must be < {meta['below']}, got {value!r}")
     if meta.get("positive") and not value > 0:
         raise ValueError(f"{f.name}: must be > 0, got {value!r}")
     return value

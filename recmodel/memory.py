@@ -103,7 +103,19 @@ class MemoryPlan:
 
 
 class BudgetError(ValueError):
-    """A budget too small for what must be held at once."""
+    """A budget that cannot be kept: too small for what must be held at once, or more than
+    the machine has."""
+
+
+def check_budget(budget: int) -> None:
+    """Refuse a budget above what this machine can hold (machine_memory): no plan could keep
+    it, and the process would be killed instead of refused."""
+    memory = machine_memory()
+    if budget > memory:
+        raise BudgetError(
+            f"memory_budget_bytes={budget} ({budget / 2**30:.1f} GiB): more than this machine's "
+            f"memory ({memory / 2**30:.1f} GiB); give at most that, or 0 for half of it"
+        )
 
 
 def plan_memory(

@@ -46,7 +46,7 @@ from recmodel.config import ModelConfig, TrainConfig
 from recmodel.data import PAD, Splits, batch_order, training_examples
 from recmodel.encoding import encode_catalog
 from recmodel.features import FEATURE_VIEWS, ItemFeatureBank, ItemFeatures, view_shape
-from recmodel.memory import MemoryPlan, default_budget, plan_memory
+from recmodel.memory import MemoryPlan, check_budget, default_budget, plan_memory
 from recmodel.metrics import ndcg_at, rank_eval_set
 from recmodel.negatives import ItemVectorCache, negative_proposal
 from recmodel.prefetch import Prefetcher
@@ -114,6 +114,8 @@ def plan_training(
 ) -> TrainingPlan:
     """The memory plan for `train`'s budget (default: half this machine's memory, shared by
     its training processes) and the config with every automatic value resolved."""
+    if train.memory_budget_bytes:
+        check_budget(train.memory_budget_bytes)
     budget = train.memory_budget_bytes or default_budget(workers_per_machine)
     train = replace(train, memory_budget_bytes=budget)
     memory = None
