@@ -142,6 +142,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         config=args.config,
         train_overrides=_training_flags(args),
         fresh=args.fresh,
+        verify_store=not args.no_verify_store,
     )
     print(result.describe())
 
@@ -178,6 +179,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         fresh=args.fresh,
         config=args.config,
         train_overrides=_training_flags(args),
+        verify_store=not args.no_verify_store,
     )
     print(paths.table_markdown)
     print(f"report written: {paths.html} and {paths.markdown}")
@@ -190,6 +192,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     command = [sys.executable, "-m", "dagster_project.demo", "--root", str(args.root)]
     return subprocess.run(command, check=False).returncode
+
+
+def _add_no_verify_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-verify-store",
+        action="store_true",
+        help="train on a store version that `linkedout store verify` would call FAILED (by "
+        "default it is refused; rows are still checked against their checksums as they are read)",
+    )
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
@@ -322,8 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="Ray Train workers (default 1: this process)"
     )
     p.add_argument(
-        "--fresh", action="store_true", help="discard a previous run in --out instead of resuming"
+        "--fresh",
+        action="store_true",
+        help="replace the run in --out (its own files only, once the new run has succeeded) "
+        "instead of resuming it",
     )
+    _add_no_verify_store(p)
     _add_training_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -359,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fresh", action="store_true", help="retrain finished runs instead of reusing them"
     )
+    _add_no_verify_store(p)
     _add_training_flags(p)
     p.set_defaults(func=cmd_sweep)
 

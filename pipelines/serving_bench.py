@@ -136,15 +136,19 @@ def measure_item_encoding(run: Path, version: Path | None, batch: int = 64) -> d
     }
 
 
-def record_serving(run: Path, version: Path | None, queries: int = 100) -> dict[str, Any]:
-    """Measure the run's serving costs now, on this machine, and write RUN/serving.json."""
+def record_serving(
+    run: Path, version: Path | None, queries: int = 100, recorded_as: Path | None = None
+) -> dict[str, Any]:
+    """Measure the run's serving costs now, on this machine, and write RUN/serving.json; the
+    vectors' path is recorded under `recorded_as`, where the run will live (a staged run is
+    measured before it moves there)."""
     import torch
 
     from featurizer.store import StoreError
 
     run = Path(run)
     query = asdict(serving_summary(run, queries=queries))
-    query["path"] = str(query["path"])
+    query["path"] = str(Path(recorded_as or run) / Path(query["path"]).name)
     query["queries"] = queries
     try:
         encoding = measure_item_encoding(run, version)

@@ -15,8 +15,11 @@ a shipped name such as `demo`, train_config.py), then explicit values (CLI flags
 config). config.json records every value used, with the automatic ones resolved (memory
 budget, device, precision, exact or cached negatives) and the memory plan.
 
-Nothing is written until every check has passed: a refused run (another variant's run
-directory, a checkpoint of another configuration) leaves the directory as it was.
+Nothing is written until every check has passed: a refused run (a directory that is not a run,
+another variant's run, a checkpoint of another configuration or store version, a store that
+would not verify) leaves the directory as it was, and makes none. `fresh` trains into a staging
+area inside the run directory and replaces the old run's files only once the new run has
+succeeded (run_dir.py); a failure leaves the old run as it was.
 
 With workers > 1 the loop runs under Ray Train's TorchTrainer (gloo on CPU, one CPU per
 worker); the run directory must be on storage the workers share (one machine, or a shared
@@ -26,8 +29,8 @@ file system on a cluster): rank 0 writes the checkpoint there, and a restarted w
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +43,16 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from pipelines.errors import PipelineError, one_line
+from pipelines.run_dir import (
+    STAGING_DIR,
+    check_replaceable,
+    discard_staging,
+    inspect_run_dir,
+    replace_run,
+    start_staging,
+    undo_failed_start,
+    write_marker,
+)
 from pipelines.serving_bench import SERVING_FILE, record_serving
 from pipelines.train_config import TrainingValues, training_values
 from pipelines.train_ray import fit_with_ray
@@ -55,7 +68,6 @@ from recmodel.serving import (
     Recommender,
     evaluate_recommender,
     export_run,
-    read_json,
     write_json,
 )
 from recmodel.train import FitResult, feature_bank, fit, loss_kind, plan_training
@@ -165,18 +177,23 @@ class _Inputs:
     store_info: dict[str, Any]
     features: ItemFeatures | None
     failed: set[str] = field(default_factory=set)  # items whose extraction failed
+    data_version: str | None = None  # what a checkpoint must have been trained on
 
 
 def _load_inputs(
-    dataset: Path, store: Path | str | None, variant: str, max_history: int
+    dataset: Path, store: Path | str | None, variant: str, max_history: int, verify: bool = True
 ) -> _Inputs:
     table = _interactions(dataset)
     items = set(table.column("item").cast(pa.string()).to_pylist())
     store_info: dict[str, Any] = {"path": None}
     features = None
     failed: set[str] = set()
+    data_version = None
     if store is not None:
         fs = _open_store(store)
+        bank = _open_prompt_bank(store) if variant == BANK_VARIANT else None
+        if verify:
+            _verify_store(store, bank or fs)
         items |= set(fs.index())
         failed = set(fs.failures_table().column("item").to_pylist())
         extractor = fs.extractor
@@ -187,14 +204,13 @@ def _load_inputs(
             "layers": list(extractor.get("layers", range(fs.shape_per_item[0]))),
             "shape": list(fs.shape_per_item),
             "new_tokens": int(extractor["new_tokens"]),
+            "verified": verify,  # False: --no-verify-store
         }
-        if variant == BANK_VARIANT:  # every prompt's version, read together
-            bank = _open_bank(store)
-            store_info.update(
-                fingerprint=bank.fingerprint,
-                prompts=bank.prompts,
-                members=[m.fingerprint for m in bank.members],
-            )
+        data_version = f"feature store version {fs.fingerprint}"
+        if bank is not None:  # every prompt's version, read together
+            members = [m.fingerprint for m in bank.members]
+            store_info.update(fingerprint=bank.fingerprint, prompts=bank.prompts, members=members)
+            data_version = f"prompt bank {bank.fingerprint} (members {', '.join(members)})"
     elif variant in FEATURE_VIEWS:
         raise PipelineError(
             f"variant {variant} reads video features: pass --store (only id_only and "
@@ -207,7 +223,42 @@ def _load_inputs(
         raise PipelineError(f"{dataset}: {exc}") from None
     if store is not None and variant in FEATURE_VIEWS:
         features = store_features(store, catalog, bank=variant == BANK_VARIANT)
-    return _Inputs(splits, store_info, features, failed)
+    return _Inputs(splits, store_info, features, failed, data_version)
+
+
+def _open_prompt_bank(store: Path | str) -> Any:
+    """The store's prompt bank, refused in one line when the store has none: a plain version
+    opens as a bank of one, and full_prompt_bank would train silently on its one prompt."""
+    bank = _open_bank(store)
+    if not bank.is_bank or len(bank.prompts) < 2:
+        raise PipelineError(
+            f"feature store {store}: version {bank.fingerprint} is not a prompt bank; "
+            f"{BANK_VARIANT} needs one: extract with a preset that lists several `prompts`"
+        )
+    return bank
+
+
+def _verify_store(store: Path | str, version: Any) -> None:
+    """Refuse a store version (or prompt bank) that `linkedout store verify` would call FAILED.
+    Only the structure is checked (extractor.json, the arrays, the index: two items on one row,
+    rows outside the array, ...); the rows' bytes are checked as training reads them."""
+    from featurizer.store import StoreError
+
+    try:
+        report = version.verify(check_values=False)
+    except StoreError as exc:
+        raise PipelineError(str(exc)) from None
+    if report.ok:
+        return
+    named = f"feature store {version.path}: "  # the line names the version once
+    problems = [p.removeprefix(named) for p in report.problems]
+    found = [*problems, *(f"item {item}: {why}" for item, why in report.bad_rows.items())]
+    shown = "; ".join(found[:3]) + (f"; and {len(found) - 3} more" if len(found) > 3 else "")
+    raise PipelineError(
+        f"feature store {version.path} would not verify ({shown}); `linkedout store verify "
+        f"{store}` lists every problem and `linkedout extract` repairs bad rows; "
+        "--no-verify-store trains on it anyway"
+    )
 
 
 def _configs(
@@ -261,12 +312,14 @@ def train_run(
     train_overrides: dict[str, Any] | None = None,
     progress: bool = True,
     fresh: bool = False,
+    verify_store: bool = True,
 ) -> TrainResult:
     """Train `variant` on `dataset` (and `store`'s current version) into the run directory `out`,
     evaluate it on the test split and write every run file. Settings: `config` (a file or a
     shipped name), then the explicit arguments. Rerunning into the same `out` resumes from its
-    checkpoint (a finished run is only re-exported); `fresh` discards a previous run there
-    first (scheduled retraining on new data)."""
+    checkpoint (a finished run is only re-exported); `fresh` replaces a previous run there once
+    the new one has succeeded (scheduled retraining on new data). A store that would not
+    verify is refused unless `verify_store` is False."""
     try:
         check_variant(variant)
     except ValueError as exc:
@@ -274,9 +327,17 @@ def train_run(
     values = settings(config, epochs, workers, model_overrides, train_overrides)
     workers = values.workers or 1
     out = Path(out)
+    run_dir = inspect_run_dir(out)
+    if fresh:
+        check_replaceable(out)
+    elif run_dir.variant not in (None, variant):
+        raise PipelineError(
+            f"{out} holds a run of variant {run_dir.variant}; train {variant} into another "
+            "directory, or pass --fresh to replace it"
+        )
     started = time.perf_counter()
     max_history = int(values.model.get("max_history", ModelConfig.max_history))
-    inputs = _load_inputs(Path(dataset), store, variant, max_history)
+    inputs = _load_inputs(Path(dataset), store, variant, max_history, verify_store)
     splits = inputs.splits
     model_cfg, train_cfg = _configs(variant, splits.n_items, inputs.store_info, values)
     shape = inputs.features.shape if inputs.features is not None else None
@@ -285,91 +346,123 @@ def train_run(
     except BudgetError as exc:
         raise PipelineError(f"training configuration ({values.source}): {exc}") from None
     train_cfg = plan.train
-    checkpoint = out / CHECKPOINT_FILE
-    if fresh:
-        _discard_run(out)
-    else:
-        _check_run_dir(out, variant, model_cfg, train_cfg)
+    if not fresh:
+        _check_checkpoint(out, variant, model_cfg, train_cfg, inputs.data_version)
 
     missing = _missing_features(variant, inputs.features, splits, inputs.failed)
     n_missing = missing["total"] if missing else 0
     bank = None
     if inputs.features is not None and plan.memory is not None and workers == 1:
         bank = feature_bank(inputs.features, model_cfg, plan.memory, splits)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(
-        out / CONFIG_FILE,
-        {
-            "variant": variant,
-            "dataset": str(Path(dataset).resolve()),
-            "store": inputs.store_info,
-            "settings_from": values.source,
-            "model": model_cfg.to_dict(),
-            "train": train_cfg.to_dict(),
-            "workers": workers,
-            "n_items": splits.n_items,
-            "n_items_with_features": splits.n_items - n_missing if shape is not None else 0,
-            "n_missing_features": n_missing,
-            "missing_features": missing,
-            "memory_plan": plan.memory.to_dict() if plan.memory is not None else None,
-            "feature_bank": _bank_summary(bank, plan.memory),
-            "created_at": datetime.now(timezone.utc).isoformat(),
-        },
-    )
-    if progress and plan.memory is not None:
-        tqdm.write(f"{variant}: {plan.memory.describe()}; negatives {train_cfg.negatives}")
 
-    result: FitResult | None = None
-    if variant != "popularity":
-        try:
-            if workers == 1:
-                result = _fit_here(
-                    model_cfg, train_cfg, splits, bank, plan.memory, checkpoint, progress
-                )
-            else:
-                features_factory = functools.partial(
-                    store_features, store, splits.items, variant == BANK_VARIANT
-                )
-                fit_with_ray(
-                    model_cfg, train_cfg, splits, features_factory, checkpoint, workers, out
-                )
-                result = fit_result_from_checkpoint(checkpoint, model_cfg, train_cfg)
-                if progress:
-                    for log in result.history:
-                        tqdm.write(_epoch_line(variant, log))
-        except CheckpointMismatchError as exc:
-            raise PipelineError(str(exc)) from None
-    if bank is None and inputs.features is not None and plan.memory is not None:
-        bank = feature_bank(inputs.features, model_cfg, plan.memory, splits)
-
-    layers = inputs.store_info.get("layers")
-    export_run(
-        out,
-        model_cfg,
-        result.model if result else None,
-        bank,
-        splits,
-        layers,
-        plan.memory.encode_batch if plan.memory else train_cfg.encode_batch_size,
-        plan.memory.readahead_bytes if plan.memory else 256 << 20,
-    )
-    eval_started = time.perf_counter()
-    eval_bytes = plan.memory.activation_bytes if plan.memory else 1 << 30
-    metrics = evaluate_recommender(
-        Recommender.load(out), splits, train_cfg.eval_batch_size, max_bytes=eval_bytes
-    )
-    if progress:
-        n_users = len(splits.valid) + len(splits.test)
-        seconds = time.perf_counter() - eval_started
-        tqdm.write(
-            f"{variant}: evaluated {n_users} users (valid + test) over {splits.n_items} items "
-            f"in {seconds:.1f} s ({n_users / max(seconds, 1e-9):.0f} users/s)"
+    # every check has passed: from here on the run is written (with fresh, into a staging area
+    # inside out that replaces the old run's files once the new run has succeeded)
+    made_out = not out.exists()
+    work = out / STAGING_DIR if fresh else out
+    try:
+        if fresh:
+            start_staging(out, variant)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            discard_staging(out)  # a killed --fresh run's
+            if not run_dir.marked:
+                write_marker(out, variant)
+        write_json(
+            work / CONFIG_FILE,
+            {
+                "variant": variant,
+                "dataset": str(Path(dataset).resolve()),
+                "store": inputs.store_info,
+                "settings_from": values.source,
+                "model": model_cfg.to_dict(),
+                "train": train_cfg.to_dict(),
+                "workers": workers,
+                "n_items": splits.n_items,
+                "n_items_with_features": splits.n_items - n_missing if shape is not None else 0,
+                "n_missing_features": n_missing,
+                "missing_features": missing,
+                "memory_plan": plan.memory.to_dict() if plan.memory is not None else None,
+                "feature_bank": _bank_summary(bank, plan.memory),
+                "created_at": datetime.now(timezone.utc).isoformat(),
+            },
         )
-    metrics["variant"] = variant
-    metrics["training"] = _training_summary(result, train_cfg, time.perf_counter() - started)
-    metrics["training"]["n_missing_features"] = n_missing
-    write_json(out / METRICS_FILE, metrics)
-    serving = record_serving(out, _store_version(inputs.store_info))
+        if progress and plan.memory is not None:
+            tqdm.write(f"{variant}: {plan.memory.describe()}; negatives {train_cfg.negatives}")
+
+        result: FitResult | None = None
+        checkpoint = work / CHECKPOINT_FILE
+        if variant != "popularity":
+            try:
+                if workers == 1:
+                    result = _fit_here(
+                        model_cfg,
+                        train_cfg,
+                        splits,
+                        bank,
+                        plan.memory,
+                        checkpoint,
+                        progress,
+                        inputs.data_version,
+                    )
+                else:
+                    features_factory = functools.partial(
+                        store_features, store, splits.items, variant == BANK_VARIANT
+                    )
+                    fit_with_ray(
+                        model_cfg,
+                        train_cfg,
+                        splits,
+                        features_factory,
+                        checkpoint,
+                        workers,
+                        work,
+                        inputs.data_version,
+                    )
+                    result = fit_result_from_checkpoint(
+                        checkpoint, model_cfg, train_cfg, inputs.data_version
+                    )
+                    if progress:
+                        for log in result.history:
+                            tqdm.write(_epoch_line(variant, log))
+            except CheckpointMismatchError as exc:
+                raise PipelineError(str(exc)) from None
+        if bank is None and inputs.features is not None and plan.memory is not None:
+            bank = feature_bank(inputs.features, model_cfg, plan.memory, splits)
+
+        layers = inputs.store_info.get("layers")
+        export_run(
+            work,
+            model_cfg,
+            result.model if result else None,
+            bank,
+            splits,
+            layers,
+            plan.memory.encode_batch if plan.memory else train_cfg.encode_batch_size,
+            plan.memory.readahead_bytes if plan.memory else 256 << 20,
+        )
+        eval_started = time.perf_counter()
+        eval_bytes = plan.memory.activation_bytes if plan.memory else 1 << 30
+        metrics = evaluate_recommender(
+            Recommender.load(work), splits, train_cfg.eval_batch_size, max_bytes=eval_bytes
+        )
+        if progress:
+            n_users = len(splits.valid) + len(splits.test)
+            seconds = time.perf_counter() - eval_started
+            tqdm.write(
+                f"{variant}: evaluated {n_users} users (valid + test) over {splits.n_items} "
+                f"items in {seconds:.1f} s ({n_users / max(seconds, 1e-9):.0f} users/s)"
+            )
+        metrics["variant"] = variant
+        metrics["training"] = _training_summary(result, train_cfg, time.perf_counter() - started)
+        metrics["training"]["n_missing_features"] = n_missing
+        write_json(work / METRICS_FILE, metrics)
+        serving = record_serving(work, _store_version(inputs.store_info), recorded_as=out)
+        if fresh:
+            replace_run(out, work)
+    except BaseException:
+        with contextlib.suppress(OSError, PipelineError):  # the failure is what the user sees
+            undo_failed_start(out, fresh=fresh, new_run=run_dir.variant is None, made_out=made_out)
+        raise
     if progress:
         tqdm.write(
             f"{variant}: one query (10-item history -> top-10 of {splits.n_items}) "
@@ -404,26 +497,23 @@ def store_root_name(root: Any) -> str:
     return str(root.path.resolve()) if root.is_local else root.url
 
 
-def _check_run_dir(out: Path, variant: str, model_cfg: ModelConfig, train: TrainConfig) -> None:
-    """Refuse, before anything is written, to train into another variant's run or over a
-    checkpoint of another configuration."""
-    config_file = out / CONFIG_FILE
-    if config_file.is_file():
-        try:
-            previous = read_json(config_file).get("variant")
-        except ValueError as exc:
-            raise PipelineError(str(exc)) from None
-        if previous not in (None, variant):
-            raise PipelineError(
-                f"{out} holds a run of variant {previous}; train {variant} into another "
-                "directory, or pass --fresh to replace it"
-            )
+def _check_checkpoint(
+    out: Path,
+    variant: str,
+    model_cfg: ModelConfig,
+    train: TrainConfig,
+    data_version: str | None,
+) -> None:
+    """Refuse, before anything is written, to resume (or re-export) a checkpoint of another
+    configuration or trained on another store version."""
     checkpoint = out / CHECKPOINT_FILE
     if checkpoint.is_file() and variant != "popularity":
         try:
-            load_checkpoint(checkpoint, model_cfg, train)
+            load_checkpoint(checkpoint, model_cfg, train, data_version)
         except CheckpointMismatchError as exc:
-            raise PipelineError(str(exc)) from None
+            raise PipelineError(
+                f"{exc}; pass --fresh to replace that run, or train into another --out"
+            ) from None
         except ValueError as exc:  # a refused or unreadable file: named by load_tensors
             raise PipelineError(one_line(exc)) from None
 
@@ -485,6 +575,7 @@ def _fit_here(
     memory: MemoryPlan | None,
     checkpoint: Path,
     progress: bool,
+    data_version: str | None,
 ) -> FitResult:
     # a bar of the epoch's steps on a terminal only (disable=None); in a log, a line per epoch
     # and per refresh, and a step line at most every PROGRESS_LINE_SECONDS in long epochs
@@ -524,16 +615,20 @@ def _fit_here(
             on_epoch=on_epoch,
             on_event=on_event,
             on_step=on_step,
+            data_version=data_version,
         )
     finally:
         bar.close()
 
 
 def fit_result_from_checkpoint(
-    checkpoint: Path, model_cfg: ModelConfig, train_cfg: TrainConfig
+    checkpoint: Path,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    data_version: str | None = None,
 ) -> FitResult:
     """The finished state in `checkpoint`, with the best epoch's weights loaded."""
-    blob = load_checkpoint(checkpoint, model_cfg, train_cfg)
+    blob = load_checkpoint(checkpoint, model_cfg, train_cfg, data_version)
     model = build_model(model_cfg)
     model.load_state_dict(blob["best_model"] or blob["model"])
     return FitResult(
@@ -597,6 +692,7 @@ def train_sweep(
     train_overrides: dict[str, Any] | None = None,
     progress: bool = True,
     fresh: bool = False,
+    verify_store: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Every variant on the same split and catalog, with the same settings, into
     out_root/<variant>/; variant -> metrics. Content variants are skipped (with a note) when
@@ -617,15 +713,7 @@ def train_sweep(
             train_overrides=train_overrides,
             progress=progress,
             fresh=fresh,
+            verify_store=verify_store,
         )
         out[variant] = result.metrics
     return out
-
-
-def _discard_run(run: Path) -> None:
-    """Remove a previous run's files (only a run directory's own files: never a stray path)."""
-    if not run.exists():
-        return
-    if not (run / CONFIG_FILE).is_file() and any(run.iterdir()):
-        raise PipelineError(f"{run} exists and is not a run directory; not replacing it")
-    shutil.rmtree(run)

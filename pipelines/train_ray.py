@@ -12,6 +12,8 @@ from recmodel.config import ModelConfig, TrainConfig
 from recmodel.data import Splits
 from recmodel.train import feature_bank, fit, plan_training
 
+RAY_TRAIN_DIR = "ray_train"  # in the run directory: Ray Train's storage and the rendezvous files
+
 
 def _ray_worker(config: dict[str, Any]) -> None:
     """TorchTrainer's train_loop_per_worker: the same recmodel loop, in a gloo process group
@@ -43,6 +45,7 @@ def _ray_worker(config: dict[str, Any]) -> None:
         Path(config["checkpoint"]),
         memory=memory,
         on_epoch=on_epoch,
+        data_version=config["data_version"],
     )
 
 
@@ -54,9 +57,11 @@ def fit_with_ray(
     checkpoint: Path,
     workers: int,
     out: Path,
+    data_version: str | None = None,
 ) -> None:
     """Train on `workers` Ray Train workers (gloo on the CPU, one GPU each over NCCL); the run's
-    state ends in `checkpoint`, as training in this process would leave it."""
+    state ends in `checkpoint`, as training in this process would leave it (recording
+    `data_version`, checkpoint.py)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -66,7 +71,7 @@ def fit_with_ray(
     gpu = train_cfg.device == "cuda"  # one GPU a worker, reduced over NCCL
     backend = "nccl" if gpu else "gloo"
     torch_config = (
-        FileRendezvous(backend=backend, directory=str((out / "ray_train").resolve()))
+        FileRendezvous(backend=backend, directory=str((out / RAY_TRAIN_DIR).resolve()))
         if train_cfg.rendezvous == "file"
         else TorchConfig(backend=backend)
     )
@@ -78,6 +83,7 @@ def fit_with_ray(
             "splits": splits,
             "features_factory": features_factory if model_cfg.uses_features else None,
             "checkpoint": str(checkpoint.resolve()),
+            "data_version": data_version,
         },
         torch_config=torch_config,
         scaling_config=ScalingConfig(
@@ -88,7 +94,7 @@ def fit_with_ray(
         ),
         run_config=RunConfig(
             name=f"train-{model_cfg.variant}",
-            storage_path=str((out / "ray_train").resolve()),
+            storage_path=str((out / RAY_TRAIN_DIR).resolve()),
             failure_config=FailureConfig(max_failures=1),  # restarts resume from the checkpoint
         ),
     )

@@ -1,7 +1,8 @@
 """The resumable training state, `checkpoint.pt`: written atomically after every epoch, tensors
 and plain values only, so `torch.load(weights_only=True)` reads it.
 
-It holds the model and optimizer state, the best model's state, the loop's counters (epoch,
+It holds the model and optimizer state, what the training data was read from (`data_version`:
+the caller's name for it, e.g. a feature store version; a checkpoint is resumed only on the same), the best model's state, the loop's counters (epoch,
 optimizer steps, best metric and epoch, epochs without improvement, elapsed time), the
 per-epoch log, the item-vector cache of cached negatives, and the RNG states of every worker
 (torch, the shared shuffling generator and each worker's negative-sampling generator). A run
@@ -12,9 +13,9 @@ metrics (up to float round-off).
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from recmodel.config import ModelConfig, TrainConfig
-from recmodel.serving import load_tensors
+from recmodel.serving import atomic_write_bytes, load_tensors
 
 CHECKPOINT_FORMAT = 2
 
@@ -110,11 +111,13 @@ def save_checkpoint(
     shuffle_rng: np.random.Generator,
     rngs: dict[str, list],
     cache: dict[str, Any] | None,
+    data_version: str | None = None,
 ) -> None:
     blob = {
         "format": CHECKPOINT_FORMAT,
         "model_config": model_cfg.to_dict(),
         "train_fingerprint": train.fingerprint(),
+        "data_version": data_version,
         "epoch": state.epoch,
         "global_step": state.global_step,
         "model": model.state_dict(),
@@ -131,18 +134,23 @@ def save_checkpoint(
         "negative_cache": cache,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    # serialized in memory first: torch.save into a file on a full disk fails with a message
+    # naming neither the file nor the cause
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path, model_cfg: ModelConfig, train: TrainConfig) -> dict[str, Any]:
-    """The checkpoint at `path`, after checking it belongs to this configuration."""
+def load_checkpoint(
+    path: Path, model_cfg: ModelConfig, train: TrainConfig, data_version: str | None = None
+) -> dict[str, Any]:
+    """The checkpoint at `path`, after checking it belongs to this configuration and was
+    trained on `data_version` (None: data without a name, as before versions were recorded)."""
     blob = load_tensors(path)
     if blob.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointMismatchError(
             f"{path}: checkpoint format {blob.get('format')}, this version reads "
-            f"{CHECKPOINT_FORMAT}; use a fresh output directory or delete the checkpoint"
+            f"{CHECKPOINT_FORMAT}"
         )
     for name, saved, current in (
         ("model", blob["model_config"], model_cfg.to_dict()),
@@ -152,7 +160,13 @@ def load_checkpoint(path: Path, model_cfg: ModelConfig, train: TrainConfig) -> d
         if differ:
             shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ)
             raise CheckpointMismatchError(
-                f"{path} belongs to a run with another {name} configuration ({shown}); "
-                "use a fresh output directory or delete the checkpoint"
+                f"{path} belongs to a run with another {name} configuration ({shown})"
             )
+    saved = blob.get("data_version")
+    if saved != data_version:
+        trained_on = saved or "data it does not name (written before checkpoints named it)"
+        raise CheckpointMismatchError(
+            f"{path} was trained on {trained_on}, this run reads "
+            f"{data_version or 'data without a version'}"
+        )
     return blob

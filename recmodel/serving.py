@@ -86,12 +86,18 @@ def history_user_vectors(
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`data` as the file `path`, whole or not at all; a failed write (a full disk) removes its
+    partial copy and names `path`."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -189,10 +189,12 @@ def fit(
     on_event: Callable[[str], None] | None = None,
     on_step: Callable[[int, int, int], None] | None = None,
     resume: bool = True,
+    data_version: str | None = None,
 ) -> FitResult:
-    """Train one learned variant; resumes from `checkpoint_path` when it exists and `resume`.
-    `memory` defaults to the plan of `train.memory_budget_bytes`. `on_event` gets a line per
-    cache refresh; `on_step(epoch, step, steps)` is called after every optimizer step."""
+    """Train one learned variant; resumes from `checkpoint_path` when it exists and `resume`
+    (and it was trained on `data_version`, checkpoint.py). `memory` defaults to the plan of
+    `train.memory_budget_bytes`. `on_event` gets a line per cache refresh;
+    `on_step(epoch, step, steps)` is called after every optimizer step."""
     if model_cfg.uses_features and bank is None:
         raise ValueError(f"variant {model_cfg.variant} needs item features")
     if bank is not None and memory is None:
@@ -227,7 +229,7 @@ def fit(
     torch.manual_seed(train.seed + rank)  # dropout differs per worker
     cache = ItemVectorCache(train.cache_refresh_steps) if train.negatives == "cached" else None
     if resume and checkpoint_path is not None and checkpoint_path.is_file():
-        blob = load_checkpoint(checkpoint_path, model_cfg, train)
+        blob = load_checkpoint(checkpoint_path, model_cfg, train, data_version)
         model.load_state_dict(blob["model"])
         optimizer.load_state_dict(blob["optimizer"])
         state = LoopState.from_checkpoint(blob)
@@ -348,6 +350,7 @@ def fit(
                     shuffle_rng,
                     rngs,
                     cache.state_dict() if cache is not None else None,
+                    data_version,
                 )
         if on_epoch is not None:
             on_epoch(log)

@@ -44,18 +44,20 @@ def write_topic_store(
     k_tokens: int = 6,
     hidden: int = 8,
     prompts: int = 1,
+    model: str = "synthetic-test",
 ) -> Path:
     """A feature store written through the real FeatureStore writer, CURRENT set: a row for each
     of `items` (ids "i<number>") whose topic (number % n_topics) shows in the features, and a
     decode failure for each of `failed`. With `prompts` > 1, a prompt bank of that many prompts
-    (one version each, the topic showing in prompt 0's rows only; CURRENT names the bank)."""
+    (one version each, the topic showing in prompt 0's rows only; CURRENT names the bank).
+    Another `model` name writes another version of the same shape."""
     from featurizer.config import ExtractorConfig
     from featurizer.store import FeatureStore, set_current
     from featurizer.store.bank import create_bank
 
     templates = tuple(f"<video>\nPrompt {p}: {{title}}" for p in range(prompts))
     config = ExtractorConfig(
-        model="synthetic-test",
+        model=model,
         layers=layers,
         k_tokens=k_tokens,
         new_tokens=2,

@@ -63,6 +63,14 @@ def _run_config_fields() -> dict:
         int | None,
         pydantic.Field(default=None, description="Ray Train workers (default 1: this process)"),
     )
+    fields["verify_store"] = (
+        bool,
+        pydantic.Field(
+            default=True,
+            description="refuse a store version that `linkedout store verify` would call "
+            "FAILED (false: train on it anyway; rows are still checked as they are read)",
+        ),
+    )
     return fields
 
 
@@ -140,6 +148,7 @@ def variant_assets(variant: str) -> dg.AssetsDefinition:
     ):
         values = {k: v for k, v in config.model_dump().items() if v is not None}
         workers = values.pop("workers", None)
+        verify_store = values.pop("verify_store")
         result = train_run(
             paths.dataset,
             paths.store,
@@ -150,6 +159,7 @@ def variant_assets(variant: str) -> dg.AssetsDefinition:
             train_overrides=values,
             fresh=True,
             progress=False,
+            verify_store=verify_store,
         )
         context.log.info(result.describe().splitlines()[0])
         yield dg.MaterializeResult(asset_key=ranker_key(variant), metadata=_ranker_metadata(result))

@@ -152,10 +152,12 @@ def sweep(
     config: str | Path | None = None,
     model_overrides: dict[str, Any] | None = None,
     train_overrides: dict[str, Any] | None = None,
+    verify_store: bool = True,
 ) -> ReportPaths:
     """Train `variants` (default: all of SWEEP_VARIANTS) on the same split into out/<variant>/,
     then write the report of the main run (`main_variant`; default `full` when swept).
-    A finished run is only re-exported unless `fresh`."""
+    A finished run is only re-exported unless `fresh`; a store that would not verify is
+    refused unless `verify_store` is False."""
     from recmodel.config import check_variant
 
     variants = list(dict.fromkeys(variants or SWEEP_VARIANTS))
@@ -178,6 +180,7 @@ def sweep(
         train_overrides=train_overrides,
         progress=progress,
         fresh=fresh,
+        verify_store=verify_store,
     )
     if main not in trained:
         raise PipelineError(f"the main variant {main} was not trained (it needs a feature store)")

@@ -21,7 +21,10 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def test_ranker_run_config_has_every_training_field():
-    assert set(RankerConfig.model_fields) == {f.name for f in train_fields()} | {"workers"}
+    assert set(RankerConfig.model_fields) == {f.name for f in train_fields()} | {
+        "workers",
+        "verify_store",
+    }
 
 
 def test_ranker_run_config_reaches_config_json(workspace):
@@ -42,7 +45,9 @@ def test_ranker_run_config_reaches_config_json(workspace):
     result = dg.materialize([variant_assets("full")], resources=resources, run_config=run_config)
 
     assert result.success
-    train = json.loads((workspace / "runs" / "full" / "config.json").read_text())["train"]
+    recorded = json.loads((workspace / "runs" / "full" / "config.json").read_text())
+    train = recorded["train"]
+    assert recorded["store"]["verified"] is True  # verify_store's default
     assert (train["epochs"], train["negatives"], train["seed"]) == (1, "cached", 3)  # run config
     assert (train["batch_size"], train["lr_head"]) == (16, 2e-3)  # the settings file
     assert train["lr_encoder"] == 1e-4  # neither: Table 6

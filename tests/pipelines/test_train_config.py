@@ -126,5 +126,6 @@ def test_train_help_documents_every_setting(capsys):
 
     text = capsys.readouterr().out
     for flag in ("--batch-size", "--lr-encoder", "--negatives", "--cache-refresh-steps",
-                 "--memory-budget-bytes", "--max-steps", "--warmup-steps", "--config"):  # fmt: skip
+                 "--memory-budget-bytes", "--max-steps", "--warmup-steps", "--config",
+                 "--no-verify-store"):  # fmt: skip
         assert flag in text
