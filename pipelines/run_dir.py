@@ -116,6 +116,8 @@ def _marker_variant(marker: Path) -> str:
         value = read_json(marker)
     except ValueError as exc:
         raise PipelineError(str(exc)) from None
+    except OSError as exc:
+        raise PipelineError(f"{marker}: cannot read it ({exc.strerror})") from None
     if not (
         isinstance(value, dict)
         and value.get("kind") == RUN_KIND
@@ -180,8 +182,13 @@ def discard_staging(out: Path) -> None:
         return
     if staging.is_symlink() or not staging.is_dir():
         raise PipelineError(f"{staging} is not a staging area training made; not removing it")
-    if any(staging.iterdir()):
-        _marker_variant(staging / RUN_MARKER)  # refuses a directory training did not make
+    if any(staging.iterdir()) and not (staging / RUN_MARKER).is_file():
+        raise PipelineError(
+            f"{staging} holds files training did not write (no {RUN_MARKER}); not removing "
+            "it: move it out of the run directory"
+        )
+    if (staging / RUN_MARKER).is_file():
+        _marker_variant(staging / RUN_MARKER)  # refuses a marker training did not write
     shutil.rmtree(staging)
 
 

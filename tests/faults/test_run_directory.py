@@ -210,6 +210,25 @@ def test_a_refused_fresh_run_leaves_the_previous_run_as_it_was(workspace, tmp_pa
     assert unchanged  # the old run's files, and no staging area left behind
 
 
+def test_fresh_never_removes_a_staging_directory_it_did_not_make(workspace, tmp_path, fault_report):
+    run = _copy_run(workspace, tmp_path)
+    (run / STAGING_DIR).mkdir()
+    (run / STAGING_DIR / "draft.txt").write_text("someone else's\n")
+    before = tree_snapshot(run)
+
+    result = run_cli([*_train(workspace, run, "--fresh"), "--epochs", 1])
+
+    unchanged = tree_snapshot(run) == before
+    fault_report.record(
+        f"train --fresh over a run holding a {STAGING_DIR}/ that training did not make",
+        survived=result.code == 1 and unchanged,
+        lost=0 if unchanged else 1,
+        message=result.error_line,
+    )
+    assert_one_line_error(result, str(run / STAGING_DIR), "not removing it")
+    assert unchanged
+
+
 @pytest.fixture
 def small_disk(tmp_path) -> Iterator[Callable[[int], Path]]:
     """Mounts a tmpfs of a given size in bytes (root or CAP_SYS_ADMIN; skipped with the reason
