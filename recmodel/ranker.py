@@ -103,3 +103,33 @@ class SASRec(nn.Module):
     def user_vector(self, items: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, d) history vectors -> (B, d): the state after the most recent item."""
         return self(items, valid)[:, -1]
+
+    def query_vector(self, items: torch.Tensor) -> torch.Tensor:
+        """One unpadded history (T, d) -> its user vector (d,), in eval mode: the math of
+        user_vector (tests/recmodel/test_ranker.py holds them equal), written for one query.
+        A query's cost here is per-op overhead, not FLOPs, so this calls functional ops on
+        the modules' weights (no dropout or module calls) and runs the last block for the
+        last position only, the one state a query reads."""
+        T, d = items.shape
+        if T > self.max_history:
+            raise ValueError(f"history of {T} items; the ranker takes at most {self.max_history}")
+        x = items + self.position[self.max_history - T :]  # (T, d)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            attn, mlp = block.attn, block.mlp
+            H = attn.n_heads
+            h = F.layer_norm(x, (d,), block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
+            qkv = F.linear(h, attn.qkv.weight, attn.qkv.bias)  # (T, 3d)
+            qkv = qkv.view(T, 3, H, d // H).permute(1, 2, 0, 3)  # (3, H, T, dh)
+            if i == last:  # the last position attends to every item: no mask
+                y = F.scaled_dot_product_attention(qkv[0, :, -1:], qkv[1], qkv[2])  # (H, 1, dh)
+                x = x[-1:]  # (1, d)
+            else:
+                y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
+            x = x + F.linear(y.transpose(0, 1).reshape(-1, d), attn.proj.weight, attn.proj.bias)
+            h = F.layer_norm(x, (d,), block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
+            h = F.linear(
+                F.gelu(F.linear(h, mlp.fc.weight, mlp.fc.bias)), mlp.proj.weight, mlp.proj.bias
+            )
+            x = x + h
+        return F.layer_norm(x[-1], (d,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)

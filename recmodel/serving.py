@@ -12,15 +12,20 @@ the caller):
                          tapped layer (and id_gate for full_id_fusion, prompt_<p> for each
                          prompt of full_prompt_bank: its mixture weight); no rows for variants
                          without a MoE
+
+Read here when present (written by pipelines.index): item_index.faiss and its record
+item_index.json (recmodel.index); queries then search the index instead of scanning every
+vector, and an index not built from these vectors is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ from recmodel.config import ModelConfig
 from recmodel.data import PAD, Splits
 from recmodel.encoding import encode_catalog
 from recmodel.features import ItemFeatureBank
+from recmodel.index import ExactSearch, Searcher, faiss_threads, open_index
 from recmodel.metrics import rank_eval_set, summarize
 from recmodel.ranker import SASRec
 from recmodel.variants import ItemEncoding, LinkedOutModel
@@ -44,6 +50,8 @@ EMBEDDINGS_FILE = "item_embeddings.npy"
 ITEM_IDS_FILE = "item_ids.parquet"
 GATES_FILE = "gates.parquet"
 CHECKPOINT_FILE = "checkpoint.pt"
+INDEX_FILE = "item_index.faiss"
+INDEX_RECORD_FILE = "item_index.json"
 MODEL_FORMAT = 1
 
 
@@ -243,8 +251,23 @@ def export_run(
 # Queries
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch and faiss on one thread for the block. A query's ops are too small to split: on
+    two threads each op waits for the second core, which costs 40% at the median on an idle
+    machine and the other processes' time slices at p99 on a busy one (bench/serve.py)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with faiss_threads(1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class Recommender:
-    """A trained run, loaded for queries: `Recommender.load(run).recommend(history, k)`."""
+    """A trained run, loaded for queries: `Recommender.load(run).recommend(history, k)`.
+    Retrieval goes through the run's item index where one was built, else an exact scan."""
 
     def __init__(
         self,
@@ -252,18 +275,27 @@ class Recommender:
         items: Sequence[str],
         item_vectors: torch.Tensor,
         ranker: SASRec | None,
+        searcher: Searcher | None = None,
     ) -> None:
         self.config = config
         self.items = list(items)
         self.index = {item: i for i, item in enumerate(self.items)}
         self.item_vectors = item_vectors.contiguous()  # (N, d) float32
         self.ranker = ranker.eval() if ranker is not None else None
+        self.searcher = searcher or ExactSearch(self.item_vectors.numpy())
 
     @classmethod
-    def load(cls, run_dir: Path | str) -> Recommender:
+    def load(cls, run_dir: Path | str, use_index: bool = True) -> Recommender:
+        """The run's model and vectors (memory-mapped: a query reads its history's rows, the
+        index the rest), with its item index when one exists and use_index; an index not
+        built from these vectors raises StaleIndexError."""
         run_dir = Path(run_dir)
         cfg, state = load_model_file(run_dir)
-        vectors = torch.from_numpy(np.load(run_dir / EMBEDDINGS_FILE, allow_pickle=False))
+        # copy-on-write map: writable for torch, pages read only where queries touch them
+        array = np.load(run_dir / EMBEDDINGS_FILE, mmap_mode="c", allow_pickle=False)
+        if array.dtype != np.float32 or array.ndim != 2:
+            array = np.ascontiguousarray(array, dtype=np.float32).reshape(len(array), -1)
+        vectors = torch.from_numpy(array)
         items = read_item_ids(run_dir)
         if len(items) != len(vectors):
             raise ValueError(
@@ -277,7 +309,10 @@ class Recommender:
             ranker.load_state_dict(
                 {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             )
-        return cls(cfg, items, vectors.float(), ranker)
+        searcher = None
+        if use_index and (run_dir / INDEX_RECORD_FILE).is_file():
+            searcher = open_index(run_dir / INDEX_RECORD_FILE, run_dir / EMBEDDINGS_FILE)
+        return cls(cfg, items, vectors, ranker, searcher)
 
     def indices(self, items: Sequence[str]) -> list[int]:
         unknown = [i for i in items if i not in self.index]
@@ -294,31 +329,71 @@ class Recommender:
     @torch.no_grad()
     def scores(self, history: Sequence[str]) -> torch.Tensor:
         """(N,) scores of every item for one history (history items not excluded)."""
-        return self._scores(self.indices(history))
+        return self.item_vectors @ self._user_vector(self.indices(history))
 
-    def _scores(self, idx: list[int]) -> torch.Tensor:
+    def _user_vector(self, idx: list[int]) -> torch.Tensor:
+        """(d,) the user vector of one history (catalog rows, oldest first)."""
         if self.ranker is None:
-            return self.item_vectors[:, 0].clone()
+            return torch.ones(1)
         if not idx:
             raise ValueError("empty history: the ranker needs at least one watched item")
         recent = torch.tensor(idx[-self.config.max_history :])
-        user = self.ranker.user_vector(self.item_vectors[recent].unsqueeze(0))[0]  # (d,)
-        return self.item_vectors @ user  # (N,)
+        return self.ranker.query_vector(self.item_vectors[recent])  # (T, d) -> (d,)
 
     @torch.inference_mode()
     def recommend(self, history: Sequence[str], k: int = 10) -> list[tuple[str, float]]:
         """The k best items not in `history`, best first, with their scores."""
         idx = self.indices(history)
-        scores = self._scores(idx)
-        seen = sorted(set(idx))
-        if seen:
-            scores[seen] = float("-inf")
+        seen = set(idx)
         k = max(0, min(k, len(self.items) - len(seen)))
-        top = torch.topk(scores, k)
+        if k == 0:
+            return []
+        with one_thread():
+            user = self._user_vector(idx).numpy()  # (d,)
+            # the history is masked by asking for as many more as it holds
+            scores, rows = self.searcher.search(user[None], k + len(seen))  # (1, k')
+        return self._unseen(rows[0].tolist(), scores[0].tolist(), seen, k)
+
+    @torch.inference_mode()
+    def recommend_batch(
+        self, histories: Sequence[Sequence[str]], k: int = 10, batch_size: int = 512
+    ) -> list[list[tuple[str, float]]]:
+        """recommend() for many histories at once: user vectors batched through the ranker,
+        one search for all. Memory: the histories and k + |history| results each."""
+        return self.recommend_rows([self.indices(h) for h in histories], k, batch_size)
+
+    @torch.inference_mode()
+    def recommend_rows(
+        self, histories: Sequence[Sequence[int]], k: int = 10, batch_size: int = 512
+    ) -> list[list[tuple[str, float]]]:
+        """recommend_batch() over histories given as catalog rows (see indices())."""
+        if not histories:
+            return []
+        if self.ranker is not None and not all(histories):
+            raise ValueError("empty history: the ranker needs at least one watched item")
+        T = self.config.max_history
+        padded = np.full((len(histories), T), PAD, dtype=np.int64)  # (B, T), left-padded
+        for i, rows in enumerate(histories):
+            recent = list(rows)[-T:]
+            padded[i, T - len(recent) :] = recent
+        users = self.user_vectors(padded, batch_size).numpy()  # (B, d)
+        seen = [set(rows) for rows in histories]
+        # the histories are masked by asking for as many more as the longest holds
+        scores, found = self.searcher.search(users, k + max(len(s) for s in seen))  # (B, k')
         return [
-            (self.items[i], float(s))
-            for i, s in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+            self._unseen(found[i].tolist(), scores[i].tolist(), seen[i], k)
+            for i in range(len(histories))
         ]
+
+    def _unseen(
+        self, rows: list[int], scores: list[float], seen: set[int], k: int
+    ) -> list[tuple[str, float]]:
+        out = [
+            (self.items[r], s)
+            for r, s in zip(rows, scores, strict=True)
+            if r >= 0 and r not in seen
+        ]
+        return out[:k]
 
 
 def evaluate_recommender(
