@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import logging
 import pickle
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from featurizer.errors import StoreError
 from pipelines.errors import PipelineError, one_line
-from recmodel.config import TrainConfig
+from recmodel.config import TrainConfig, parse_bytes
 
 STORE_HELP = (
     "feature store: a local directory or s3://bucket/prefix (configured by AWS_ENDPOINT_URL, "
@@ -154,10 +155,31 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_recommend(args: argparse.Namespace) -> None:
-    from pipelines.serve import recommend
+    from pipelines.serve import recommend, recommend_users
 
+    if args.users is not None:
+        if args.out is None:
+            raise PipelineError("--users needs --out FILE.parquet")
+        say = functools.partial(print, file=sys.stderr, flush=True)
+        result = recommend_users(args.run, args.users, args.out, args.k, args.batch_size, say)
+        print(result.describe())
+        return
     for rank, (item, score) in enumerate(recommend(args.run, args.history, k=args.k), start=1):
         print(f"{rank:>3}  {item}  {score:.4f}")
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from pipelines.index import index_run
+    from recmodel.index import IndexSettings
+
+    given = {
+        "exact_max_items": args.exact_max_items,
+        "memory_budget_bytes": args.memory_budget and parse_bytes(args.memory_budget),
+        "target_recall": args.target_recall,
+    }
+    settings = IndexSettings(**{k: v for k, v in given.items() if v is not None})
+    say = functools.partial(print, file=sys.stderr, flush=True)
+    print(index_run(args.run, settings, force=args.force, say=say).describe())
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -346,11 +368,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("recommend", help="top-k items for a watch history")
+    p = sub.add_parser("recommend", help="top-k items for a watch history, or for a file of users")
     p.add_argument("run", type=Path)
-    p.add_argument("--history", type=_csv_list, required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--history", type=_csv_list, help="items watched, oldest first")
+    source.add_argument(
+        "--users",
+        type=Path,
+        help="Parquet (columns user, history: a list of items) or JSON Lines "
+        '({"user": ..., "history": [...]}), scored a batch at a time',
+    )
+    p.add_argument("--out", type=Path, help="with --users: Parquet of user, rank, item, score")
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=4096, help="users scored at a time")
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("index", help="build the run's item index (only when its vectors changed)")
+    p.add_argument("run", type=Path)
+    p.add_argument("--force", action="store_true", help="rebuild even if it matches")
+    p.add_argument(
+        "--exact-max-items",
+        type=int,
+        help="catalogs smaller than this get an exact index (default 50000)",
+    )
+    p.add_argument(
+        "--memory-budget", help="bytes the index may hold in RAM, e.g. 512MiB (default 1GiB)"
+    )
+    p.add_argument(
+        "--target-recall",
+        type=float,
+        help="recall@10 the search parameters are tuned to (default 0.95)",
+    )
+    p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("report", help="write report.html and report.md for a run")
     p.add_argument("run", type=Path)
@@ -391,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader's INFO lines at import
     try:
         status = args.func(args)  # None, or an exit status (store verify: 1 when FAILED)
     except (PipelineError, StoreError, OSError, ValueError) as exc:  # OSError: a full disk
