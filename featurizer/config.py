@@ -16,6 +16,7 @@ from typing import Any
 
 STORE_FORMAT_VERSION = 2  # featurizer.store.layout: 2 = sharded; 1 stays readable
 PRESET_DIR = Path(__file__).parent / "presets"
+VIDEO_MARKER = "<video>"  # where a prompt template puts the video (at most once)
 
 DEFAULT_PROMPT = (
     '<video>\nThis short video is titled "{title}". Describe its topic, look and motion '
@@ -50,9 +51,24 @@ class ExtractorConfig:
             raise ValueError(
                 f"new_tokens must be in (0, k_tokens): {self.new_tokens}, {self.k_tokens}"
             )
-        if not self.layers or any(i < 0 for i in self.layers):
+        layers = list(self.layers) if isinstance(self.layers, (list, tuple)) else None
+        if not layers or any(not _is_int(i) or i < 0 for i in layers):
             raise ValueError(f"layers must be non-negative hidden-state indices: {self.layers}")
-        object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        if layers != sorted(set(layers)):
+            raise ValueError(
+                f"layers must name each hidden-state index once, in increasing order (the deepest "
+                f"last): {list(self.layers)}"
+            )
+        object.__setattr__(self, "layers", tuple(int(i) for i in layers))
+        for name in ("k_tokens", "new_tokens", "frames", "resolution"):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer: {value!r}")
+        for name in ("model", "revision", "merge", "torch_dtype"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string: {getattr(self, name)!r}")
+        if not isinstance(self.prompt_template, str):
+            raise ValueError(f"prompt_template must be a string: {self.prompt_template!r}")
         if self.prompts:
             prompts = tuple(self.prompts)
             if any(not isinstance(p, str) or not p.strip() for p in prompts):
@@ -62,6 +78,13 @@ class ExtractorConfig:
                 raise ValueError(f"prompts: the bank names {repeated[0]!r} twice")
             object.__setattr__(self, "prompts", prompts)
             object.__setattr__(self, "prompt_template", prompts[0])
+
+        for prompt in self.prompts or (self.prompt_template,):
+            if prompt.count(VIDEO_MARKER) > 1:
+                raise ValueError(
+                    f"{'prompts' if self.prompts else 'prompt_template'}: {prompt!r} has more "
+                    f"than one {VIDEO_MARKER} marker (it says where the one video goes)"
+                )
 
     @property
     def is_bank(self) -> bool:
@@ -123,6 +146,10 @@ class ExtractorConfig:
         if "prompt_template" in changes and "prompts" not in changes:
             changes["prompts"] = ()
         return dataclasses.replace(self, **changes)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def fill_prompt(template: str, title: str | None) -> str:

@@ -45,14 +45,14 @@ import numpy as np
 import torch
 
 from featurizer.capture import PromptStates, capture_prompts, common_prefix_length
-from featurizer.config import ExtractorConfig, fill_prompt
+from featurizer.config import VIDEO_MARKER, ExtractorConfig, fill_prompt
 from featurizer.decode import FrameTiming
 from featurizer.families import check_frames, family_of, video_kwargs
 from featurizer.merge import merge_tokens
 
 log = logging.getLogger(__name__)
 
-VIDEO_MARKER = "<video>"  # where a preset's prompt_template names the video
+
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 RANDOM_INIT_SEED = 0  # weights of a model built from a preset's architecture
 _NOT_FOUND_HINT = (
@@ -123,9 +123,7 @@ class VideoLLMExtractor:
         specials |= set(tokenizer.get_added_vocab())  # <|im_start|>, <|box_start|>... too
         for special in sorted(specials, key=len, reverse=True):
             title = title.replace(special, special.strip("<>|"))
-        text = fill_prompt(template or self.config.prompt_template, title)
-        if text.count(VIDEO_MARKER) > 1:
-            raise ValueError(f"prompt_template has more than one {VIDEO_MARKER} marker")
+        text = fill_prompt(template or self.config.prompt_template, title)  # one marker at most
         text = re.sub(re.escape(VIDEO_MARKER) + r"\s*", "", text, count=1).strip()
         conversation = [
             {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,7 +38,7 @@ from featurizer.store.bank import create_bank
 from featurizer.store.summary import directory_bytes
 from pipelines.catalog import scan_videos
 from pipelines.errors import PipelineError, one_line
-from pipelines.extract_pool import Video, pool_size, run_actor_pool
+from pipelines.extract_pool import RunStopped, Video, pool_size, run_actor_pool
 from pipelines.store_status import read_titles, store_data_version, uncovered
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ def extract_catalog(
     except OSError as exc:  # e.g. a full or read-only disk under the store
         raise PipelineError(f"feature store {store}: {one_line(exc, 500)}") from None
     summary = ExtractSummary(store=store, fingerprint=config.fingerprint())
+    work, writers = ExtractionWork(), []
     try:
         with ExitStack() as stack:
             writers = [stack.enter_context(v.writer(wait=0.0)) for v in versions]
@@ -205,16 +207,14 @@ def extract_catalog(
                 writer.publish()
         # the rows committed now (stored rows were checked at the start) and the whole layout
         after = [v.verify(items=c) for v, c in zip(versions, committed, strict=True)]
-    except StoreIOError as exc:  # the storage failed (after its retries): what was published stays
-        raise PipelineError(
-            f"{exc}; the rows published before stay valid, the rest are extracted by the next run"
-        ) from None
+    except (StoreIOError, RunStopped) as exc:  # what was published stays
+        raise PipelineError(f"{exc}; {_left(work, writers)}") from None
     except StoreError as exc:
         raise PipelineError(str(exc)) from None
     except OSError as exc:  # the store's disk (full, read-only, gone): what was published stays
         raise PipelineError(
-            f"feature store {store / summary.fingerprint}: {one_line(exc, 500)}; the rows "
-            "published before stay valid, the rest are extracted by the next run"
+            f"feature store {store / summary.fingerprint}: {one_line(exc, 500)}; "
+            f"{_left(work, writers)}"
         ) from None
     summary.prompt_rows = [len(c) for c in committed]
     for version, report in zip(versions, after, strict=True):
@@ -230,7 +230,11 @@ def extract_catalog(
         make_current = read_current(store) is None
     summary.store_bytes = sum(directory_bytes(v.path) for v in versions)
     summary.rows, summary.data_version = store_data_version(versions, summary.fingerprint)
-    if make_current:
+    if summary.failed and not summary.extracted and not summary.skipped:
+        raise PipelineError(_nothing_extracted(summary))
+    if make_current and not summary.rows:
+        log.warning("%s not made CURRENT: it holds no rows", store / summary.fingerprint)
+    elif make_current:
         problems = [
             p
             for version, member in zip(versions, members, strict=True)
@@ -258,6 +262,7 @@ class ExtractionWork:
     videos: list[Video] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # item -> sha256 of the video
     prompts: list[dict[str, str]] = field(default_factory=list)  # per prompt: item -> sha256
+    settled: set[str] = field(default_factory=set)  # items committed or failed by this run
 
 
 def _plan(
@@ -353,6 +358,32 @@ def _reextraction_notes(reasons: dict[str, str]) -> list[str]:
         if found:
             notes.append(f"re-extracting {_count(len(found), 'item')} {words}: {shown(found, 10)}")
     return notes
+
+
+def _left(work: ExtractionWork, writers: list[Any]) -> str:
+    """The items a run that stopped leaves to the next one: not settled, or settled and not
+    published in some prompt's version."""
+    unpublished = set().union(*(writer.unpublished for writer in writers))
+    left = [v.item for v in work.videos if v.item not in work.settled or v.item in unpublished]
+    if not left:
+        return "the rows published before stay valid"
+    return (
+        f"{_count(len(left), 'item')} not committed: {shown(left)} (the rows published before "
+        "stay valid; the next run extracts these)"
+    )
+
+
+def _nothing_extracted(summary: ExtractSummary) -> str:
+    """Every video of the run failed: the run's one line, counted by stage, with one error of
+    the commonest stage as an example."""
+    stages = Counter(stage for _, stage, _ in summary.failures)
+    stage = stages.most_common(1)[0][0]
+    example = next(f"{item}: {error}" for item, s, error in summary.failures if s == stage)
+    counts = ", ".join(f"{n} at {s}" for s, n in stages.most_common())
+    return (
+        f"extracted nothing: all {summary.failed} videos failed ({counts}; e.g. "
+        f"{example[:300]}); their failure rows are in {summary.store}/{summary.fingerprint}"
+    )
 
 
 def _count(n: int, noun: str) -> str:

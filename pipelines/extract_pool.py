@@ -42,6 +42,11 @@ ACTOR_RETRIES = 2  # a group that kills its actor this many more times is split
 SHARD_RETRIES = 3  # passes for videos whose group found its shard taken
 
 
+class RunStopped(PipelineError):
+    """The run stops before its end (the store's storage failed under the pool, or the pool
+    itself): what was published stays, and the caller names the items left."""
+
+
 @dataclass
 class Video:
     """One video of a run: which prompts' versions want a row of it."""
@@ -177,6 +182,7 @@ class _Committer:
                 checksum=int(result["checksum"][j]),
                 offset=int(result["offset"][j]),
             )
+        self.work.settled.add(item)
         if member_errors:
             self._count_failure(item, "write", next(iter(member_errors.values())))
         else:
@@ -187,6 +193,7 @@ class _Committer:
         for j, writer in enumerate(self.writers):
             if self.rows[item][j] >= 0:
                 writer.fail(item, stage, error)
+        self.work.settled.add(item)
         self._count_failure(item, stage, error)
 
     def _count_failure(self, item: str, stage: str, error: str) -> None:
@@ -265,11 +272,7 @@ class _Pool:
                 if result["fatal"] == "model":
                     raise PipelineError(str(result["error"]))
                 if result["fatal"] == "storage":
-                    raise PipelineError(
-                        f"feature store {where}: cannot write the row of item {item}: "
-                        f"{result['error']}; the rows published before stay valid, the rest "
-                        "are extracted by the next run"
-                    )
+                    raise RunStopped(f"cannot write the row of item {item}: {result['error']}")
                 left[group_of[item]] -= 1
                 if result["again"]:
                     self.again.add(item)
@@ -306,7 +309,4 @@ def _pool_results(results: Any, where: Any) -> Any:
                 )
             else:
                 why = f"stopped ({type(exc).__name__}: {one_line(exc, 300)})"
-            raise PipelineError(
-                f"feature store {where}: the extraction's actor pool {why}; the rows "
-                "published before stay valid, the rest are extracted by the next run"
-            ) from None
+            raise RunStopped(f"feature store {where}: the extraction's actor pool {why}") from None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,7 +17,9 @@ log = logging.getLogger(__name__)
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join `address` (or $RAY_ADDRESS) if given, else start a local Ray bound to loopback with
-    no dashboard. A Ray already initialised in this process is reused as it is."""
+    no dashboard, and its watchdog (pipelines.ray_reaper: if this process is killed, the Ray
+    processes it started follow within seconds). A Ray already initialised in this process is
+    reused as it is."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -31,6 +35,21 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             _node_ip_address="127.0.0.1",
             **quiet,
         )
+    _start_reaper()
+
+
+_REAPERS: dict[int, subprocess.Popen] = {}  # this process's watchdog, started once
+
+
+def _start_reaper() -> None:
+    if os.getpid() in _REAPERS:
+        return
+    _REAPERS[os.getpid()] = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.ray_reaper", str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 @contextmanager

@@ -532,13 +532,21 @@ def _bank_summary(bank: ItemFeatureBank | None, memory: MemoryPlan | None) -> di
 def _missing_features(
     variant: str, features: ItemFeatures | None, splits: Splits, failed: set[str]
 ) -> dict[str, int] | None:
-    """How many catalog items have no features, and why; said once on the console."""
+    """How many catalog items have no features, and why; said once on the console. A content
+    variant whose every item lacks features would train an ID model under its name: refused."""
     if features is None:
         return None
     without = np.flatnonzero(features.item_rows < 0)
     missing_items = [splits.items[i] for i in without]
     n_missing = len(missing_items)
     n_failed = sum(item in failed for item in missing_items)
+    if n_missing == splits.n_items:
+        raise PipelineError(
+            f"variant {variant} reads video features, but the store holds none for any of the "
+            f"{n_missing} catalog items ({n_failed} failed extraction, {n_missing - n_failed} "
+            "without a video or not extracted yet): extract them first (`linkedout store info` "
+            "shows the store), or train id_only"
+        )
     if n_missing:
         shown = ", ".join(missing_items[:10]) + (", ..." if n_missing > 10 else "")
         tqdm.write(

@@ -134,10 +134,6 @@ class PromptBank:
             raise StoreError(
                 f"prompt bank {self.path}: its members' rows differ in shape: {shapes}"
             )
-        if any(m.int8 for m in self.members):
-            raise StoreError(
-                f"prompt bank {self.path}: a member holds int8 rows; banks are float16"
-            )
 
     @classmethod
     def open(cls, root: Location | Path | str, fingerprint: str | None = None) -> PromptBank:
@@ -249,8 +245,9 @@ class PromptBank:
         ]
         for i, (prompt, member) in enumerate(zip(self.prompts, self.members, strict=True)):
             lines.append(f"  prompt {i}      {member.fingerprint}  {_short(prompt, 500)}")
-        lines.append(f"  per item      {len(self.prompts) * self.primary.row_bytes:,} bytes raw "
-                     f"({len(self.prompts)} x L*K*D*2, L={L}, K={K}, D={D})")  # fmt: skip
+        lines.append(f"  per item      {len(self.prompts) * self.primary.row_bytes:,} bytes as "
+                     f"stored ({len(self.prompts)} x {self.primary.row_bytes:,}, L={L}, K={K}, "
+                     f"D={D}, {self.primary.extractor.get('dtype', 'float16')})")  # fmt: skip
         for member in self.members:
             lines += [""] + member.info().splitlines()
         return "\n".join(lines)

@@ -48,9 +48,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Derivation:
-    """What a view keeps: `layers` (hidden-state indices, a subset of the source's; None = all),
-    `k_tokens` (tokens per layer, G < k_tokens <= K; None = the source's K), and whether its
-    values are `int8`."""
+    """What a view keeps: `layers` (hidden-state indices, a subset of the source's in its order;
+    None = all), `k_tokens` (tokens per layer, G < k_tokens <= K; None = the source's K), and
+    whether its values are `int8` (a view of an int8 version is int8 too)."""
 
     layers: tuple[int, ...] | None = None
     k_tokens: int | None = None
@@ -64,7 +64,7 @@ class Derivation:
             "layers": list(self.layers if self.layers is not None else e["layers"]),
             "k_tokens": int(self.k_tokens if self.k_tokens is not None else e["K"]),
             "merge": "bipartite, stored old tokens weighed equally",
-            "dtype": "int8" if self.int8 else "float16",
+            "dtype": "int8" if self.int8 or source.int8 else "float16",  # a view keeps int8
         }
 
 
@@ -87,9 +87,12 @@ class DeriveSummary:
 
 
 def check_derivation(source: FeatureStore, derivation: Derivation) -> None:
-    """Raise ValueError naming the flag where the source cannot give this view."""
+    """Raise ValueError naming the flag where the source cannot give this view, or where the
+    view would be the source itself. Layers keep the source's order, deepest last: the variants
+    that read one layer read the last stored one as the deepest."""
     e = source.extractor
     layers, K, G = list(e["layers"]), int(e["K"]), int(e["G"])
+    keeps_layers = derivation.layers is None or list(derivation.layers) == layers
     if derivation.layers is not None:
         if not derivation.layers:
             raise ValueError("--layers: give at least one layer")
@@ -100,13 +103,23 @@ def check_derivation(source: FeatureStore, derivation: Derivation) -> None:
             )
         if len(set(derivation.layers)) != len(derivation.layers):
             raise ValueError(f"--layers: {list(derivation.layers)} names a layer twice")
+        if list(derivation.layers) != sorted(derivation.layers):
+            raise ValueError(
+                f"--layers: {list(derivation.layers)} is not in increasing order (a view keeps "
+                f"the source's order {layers}, deepest last)"
+            )
     if derivation.k_tokens is not None and not G < derivation.k_tokens <= K:
         raise ValueError(
             f"--k-tokens: {derivation.k_tokens} must be more than the G = {G} new tokens and at "
             f"most the source's K = {K}"
         )
-    if derivation.layers is None and derivation.k_tokens in (None, K) and not derivation.int8:
-        raise ValueError("nothing to derive: give --layers, a smaller --k-tokens or --int8")
+    if derivation.int8 and source.int8:
+        raise ValueError(f"--int8: {source.path} holds int8 rows already")
+    if keeps_layers and derivation.k_tokens in (None, K) and not derivation.int8:
+        raise ValueError(
+            f"nothing to derive: {source.path} has layers {layers} and K = {K} already; give a "
+            "subset of its --layers, a smaller --k-tokens or --int8"
+        )
 
 
 def view_fingerprint(source: FeatureStore, derivation: Derivation) -> str:

@@ -3,8 +3,10 @@ object store (``<version>/LEASE``), and the fence every write checks.
 
 The lease is created only if absent (If-None-Match), renewed every LEASE_SECONDS / 3 by its
 holder with a conditional PUT on the ETag it last wrote (If-Match), and taken over, again
-conditionally, once it is LEASE_SECONDS old. A holder whose renewal is refused, or that could
-not renew for LEASE_SECONDS, has lost it: from then on its fence refuses every write. A paused
+conditionally, once it is LEASE_SECONDS old. A holder whose renewal is refused has lost it: from
+then on its fence refuses every write. A holder that could not renew for LEASE_SECONDS checks
+before its next write whether the lease is still its own (a renewal that another writer's
+takeover makes fail), and says so if the storage is what failed. A paused
 process (SIGSTOP, a long GC, a frozen VM) may still be about to write when it wakes; that is why
 every shard object is also written create-only (featurizer.store.writing): a stale writer can
 fail or leave garbage no index names, never overwrite what another writer committed.
@@ -57,14 +59,17 @@ class LeaseFence(Fence):
 
 
 class _Lease(LeaseFence):
-    """The holder's side: renews in a thread and remembers when it lost the lease, so the
-    driver's checks cost nothing until then."""
+    """The holder's side: renews in a thread. A check costs nothing while the last renewal is
+    recent; once it is LEASE_SECONDS old (the process was paused, or the storage unreachable) the
+    check renews first: that succeeds only if nobody replaced the lease meanwhile (If-Match), and
+    a storage error is raised as itself, not taken for a lost lease."""
 
     def __init__(self, lease: Location, nonce: str, record: dict[str, Any], e_tag: str) -> None:
         super().__init__(lease, nonce)
         self.record, self.e_tag = record, e_tag
         self.renewed = time.monotonic()
         self.lost: dict[str, Any] | None = None
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name="store-lease", daemon=True)
 
@@ -72,33 +77,34 @@ class _Lease(LeaseFence):
         return (LeaseFence, (self.lease, self.nonce))
 
     def check(self) -> None:
-        if self._lapsed() or self.lost is not None:
-            raise lost_lease(self.lease, self.lost or {})
-
-    def _lapsed(self) -> bool:
-        """Not renewed for LEASE_SECONDS (a paused process): another writer may hold it now."""
         if self.lost is None and time.monotonic() - self.renewed >= LEASE_SECONDS:
-            self.lost = {"why": f"not renewed for {LEASE_SECONDS:g} s: another writer may hold it"}
-        return self.lost is not None
+            self._renew_once()  # a StoreIOError here is the news: the storage, not the lease
+        if self.lost is not None:
+            raise lost_lease(self.lease, self.lost)
 
     def check_now(self) -> None:
         self.check()
         super().check()
 
-    def _renew(self) -> None:
-        while not self._stop.wait(LEASE_SECONDS / 3):
-            started = time.monotonic()
-            if self._lapsed():
+    def _renew_once(self) -> None:
+        """Renew unless another writer replaced the lease (then it is lost)."""
+        with self._lock:
+            if self.lost is not None:
                 return
+            started = time.monotonic()
             record = {**self.record, "at": time.time()}
+            e_tag = self.lease.replace_if(json.dumps(record).encode(), self.e_tag)  # type: ignore[attr-defined]
+            if e_tag is None:  # another writer replaced it: it lapsed while this one was away
+                self.lost = read_lease(self.lease) or {"why": "it was deleted"}
+            else:
+                self.e_tag, self.renewed = e_tag, started
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LEASE_SECONDS / 3) and self.lost is None:
             try:
-                e_tag = self.lease.replace_if(json.dumps(record).encode(), self.e_tag)  # type: ignore[attr-defined]
+                self._renew_once()
             except (OSError, StoreError):  # a missed renewal: the next one may pass
                 continue
-            if e_tag is None:  # another writer replaced it: it lapsed while this one was paused
-                self.lost = read_lease(self.lease) or {"why": "it was deleted"}
-                return
-            self.e_tag, self.renewed = e_tag, started
 
     def start(self) -> None:
         self._thread.start()

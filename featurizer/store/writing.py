@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from featurizer.errors import ShardTakenError, StoreError, shown
+from featurizer.errors import ShardTakenError, StoreError
 from featurizer.store.address import location
 from featurizer.store.commit import Snapshot, lost_index, read_latest, write_snapshot
 from featurizer.store.layout import FEATURES_DIR, STAGES, ShardGeometry, now
 from featurizer.store.lease import Fence
-from featurizer.store.location import Location, StoreIOError
+from featurizer.store.location import Location
 from featurizer.store.rows import all_finite, int8_row_checksum, quantize_int8, row_checksum
 
 if TYPE_CHECKING:
@@ -165,6 +165,7 @@ class StoreWriter:
         self._n_rows = allocated
         self._allocated: set[int] = set()
         self._row_items: dict[int, str] = {}  # rows committed in this session -> item
+        self._unpublished: set[str] = set()  # items committed or failed since the last publish
         self._row_writers: list[RowWriter] = []
         self._published_shards: set[int] = set()
         self._dirty = False
@@ -206,6 +207,11 @@ class StoreWriter:
             for row, item in self._row_items.items()
             if self._index.get(item, {}).get("row") == row
         ]
+
+    @property
+    def unpublished(self) -> set[str]:
+        """Items committed or failed in this session that no published snapshot holds yet."""
+        return set(self._unpublished)
 
     def row_writer(self) -> RowWriter:
         """A writer of rows allocated so far (one per allocation: see the module docstring).
@@ -267,6 +273,7 @@ class StoreWriter:
         }
         self._row_items[int(row)] = item
         self._failures.pop(item, None)
+        self._unpublished.add(item)
         self._dirty = True
 
     def fail(self, item: str, stage: str, error: str) -> None:
@@ -282,6 +289,7 @@ class StoreWriter:
             "at": now(),
         }
         self._index.pop(item, None)
+        self._unpublished.add(item)
         self._dirty = True
 
     def add_extraction_run(self, record: dict[str, Any]) -> None:
@@ -292,24 +300,10 @@ class StoreWriter:
     def publish(self) -> None:
         """Rows first: write the shards gathered by this session's row writers and check that
         the shard of every row committed since the last publish is there; then grow the arrays'
-        metadata to the rows allocated; then commit the next index snapshot. A storage error
-        names the items it leaves uncommitted."""
+        metadata to the rows allocated; then commit the next index snapshot. After a storage
+        error, `unpublished` names the items it left uncommitted."""
         if not self._dirty:
             return
-        try:
-            self._publish()
-        except StoreIOError as exc:
-            features = self._geoms[-1]
-            pending = [
-                item
-                for row, item in self._row_items.items()
-                if features.shard_of(row) not in self._published_shards
-            ]
-            if not pending:
-                raise
-            raise StoreIOError(f"{exc}; not committed: {shown(pending)}") from None
-
-    def _publish(self) -> None:
         offsets: dict[int, int] = {}
         for writer in self._row_writers:
             offsets.update(writer.flush())
@@ -339,6 +333,7 @@ class StoreWriter:
         index = sorted(self._index.values(), key=lambda r: r["row"])
         write_snapshot(self._path, seq, index, list(self._failures.values()), self._runs)
         self._snapshot = Snapshot(seq, self._snapshot.table, self._runs)
+        self._unpublished.clear()
         self._dirty = False
 
     def close(self) -> None:

@@ -96,6 +96,7 @@ def run_cluster(dataset: Path, model: Path, work: Path, store: str, result: dict
         result["kill"] = {
             "published_before": len(before),
             "published_at_kill": len(published),
+            "published_after": len(after),  # results returned before the pool stopped count
             "error": box.get("error", ""),
             "finished": "summary" in box,
             "lost": sorted(item for item, row in published.items() if after.get(item) != row),

@@ -61,9 +61,9 @@ def wire(s3) -> Iterator[Wire]:
 @pytest.fixture
 def short_lease(monkeypatch: pytest.MonkeyPatch) -> None:
     """A lease its writer could not release (the store was gone) lapses in seconds, not 30."""
-    import featurizer.store.commit as commit
+    import featurizer.store.lease as lease
 
-    monkeypatch.setattr(commit, "LEASE_SECONDS", 3.0)
+    monkeypatch.setattr(lease, "LEASE_SECONDS", 3.0)
 
 
 def _dataset(demo_dataset: Path, root: Path) -> Path:
@@ -106,7 +106,7 @@ def _break_mid_run(
     return box.get("error", ""), before, _published(version)
 
 
-def test_the_store_going_away_mid_write_is_one_line_and_loses_nothing(
+def test_the_store_going_away_mid_write_is_one_line_naming_every_item_left_and_loses_nothing(
     wire: Wire, demo_dataset: Path, extract_config, tmp_path: Path, short_lease, fault_report
 ) -> None:
     dataset = _dataset(demo_dataset, tmp_path)
@@ -131,7 +131,8 @@ def test_the_store_going_away_mid_write_is_one_line_and_loses_nothing(
     )
     assert f"feature store {store}/" in error and "\n" not in error
     assert "cannot reach the object store at" in error and "retries)" in error
-    assert re.search(r"(item|not committed:) v\d{4}", error)  # the items it could not write
+    named = re.search(r"(\d+) items? not committed: v\d{4}", error)  # the items left, counted
+    assert named and int(named.group(1)) == 12 - len(after)
     assert all(after.get(item) == row for item, row in before.items())
     assert rerun.failed == 0 and not lost and verified.ok and verified.n_rows == 12
 
