@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from dagster_project.assets import dataset, features, report, variants, views
+from dagster_project.assets import dataset, features, index, report, variants, views
 from dagster_project.automation import retrain_on_new_features
 from dagster_project.jobs import (
     extract_new_videos,
@@ -18,7 +18,7 @@ from dagster_project.resources import default_resources
 from dagster_project.schedules import reextract_features_schedule, train_and_evaluate_schedule
 from dagster_project.sensors import new_videos_sensor
 
-asset_modules = [dataset, features, variants, views, report]
+asset_modules = [dataset, features, variants, index, views, report]
 
 
 def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:

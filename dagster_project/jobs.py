@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from dagster_project.assets.index import INDEX_KEYS
 from dagster_project.assets.variants import VARIANT_KEYS
 
 linkedout_full = dg.define_asset_job(
@@ -31,9 +32,14 @@ reextract_features = dg.define_asset_job(
 train_and_evaluate = dg.define_asset_job(
     "train_and_evaluate",
     selection=dg.AssetSelection.assets(
-        "interactions", *VARIANT_KEYS, "store_views", "evaluation_report"
+        "interactions",
+        *VARIANT_KEYS,
+        *INDEX_KEYS,
+        "store_views",
+        "evaluation_report",
     ),
     description=(
-        "Train every variant on the CURRENT store, export their item vectors, write the report."
+        "Train every variant on the CURRENT store, export their item vectors, index them, "
+        "write the report."
     ),
 )

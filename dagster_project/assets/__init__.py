@@ -1,2 +1,2 @@
 """The asset graph: interactions and video_catalog → video_features → ranker → item_embeddings
-→ evaluation_report."""
+→ item_index, → evaluation_report."""

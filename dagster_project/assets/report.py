@@ -4,6 +4,7 @@ directory. It trains nothing and measures nothing."""
 import dagster as dg
 
 from dagster_project.assets.features import video_features
+from dagster_project.assets.index import index_key
 from dagster_project.assets.variants import MAIN_VARIANT, embeddings_key, ranker_key
 from dagster_project.assets.views import store_views
 from dagster_project.automation import RETRAIN_ON_NEW_DATA
@@ -16,6 +17,7 @@ from pipelines.report import SWEEP_VARIANTS, write_report
     deps=[video_features]
     + [ranker_key(v) for v in SWEEP_VARIANTS]
     + [embeddings_key(v) for v in SWEEP_VARIANTS]
+    + [index_key(v) for v in SWEEP_VARIANTS]
     + [store_views],
     group_name="linkedout",
     code_version=source_version("pipelines.report"),

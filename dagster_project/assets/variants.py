@@ -10,6 +10,7 @@ from dagster_project.assets.features import video_features
 from dagster_project.automation import RETRAIN_ON_NEW_DATA
 from dagster_project.resources import LinkedOutPaths, TrainingSettings
 from dagster_project.versions import source_version
+from pipelines.index import vectors_checksum
 from pipelines.report import metrics_markdown, read_metrics
 from pipelines.train import train_run
 from pipelines.train_config import train_fields
@@ -164,7 +165,10 @@ def variant_assets(variant: str) -> dg.AssetsDefinition:
         context.log.info(result.describe().splitlines()[0])
         yield dg.MaterializeResult(asset_key=ranker_key(variant), metadata=_ranker_metadata(result))
         yield dg.MaterializeResult(
-            asset_key=embeddings_key(variant), metadata=_embeddings_metadata(result.serving)
+            asset_key=embeddings_key(variant),
+            metadata=_embeddings_metadata(result.serving),
+            # the vectors' checksum: a retrain that left them unchanged leaves the index fresh
+            data_version=dg.DataVersion(vectors_checksum(result.run_dir)),
         )
 
     return train

@@ -5,7 +5,9 @@ import dagster as dg
 from recmodel.config import VARIANTS
 
 VARIANT_ASSETS = frozenset(
-    {f"ranker_{v}" for v in VARIANTS} | {f"item_embeddings_{v}" for v in VARIANTS}
+    {f"ranker_{v}" for v in VARIANTS}
+    | {f"item_embeddings_{v}" for v in VARIANTS}
+    | {f"item_index_{v}" for v in VARIANTS}
 )
 ASSETS = frozenset(
     {"interactions", "video_catalog", "video_features", "store_views", "evaluation_report"}

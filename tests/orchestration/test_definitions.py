@@ -30,6 +30,7 @@ def test_assets_depend_on_each_other_in_pipeline_order() -> None:
     for variant in VARIANTS:
         assert parents(f"ranker_{variant}") == {"interactions", "video_features"}
         assert parents(f"item_embeddings_{variant}") == {f"ranker_{variant}"}
+        assert parents(f"item_index_{variant}") == {f"item_embeddings_{variant}"}
     assert VARIANT_ASSETS <= parents("evaluation_report")
 
 
