@@ -8,7 +8,9 @@ main run, efficiency, the dataset and provenance, written into the main run's di
 (or into another directory: the Dagster report writes its own). Sections, in this order:
 summary, comparison, layer-gate analysis, efficiency, dataset, provenance. Every number is read
 from stored files: the run files (metrics.json, config.json, gates.parquet, item_ids.parquet,
-serving.json: the serving benchmark training recorded), the dataset's interactions.parquet and
+serving.json: the serving benchmark training recorded; item_index.json: the item index and
+its recall and latency against the exact scan, measured when it was built), the dataset's
+interactions.parquet and
 the feature store (the extraction runs its index records); nothing is trained or timed here. The paper's figures
 (MicroLens-100K, LinkedOut paper Tables 1 and 3-5, Figure 5; supplementary Tables 7-8) are
 constants below and always marked as the paper's, measured on other data.

@@ -1,6 +1,6 @@
 """What a report is made from, gathered once from stored files: the run's metrics and config,
-its sibling runs on the same split, the store version, the gates, the dataset statistics and the
-serving record training wrote. Nothing here trains or times anything."""
+its sibling runs on the same split, the store version, the gates, the dataset statistics, the
+serving record training wrote and the item index's record. Nothing here trains or times anything."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipelines.errors import PipelineError
+from pipelines.index import read_index_record
 from pipelines.report.gates import GateAnalysis, read_gates
 from pipelines.report.measure import (
     commit_interval_estimate,
@@ -61,6 +62,8 @@ class ReportContext:
     prompts: PromptMixture | None = None  # of the full_prompt_bank run beside this one
     bank_store: bool = False  # the store version is the first prompt of a prompt bank
     prompts_note: str = ""  # why it could not be read
+    index: Any = None  # recmodel.index.IndexRecord of item_index.json, None where not built
+    index_error: str = ""
 
 
 @dataclass
@@ -138,6 +141,12 @@ def collect_context(run: Path) -> ReportContext:
     elif not ctx.serving_error:
         ctx.serving_error = "not recorded (the run was trained before serving.json was written)"
         ctx.encoding = {"skipped": "not recorded"}
+    try:
+        ctx.index = read_index_record(run)
+    except PipelineError as exc:
+        ctx.index_error = str(exc)
+    if ctx.index is None and not ctx.index_error:
+        ctx.index_error = f"not built (`linkedout index {run}` builds it)"
     return ctx
 
 

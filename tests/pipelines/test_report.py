@@ -501,3 +501,27 @@ def test_efficiency_sets_each_trained_store_view_beside_the_full_store(sweep_dir
     metrics = json.loads((runs / "views" / "int8" / "metrics.json").read_text())["test"]
     assert rows["view `int8`"][3] == f"{metrics['overall']['hr@10']:.4f}"
     assert "views" not in {r[0].split("`")[1] for r in _md_table(md, "All test targets")[1:]}
+
+
+def test_the_report_shows_the_item_index_against_the_exact_scan(runs, tmp_path):
+    from pipelines.index import index_run
+
+    index_run(runs / "full")  # a demo-sized catalog: an exact index
+
+    md = write_report(runs / "full", out=tmp_path / "report").markdown.read_text()
+
+    rows = {r[0]: r[1] for r in _md_table(md, "Store-and-retrieve costs")}
+    assert rows["Item index (item_index.faiss, faiss)"].startswith("exact: Flat, ")
+    recall = rows["Index recall@10 against the exact scan (200 held-out queries)"]
+    assert recall == "1.0000; same top-10 on 100% of queries"
+    for searcher in ("index", "exact scan"):
+        latency = rows[f"Retrieval per query, {searcher} (p50 / p99, one thread)"]
+        assert re.fullmatch(r"[\d.]+ (ms|µs) / [\d.]+ (ms|µs)", latency)
+
+
+def test_a_run_without_an_item_index_is_reported_as_not_built(sweep_dir):
+    md = (sweep_dir / "runs/full/report.md").read_text()
+
+    rows = {r[0]: r[1] for r in _md_table(md, "Store-and-retrieve costs")}
+    assert rows["Item index (item_index.faiss)"].startswith("not built (`linkedout index ")
+    assert not (sweep_dir / "runs/full/item_index.json").exists()
