@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/train_scale.py
 	$(BIN)/python bench/serve.py
+	nice $(BIN)/python bench/retrieval.py
 
 clean:
 	rm -rf data bench/out .pytest_cache
