@@ -265,6 +265,16 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _map_vectors(path: Path) -> np.ndarray:
+    """item_embeddings.npy as a copy-on-write map: writable for torch, its pages read only
+    where queries touch them; a file that cannot be mapped is read the ordinary way, which
+    refuses a pickled one (allow_pickle=False)."""
+    try:
+        return np.load(path, mmap_mode="c", allow_pickle=False)
+    except ValueError:  # e.g. an object array: np.load names why it refuses it
+        return np.load(path, allow_pickle=False)
+
+
 class Recommender:
     """A trained run, loaded for queries: `Recommender.load(run).recommend(history, k)`.
     Retrieval goes through the run's item index where one was built, else an exact scan."""
@@ -291,8 +301,7 @@ class Recommender:
         built from these vectors raises StaleIndexError."""
         run_dir = Path(run_dir)
         cfg, state = load_model_file(run_dir)
-        # copy-on-write map: writable for torch, pages read only where queries touch them
-        array = np.load(run_dir / EMBEDDINGS_FILE, mmap_mode="c", allow_pickle=False)
+        array = _map_vectors(run_dir / EMBEDDINGS_FILE)
         if array.dtype != np.float32 or array.ndim != 2:
             array = np.ascontiguousarray(array, dtype=np.float32).reshape(len(array), -1)
         vectors = torch.from_numpy(array)
