@@ -23,6 +23,7 @@ p50 <= 2 ms with peak RSS well under the machine's memory. Everything it writes 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import shutil
 import sys
@@ -39,13 +40,19 @@ CLUSTERS = 1024
 CHUNK = 1 << 20
 
 
-def write_vectors(path: Path, n: int, centres: np.ndarray, rng: np.random.Generator) -> None:
-    """n clustered vectors into a .npy file, a chunk at a time (the memory holds one chunk)."""
-    d = centres.shape[1]
+def centres(d: int) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((CLUSTERS, d), dtype=np.float32)
+
+
+def write_vectors(path: Path, n: int, d: int, seed: int) -> None:
+    """n clustered vectors into a .npy file, a chunk at a time (the memory holds one chunk).
+    Run in a child process, so the peak RSS printed is the index's, not the generator's."""
+    rng = np.random.default_rng(seed)
+    centres_ = centres(d)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
     for start in range(0, n, CHUNK):
         rows = min(CHUNK, n - start)
-        out[start : start + rows] = draw(rows, centres, rng)
+        out[start : start + rows] = draw(rows, centres_, rng)
     out.flush()
     del out
 
@@ -73,7 +80,15 @@ def main() -> None:
 
     from pipelines.index import evaluate
     from recmodel.config import ModelConfig, parse_bytes
-    from recmodel.index import ExactSearch, IndexSettings, build, choose_spec, kth_scores, tune
+    from recmodel.index import (
+        ExactSearch,
+        IndexSettings,
+        build,
+        choose_spec,
+        kth_scores,
+        tune,
+        write_index,
+    )
 
     d = ModelConfig().d_model
     settings = IndexSettings(memory_budget_bytes=parse_bytes(args.memory_budget))
@@ -87,14 +102,18 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-retrieval-", dir=args.dir))
     rows = []
     try:
-        rng = np.random.default_rng(0)
-        centres = rng.standard_normal((CLUSTERS, d), dtype=np.float32)
-        queries = draw(2 * args.queries, centres, rng)  # (2Q, d): tune on one half
-        tuning, held_out = queries[: args.queries], queries[args.queries :]
+        queries = draw(2 * args.queries, centres(d), np.random.default_rng(1))  # (2Q, d)
+        tuning, held_out = queries[: args.queries], queries[args.queries :]  # tune on one half
         for n in sizes:
             path = work / f"vectors-{n}.npy"
             t0 = time.perf_counter()
-            write_vectors(path, n, centres, rng)
+            child = multiprocessing.get_context("spawn").Process(
+                target=write_vectors, args=(path, n, d, 2 + n)
+            )
+            child.start()
+            child.join()
+            if child.exitcode != 0:
+                raise SystemExit(f"writing {n:,} vectors failed (exit {child.exitcode})")
             print(f"[{n:,}] vectors written in {time.perf_counter() - t0:.1f} s", flush=True)
             vectors = np.load(path, mmap_mode="r")
             spec = choose_spec(n, d, settings)
@@ -118,7 +137,8 @@ def main() -> None:
                 flush=True,
             )
             e = evaluate(index, exact, vectors, held_out)
-            rows.append((n, spec.factory, index.search_params, build_s, index.nbytes, e))
+            _, nbytes = write_index(index, work / f"index-{n}.faiss")  # its size as a run has it
+            rows.append((n, spec.factory, index.search_params, build_s, nbytes, e))
             print(
                 f"[{n:,}] recall@10 {e['recall_at_10']:.4f}, p50 {e['index_p50_ms']:.3f} ms, "
                 f"p99 {e['index_p99_ms']:.3f} ms; exact p50 {e['exact_p50_ms']:.2f} ms "
@@ -128,6 +148,7 @@ def main() -> None:
             )
             del index, exact, vectors
             path.unlink()
+            (work / f"index-{n}.faiss").unlink()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -20,7 +20,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -162,7 +162,7 @@ def index_run(
         index_bytes=index_bytes,
         build_seconds=build_seconds,
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        settings=dict(settings.__dict__),
+        settings=asdict(settings),
         evaluation=evaluation,
     )
     write_json(run / INDEX_RECORD_FILE, record.to_json())

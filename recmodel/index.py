@@ -25,6 +25,7 @@ import contextlib
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -152,10 +153,6 @@ class ItemIndex:
         k = max(1, min(k, self.index.ntotal))
         return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
-    @property
-    def nbytes(self) -> int:
-        return int(faiss.serialize_index(self.index).nbytes)
-
 
 class ExactSearch:
     """Every vector scanned (faiss's blocked inner products: memory bounded for any number of
@@ -183,8 +180,6 @@ def build(
     """The index of `spec` over vectors (N, d) float32, a memory map included: the IVF trains
     on a sample, then every kind is filled a chunk at a time, so the build holds the index
     and one chunk. on_stage(stage, rows, seconds) hears of each stage as it ends."""
-    import time
-
     n, d = vectors.shape
     index = faiss.index_factory(d, spec.factory, faiss.METRIC_INNER_PRODUCT)
     if spec.kind == "hnsw":

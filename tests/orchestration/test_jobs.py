@@ -182,6 +182,19 @@ def test_no_two_steps_write_the_same_directory(full_run: FullRun, workspace: Pat
     assert not list((workspace / "runs").glob("*/report.*"))
 
 
+def test_the_demo_item_index_returns_the_exact_top_10_and_the_report_shows_it(
+    full_run: FullRun, workspace: Path
+) -> None:
+    index = full_run.metadata("item_index_full")
+    report = (workspace / "report" / "report.md").read_text()
+
+    assert index["type"] == "exact" and index["rebuilt"]
+    assert index["recall@10 (held-out queries)"] == 1.0
+    assert index["same top-10 as the exact scan"] == 1.0
+    assert "| Item index (item_index.faiss, faiss) | exact: Flat, " in report
+    assert "1.0000; same top-10 on 100% of queries" in report
+
+
 def test_integrity_and_schema_checks_pass_and_the_metric_floor_is_evaluated(
     full_run: FullRun,
 ) -> None:
