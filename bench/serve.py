@@ -39,7 +39,7 @@ def main() -> None:
 
     from recmodel.config import ModelConfig
     from recmodel.encoder import ContentEncoder
-    from recmodel.serving import Recommender, save_model, write_item_files
+    from recmodel.serving import Recommender, one_thread, save_model, write_item_files
     from recmodel.variants import build_model
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -76,6 +76,33 @@ def main() -> None:
         )
         print(f"ratio p50 / {TARGET_P50_MS:g} ms target: {p50 / TARGET_P50_MS:.2f} (target <= 1)")
         print(f"(paper: {PAPER_QUERY_MS} ms per query on an H100, MoE fusion included)")
+
+        # where a query's time goes: the user vector as served (one thread, last position
+        # only) against the batched forward on the process's threads, which queries used before
+        ranker = rec.ranker
+        recent = [rec.item_vectors[rec.indices(h)] for h in histories]  # (T, d) each
+
+        def median_ms(fn, inputs) -> float:
+            for x in inputs[:100]:
+                fn(x)
+            times = []
+            for x in inputs:
+                t0 = time.perf_counter()
+                fn(x)
+                times.append(time.perf_counter() - t0)
+            return float(np.median(times)) * 1e3
+
+        with torch.inference_mode():
+            before = median_ms(lambda x: ranker.user_vector(x.unsqueeze(0)), recent)
+            with one_thread():
+                served = median_ms(ranker.query_vector, recent)
+                users = [ranker.query_vector(x).numpy()[None] for x in recent]
+                search = median_ms(lambda u: rec.searcher.search(u, 20), users)
+        print(
+            f"user vector: {served:.3f} ms served (one thread) vs {before:.3f} ms batched forward "
+            f"on {torch.get_num_threads()} threads (ratio {served / before:.2f}); "
+            f"exact scan of {args.items} items: {search:.3f} ms"
+        )
 
         # offline: MoE item encoding at the paper's feature size
         L, K, D = 6, 64, 4096
