@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from pipelines.errors import PipelineError
 from recmodel.data import PAD
@@ -47,7 +48,8 @@ from recmodel.serving import (
     EMBEDDINGS_FILE,
     INDEX_FILE,
     INDEX_RECORD_FILE,
-    Recommender,
+    history_user_vectors,
+    load_ranker,
     one_thread,
     write_json,
 )
@@ -141,7 +143,7 @@ def index_run(
     build_seconds = time.perf_counter() - t0
 
     exact = ExactSearch(vectors)
-    tuning, held_out = np.array_split(_queries(run, 2 * queries, seed), 2)  # (Q, d) each
+    tuning, held_out = np.array_split(_queries(run, vectors, 2 * queries, seed), 2)  # (Q, d)
     recall = tune(index, vectors, tuning, kth_scores(exact, tuning, K), settings.target_recall, K)
     say(f"tuned search {index.search_params or '-'}: recall@{K} {recall:.4f} on tuning queries")
     evaluation = evaluate(index, exact, vectors, held_out)
@@ -214,12 +216,13 @@ def _latencies(searcher: Searcher, queries: np.ndarray, budget_s: float) -> np.n
 
 
 def _vectors(run: Path) -> np.ndarray:
-    """RUN's item vectors, memory-mapped: the build reads them a chunk at a time."""
+    """RUN's item vectors, memory-mapped (copy-on-write: writable for torch, never written):
+    the build reads them a chunk at a time."""
     path = run / EMBEDDINGS_FILE
     if not path.is_file():
         raise PipelineError(f"{path} not found: train the run first")
     try:
-        vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+        vectors = np.load(path, mmap_mode="c", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise PipelineError(f"{path} is not a .npy array: {exc}") from None
     if vectors.ndim != 2 or vectors.dtype != np.float32 or not len(vectors):
@@ -229,17 +232,20 @@ def _vectors(run: Path) -> np.ndarray:
     return vectors
 
 
-def _queries(run: Path, n: int, seed: int) -> np.ndarray:
+def _queries(run: Path, vectors: np.ndarray, n: int, seed: int) -> np.ndarray:
     """n user vectors (n, d) of random histories (up to 10 catalog items each) through the
-    run's ranker: what a query searches with. The index on disk is not opened."""
-    recommender = Recommender.load(run, use_index=False)
-    n_items, T = len(recommender.items), recommender.config.max_history
+    run's ranker: what a query searches with (all ones for popularity, which has none)."""
+    cfg, ranker = load_ranker(run)
+    if ranker is None:
+        return np.ones((n, vectors.shape[1]), dtype=np.float32)
+    n_items, T = len(vectors), cfg.max_history
     rng = np.random.default_rng(seed)
     length = min(10, T, n_items)
     history = np.stack([rng.choice(n_items, length, replace=False) for _ in range(n)])
     if length < T:  # left-padded, as the ranker reads histories
         history = np.concatenate([np.full((n, T - length), PAD), history], axis=1)
-    return np.ascontiguousarray(recommender.user_vectors(history).numpy(), dtype=np.float32)
+    users = history_user_vectors(ranker, torch.from_numpy(vectors), history)
+    return np.ascontiguousarray(users.numpy(), dtype=np.float32)
 
 
 def _stale_reason(run: Path, previous: IndexRecord | None, checksum: str, spec: Any) -> str | None:

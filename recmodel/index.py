@@ -104,7 +104,7 @@ def choose_spec(n: int, d: int, settings: IndexSettings = IndexSettings()) -> In
     elif per_item >= d:
         codes, code_bytes = "SQ8", d
     else:
-        fitting = [m for m in range(1, d + 1) if d % m == 0 and m <= per_item]
+        fitting = [c for c in range(1, d + 1) if d % c == 0 and c <= per_item]  # PQ bytes
         if not fitting or fitting[-1] < 4:
             need = n * (4 + ID_BYTES)
             raise ValueError(

@@ -265,6 +265,17 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def load_ranker(run_dir: Path) -> tuple[ModelConfig, SASRec | None]:
+    """The run's config and ranker in eval mode (None for popularity, which has none)."""
+    cfg, state = load_model_file(run_dir)
+    if cfg.variant == "popularity":
+        return cfg, None
+    ranker = SASRec(cfg)
+    prefix = "ranker."
+    ranker.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    return cfg, ranker.eval()
+
+
 def _map_vectors(path: Path) -> np.ndarray:
     """item_embeddings.npy as a copy-on-write map: writable for torch, its pages read only
     where queries touch them; a file that cannot be mapped is read the ordinary way, which
@@ -300,7 +311,7 @@ class Recommender:
         index the rest), with its item index when one exists and use_index; an index not
         built from these vectors raises StaleIndexError."""
         run_dir = Path(run_dir)
-        cfg, state = load_model_file(run_dir)
+        cfg, ranker = load_ranker(run_dir)
         array = _map_vectors(run_dir / EMBEDDINGS_FILE)
         if array.dtype != np.float32 or array.ndim != 2:
             array = np.ascontiguousarray(array, dtype=np.float32).reshape(len(array), -1)
@@ -310,13 +321,6 @@ class Recommender:
             raise ValueError(
                 f"{run_dir}: {len(items)} items in {ITEM_IDS_FILE} but {len(vectors)} vectors "
                 f"in {EMBEDDINGS_FILE}"
-            )
-        ranker = None
-        if cfg.variant != "popularity":
-            ranker = SASRec(cfg)
-            prefix = "ranker."
-            ranker.load_state_dict(
-                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             )
         searcher = None
         if use_index and (run_dir / INDEX_RECORD_FILE).is_file():
