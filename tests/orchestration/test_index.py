@@ -9,7 +9,7 @@ import dagster as dg
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
-from dagster_project.assets.index import index_asset
+from dagster_project.assets.index import item_indexes
 from dagster_project.assets.variants import variant_assets
 from dagster_project.resources import LinkedOutPaths, TrainingSettings
 from tests.orchestration import materialization_metadata
@@ -25,6 +25,26 @@ def _resources(root: Path) -> dict:
     return {"paths": paths, "training": TrainingSettings()}
 
 
+def _train(variant: str) -> list[str]:
+    return [f"ranker_{variant}", f"item_embeddings_{variant}"]
+
+
+def _materialize(
+    assets: list,
+    resources: dict,
+    instance: dg.DagsterInstance,
+    keys: list[str],
+    run_config: dict | None = None,
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        assets,
+        resources=resources,
+        instance=instance,
+        selection=dg.AssetSelection.assets(*keys),
+        run_config=run_config,
+    )
+
+
 def _index_status(
     instance: dg.DagsterInstance, assets: list, resources: dict, variant: str
 ) -> StaleStatus:
@@ -37,13 +57,14 @@ def test_the_item_index_stays_fresh_and_is_kept_when_a_retrain_leaves_the_vector
     tmp_path,
 ) -> None:
     resources = _resources(write_topic_workspace(tmp_path))
-    train, index = variant_assets("popularity"), index_asset("popularity")
+    assets = [variant_assets("popularity"), item_indexes]
+    index = ["item_index_popularity"]
 
     with dg.instance_for_test() as instance:
-        first = dg.materialize([train, index], resources=resources, instance=instance)
-        dg.materialize([train], resources=resources, instance=instance)  # the same counts
-        status = _index_status(instance, [train, index], resources, "popularity")
-        again = dg.materialize([index], resources=resources, instance=instance)
+        first = _materialize(assets, resources, instance, _train("popularity") + index)
+        _materialize(assets, resources, instance, _train("popularity"))  # the same counts
+        status = _index_status(instance, assets, resources, "popularity")
+        again = _materialize(assets, resources, instance, index)
 
     assert materialization_metadata(first, "item_index_popularity")["rebuilt"]
     assert status == StaleStatus.FRESH
@@ -53,17 +74,17 @@ def test_the_item_index_stays_fresh_and_is_kept_when_a_retrain_leaves_the_vector
 
 def test_new_vectors_make_the_item_index_stale_and_it_rebuilds(tmp_path) -> None:
     resources = _resources(write_topic_workspace(tmp_path))
-    train, index = variant_assets("id_only"), index_asset("id_only")
+    assets, index = [variant_assets("id_only"), item_indexes], ["item_index_id_only"]
 
     def seed(value: int) -> dict:
         return {"ops": {"train_id_only": {"config": {"epochs": 1, "seed": value}}}}
 
     with dg.instance_for_test() as instance:
-        dg.materialize([train, index], resources=resources, instance=instance, run_config=seed(1))
-        dg.materialize([train], resources=resources, instance=instance, run_config=seed(2))
-        stale = _index_status(instance, [train, index], resources, "id_only")
-        rebuilt = dg.materialize([index], resources=resources, instance=instance)
-        fresh = _index_status(instance, [train, index], resources, "id_only")
+        _materialize(assets, resources, instance, _train("id_only") + index, seed(1))
+        _materialize(assets, resources, instance, _train("id_only"), seed(2))
+        stale = _index_status(instance, assets, resources, "id_only")
+        rebuilt = _materialize(assets, resources, instance, index)
+        fresh = _index_status(instance, assets, resources, "id_only")
 
     assert stale == StaleStatus.STALE
     metadata = materialization_metadata(rebuilt, "item_index_id_only")
