@@ -36,6 +36,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/train_scale.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/store.py
+	$(BIN)/python bench/scale.py
 	nice $(BIN)/python bench/retrieval.py
 
 clean:

@@ -126,8 +126,7 @@ class ExtractorConfig:
         }
 
     def fingerprint(self) -> str:
-        blob = json.dumps(self.fingerprint_fields(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        return fingerprint_of(self.fingerprint_fields())
 
     def item_prompt(self, title: str | None) -> str:
         """One item's prompt text: the template with its title ("" if none) filled in. The
@@ -146,6 +145,12 @@ class ExtractorConfig:
         if "prompt_template" in changes and "prompts" not in changes:
             changes["prompts"] = ()
         return dataclasses.replace(self, **changes)
+
+
+def fingerprint_of(fields: dict[str, Any]) -> str:
+    """A store version's name: the short hash of what it is (an extractor's fingerprint_fields,
+    a bank's members, a view's derivation), as extractor.json's `fingerprinted` fields record."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _is_int(value: Any) -> bool:

@@ -101,11 +101,21 @@ def cmd_store(args: argparse.Namespace) -> int:
         raise PipelineError(
             f"--layers, --k-tokens and --int8 go with `store derive`, not `{args.action}`"
         )
+    if args.action != "compact" and args.retain is not None:
+        raise PipelineError(f"--retain goes with `store compact`, not `{args.action}`")
+    if args.retain is not None and not (args.retain >= 0 and args.retain != float("inf")):
+        raise PipelineError(f"--retain: {args.retain:g} is not a number of seconds >= 0")
     if args.action == "upgrade":
         from pipelines.store_views import store_upgrade
 
         summary = store_upgrade(args.store)
         print(summary.describe())
+        return 0
+    if args.action == "compact":
+        from pipelines.store_views import store_compact
+
+        for done in store_compact(args.store, args.retain):
+            print(done.describe())
         return 0
     if args.action == "derive":
         from pipelines.store_views import parse_layers, store_derive
@@ -330,9 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "store",
-        help="inspect, verify, upgrade or derive a compact view of a feature store",
+        help="inspect, verify, upgrade, compact or derive a compact view of a feature store",
     )
-    p.add_argument("action", choices=["info", "verify", "derive", "upgrade"])
+    p.add_argument("action", choices=["info", "verify", "derive", "upgrade", "compact"])
     p.add_argument("store", help=STORE_HELP + "; or one version: STORE/<fingerprint>")
     p.add_argument("--layers", default=None, help="derive: keep these tapped layers (e.g. 0,8,20)")
     p.add_argument(
@@ -343,6 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--int8", action="store_true", help="derive: int8 values with a float16 scale per token"
+    )
+    p.add_argument(
+        "--retain",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="compact: keep emptied shard objects this long for readers still holding an older "
+        "index (default 3600; 0 deletes them at once)",
     )
     p.set_defaults(func=cmd_store)
 

@@ -202,7 +202,7 @@ def extract_catalog(
             summary.seconds = time.perf_counter() - started
             committed = [writer.committed_items for writer in writers]
             for writer, rows in zip(writers, committed, strict=True):
-                if rows or summary.failed:
+                if len(rows) or summary.failed:
                     writer.add_extraction_run(_run_record(summary, actors, len(members)))
                 writer.publish()
         # the rows committed now (stored rows were checked at the start) and the whole layout
@@ -228,6 +228,8 @@ def extract_catalog(
 
     if make_current is None:
         make_current = read_current(store) is None
+    for version in versions:
+        _compact_if_fragmented(version, summary)
     summary.store_bytes = sum(directory_bytes(v.path) for v in versions)
     summary.rows, summary.data_version = store_data_version(versions, summary.fingerprint)
     if summary.failed and not summary.extracted and not summary.skipped:
@@ -311,10 +313,12 @@ def _plan(
 def _fail_bad_rows(
     version: FeatureStore, writer: Any, summary: ExtractSummary, wanted: set[str]
 ) -> dict[str, str]:
-    """Verify the stored rows; each bad one becomes a failure row (published now, so that no
-    reader trusts it any longer) and so is extracted again if this run wants it. A problem of
-    the whole version (not of rows) stops the run: extracting cannot repair it."""
-    report = version.verify()
+    """Verify the stored rows (their index; their bytes where their shard object changed since
+    its commit: `store verify` reads them all); each bad one becomes a failure row (published
+    now, so that no reader trusts it any longer) and so is extracted again if this run wants
+    it. A problem of the whole version (not of rows) stops the run: extracting cannot repair
+    it."""
+    report = version.verify(changed_only=True)
     if report.problems:
         raise PipelineError(
             f"feature store {version.path} does not verify, and extracting cannot repair it: "
@@ -358,6 +362,25 @@ def _reextraction_notes(reasons: dict[str, str]) -> list[str]:
         if found:
             notes.append(f"re-extracting {_count(len(found), 'item')} {words}: {shown(found, 10)}")
     return notes
+
+
+def _compact_if_fragmented(version: FeatureStore, summary: ExtractSummary) -> None:
+    """Compact a version whose partial shards (runs of a few videos each leave one) pass
+    PARTIAL_SHARE of its shards, and say so in the summary."""
+    from featurizer.store.compaction import PARTIAL_SHARE, compact, partial_shards
+
+    partial, shards = partial_shards(version)
+    if partial < 2 or partial <= PARTIAL_SHARE * shards:
+        return
+    try:
+        done = compact(version)
+    except StoreError as exc:  # the rows are committed; compaction can wait for the next run
+        summary.notes.append(f"{version.path}: not compacted: {one_line(exc, 300)}")
+        return
+    summary.notes.append(
+        f"compacted {version.path}: {done.partial_before} of {shards} shards were partial; "
+        f"{done.moved} rows now in {done.shards_written} shards"
+    )
 
 
 def _left(work: ExtractionWork, writers: list[Any]) -> str:

@@ -97,7 +97,8 @@ def measure_item_encoding(run: Path, version: Path | None, batch: int = 64) -> d
     model.eval()
     if cfg.n_prompts > 1:  # full_prompt_bank: every prompt's row of an item
         bank = PromptBank.open(version)
-        index = {item: rows[0] for item, rows in bank.items().items()}
+        held, rows = bank.held()
+        index = dict(zip(held.to_pylist(), rows[:, 0].tolist(), strict=True))
         read_rows = bank.read_rows
     else:
         store = FeatureStore.open(version)

@@ -10,6 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from featurizer.config import ExtractorConfig
 from featurizer.store import FeatureStore, StoreError, location
 from featurizer.store.bank import PromptBank
@@ -46,20 +50,19 @@ def store_verify(store: Path | str) -> Any:
 
 def store_data_version(versions: Sequence[FeatureStore], fingerprint: str) -> tuple[int, str]:
     """(rows, a version string) of the versions an extraction writes (one, or a bank's
-    members): `fingerprint`, the rows every version holds, and a digest of which item sits in
-    which row and which failed, so a run that re-extracts or adds anything changes it, and a
-    run that extracts nothing keeps it."""
+    members): `fingerprint`, the rows every version holds, and a digest of each version's last
+    commit (the log's nonce: it names which item sits in which row and which failed), so a run
+    that re-extracts or adds anything changes it, and a run that extracts nothing keeps it."""
     digest = hashlib.sha256()
-    held: set[str] | None = None
     for version in versions:
-        index = version.index_table()
-        items = index.column("item").to_pylist()
-        digest.update(version.fingerprint.encode())
-        digest.update(repr(items).encode())
-        digest.update(repr(index.column("row").to_pylist()).encode())
-        digest.update(repr(sorted(version.failures_table().column("item").to_pylist())).encode())
-        held = set(items) if held is None else held & set(items)
-    rows = len(held or ())
+        digest.update(f"{version.fingerprint}:{version.index_view.state_key()}".encode())
+    if len(versions) == 1:
+        rows = versions[0].index_view.counts()[0]
+    else:  # the items every prompt's version holds, in columns
+        held = versions[0].items()
+        for version in versions[1:]:
+            held = held.filter(pc.is_in(held, value_set=version.items()))
+        rows = len(held)
     return rows, f"{fingerprint}-{rows}-{digest.hexdigest()[:12]}"
 
 
@@ -102,12 +105,21 @@ def uncovered(
     version: FeatureStore, catalog: Any, titles: dict[str, str], config: ExtractorConfig
 ) -> list[str]:
     """Catalog items with neither a current row (same video, same prompt) nor a failure row."""
-    indexed = version.index()
-    failed = set(version.failures_table().column("item").to_pylist())
-    sources = {item: video.sha256 for item, video in catalog.videos.items()}
-    prompts = {item: config.prompt_sha256(titles.get(item, "")) for item in sources}
-    stale = [i for i in version.pending(sources, prompts) if i not in failed]
-    missing = sorted(set(stale) | (set(catalog.unreadable) - failed - set(indexed)))
+    items = sorted(catalog.videos)
+    pending = version.index_view.pending(
+        items,
+        [catalog.videos[i].sha256 for i in items],
+        [config.prompt_sha256(titles.get(i, "")) for i in items],
+    ).column("item")
+    unreadable = sorted(catalog.unreadable)
+    known = version.lookup(pending.to_pylist() + unreadable, ["row", "stage"])
+    failed = known.filter(known.column("row").is_null()).column("item")
+    indexed = known.filter(known.column("row").is_valid()).column("item")
+    stale = pending.filter(pc.invert(pc.is_in(pending, value_set=failed))).to_pylist()
+    gone = pa.array(unreadable, pa.string())
+    gone = gone.filter(pc.invert(pc.is_in(gone, value_set=pa.concat_arrays([
+        failed.combine_chunks(), indexed.combine_chunks()]))))  # fmt: skip
+    missing = sorted(set(stale) | set(gone.to_pylist()))
     if not missing:
         return []
     shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
@@ -127,23 +139,29 @@ def unextracted_videos(
     video_dir = Path(dataset) / "videos"
     if not video_dir.is_dir():
         return []
-    known: set[str] | None = None
+    files = sorted(
+        (
+            e
+            for e in os.scandir(video_dir)
+            if e.name.endswith(".mp4") and not e.name.startswith(".")
+        ),
+        key=lambda e: e.name,
+    )
+    items = pa.array([e.name[: -len(".mp4")] for e in files], pa.string())
+    unknown = np.zeros(len(items), dtype=bool)
     root = location(store)
-    for member in config.members():
-        seen: set[str] = set()
-        if (root / member.fingerprint() / EXTRACTOR_FILE).exists():
-            version = FeatureStore.open(root, member.fingerprint())
-            seen = set(version.index()) | set(version.failures_table().column("item").to_pylist())
-        known = seen if known is None else known & seen
-    known = known or set()
+    for member in config.members():  # an item some prompt's version lacks (row or failure)
+        if not (root / member.fingerprint() / EXTRACTOR_FILE).exists():
+            unknown[:] = True
+            break
+        seen = FeatureStore.open(root, member.fingerprint()).lookup(items, ["row"])
+        unknown |= ~pc.is_in(items, value_set=seen.column("item")).to_numpy(zero_copy_only=False)
     found = []
-    for entry in sorted(os.scandir(video_dir), key=lambda e: e.name):
-        item = entry.name[: -len(".mp4")]
-        if entry.name.endswith(".mp4") and not entry.name.startswith(".") and item not in known:
-            try:
-                found.append((item, entry.stat().st_size))
-            except OSError:
-                found.append((item, -1))
+    for i in np.flatnonzero(unknown):
+        try:
+            found.append((files[i].name[: -len(".mp4")], files[i].stat().st_size))
+        except OSError:
+            found.append((files[i].name[: -len(".mp4")], -1))
     return found
 
 

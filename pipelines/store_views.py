@@ -52,6 +52,21 @@ def store_upgrade(store: Path | str) -> Any:
         return upgrade(store, progress=log.info)
 
 
+def store_compact(store: Path | str, retain: float | None = None) -> list[Any]:
+    """`linkedout store compact`: rewrite the partial shards of a version (each prompt's, for a
+    bank) into full ones and delete what no reader may still need (featurizer.store.compaction);
+    one summary a version."""
+    from featurizer.store.bank import PromptBank
+    from featurizer.store.compaction import RETAIN_SECONDS, compact
+
+    with _rewriting(store):
+        bank = PromptBank.open(store)
+        return [
+            compact(member, RETAIN_SECONDS if retain is None else retain, progress=log.info)
+            for member in bank.members
+        ]
+
+
 def store_derive(
     store: Path | str,
     layers: tuple[int, ...] | None = None,

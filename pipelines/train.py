@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from pipelines.errors import PipelineError, one_line
@@ -150,10 +151,8 @@ def store_features(store: Path | str, catalog: Sequence[str], bank: bool = False
             n_new=prompts.new_tokens,
         )
     fs = _open_store(store)
-    index = fs.index()
-    rows = np.array([index.get(item, -1) for item in catalog], dtype=np.int64)
     return ItemFeatures(
-        item_rows=rows,
+        item_rows=fs.rows_of(catalog),
         read_rows=fs.read_rows,
         shape=fs.shape_per_item,
         n_new=int(fs.extractor["new_tokens"]),
@@ -176,7 +175,7 @@ class _Inputs:
     splits: Splits
     store_info: dict[str, Any]
     features: ItemFeatures | None
-    failed: set[str] = field(default_factory=set)  # items whose extraction failed
+    failed: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # extraction failed
     data_version: str | None = None  # what a checkpoint must have been trained on
 
 
@@ -184,18 +183,18 @@ def _load_inputs(
     dataset: Path, store: Path | str | None, variant: str, max_history: int, verify: bool = True
 ) -> _Inputs:
     table = _interactions(dataset)
-    items = set(table.column("item").cast(pa.string()).to_pylist())
+    items = table.column("item").cast(pa.string())
     store_info: dict[str, Any] = {"path": None}
     features = None
-    failed: set[str] = set()
+    failed = pa.array([], pa.string())
     data_version = None
     if store is not None:
         fs = _open_store(store)
         bank = _open_prompt_bank(store) if variant == BANK_VARIANT else None
         if verify:
             _verify_store(store, bank or fs)
-        items |= set(fs.index())
-        failed = set(fs.failures_table().column("item").to_pylist())
+        items = pa.chunked_array([*items.chunks, fs.items()])  # the store's own in columns
+        failed = fs.items(failed=True)
         extractor = fs.extractor
         store_info = {
             # the root, also when --store named a version: readers join root and fingerprint
@@ -216,7 +215,7 @@ def _load_inputs(
             f"variant {variant} reads video features: pass --store (only id_only and "
             "popularity train without one)"
         )
-    catalog = sorted(items)
+    catalog = pc.unique(items).sort().to_pylist()
     try:
         splits = build_splits(table, catalog, max_history)
     except ValueError as exc:
@@ -530,7 +529,7 @@ def _bank_summary(bank: ItemFeatureBank | None, memory: MemoryPlan | None) -> di
 
 
 def _missing_features(
-    variant: str, features: ItemFeatures | None, splits: Splits, failed: set[str]
+    variant: str, features: ItemFeatures | None, splits: Splits, failed: pa.Array
 ) -> dict[str, int] | None:
     """How many catalog items have no features, and why; said once on the console. A content
     variant whose every item lacks features would train an ID model under its name: refused."""
@@ -539,7 +538,9 @@ def _missing_features(
     without = np.flatnonzero(features.item_rows < 0)
     missing_items = [splits.items[i] for i in without]
     n_missing = len(missing_items)
-    n_failed = sum(item in failed for item in missing_items)
+    n_failed = int(
+        pc.sum(pc.is_in(pa.array(missing_items, pa.string()), value_set=failed)).as_py() or 0
+    )
     if n_missing == splits.n_items:
         raise PipelineError(
             f"variant {variant} reads video features, but the store holds none for any of the "

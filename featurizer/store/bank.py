@@ -36,7 +36,6 @@ member is missing is a problem `verify` reports.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from featurizer.config import ExtractorConfig
+from featurizer.config import ExtractorConfig, fingerprint_of
 from featurizer.errors import StoreError
 from featurizer.store.address import location
 from featurizer.store.layout import DTYPE, EXTRACTOR_FILE, now
@@ -185,36 +185,39 @@ class PromptBank:
         L, K, D = self.shape_per_item
         return (len(self.members) * L, K, D)
 
-    def items(self) -> dict[str, tuple[int, ...]]:
-        """item -> its row in every member, for the items every member holds."""
-        indexes = [m.index() for m in self.members]
-        return {
-            item: tuple(index[item] for index in indexes)
-            for item in indexes[0]
-            if all(item in index for index in indexes[1:])
-        }
+    def held(self) -> tuple[pa.Array, np.ndarray]:
+        """The items every member holds, and their rows: (n,) items, (n, P) int64 rows in
+        each member, sorted by the first member's row (columns, not an object per item)."""
+        items = self.members[0].index_table().column("item").combine_chunks()
+        rows = np.stack([m.rows_of(items) for m in self.members], axis=1) if len(items) else (
+            np.zeros((0, len(self.members)), np.int64)
+        )  # fmt: skip
+        every = (rows >= 0).all(axis=1)
+        items, rows = items.filter(pa.array(every)), rows[every]
+        order = np.argsort(rows[:, 0], kind="stable")
+        return items.take(pa.array(order)), rows[order]
 
-    def item_rows(self, catalog: Sequence[str]) -> np.ndarray:
+    def item_rows(self, catalog: Sequence[str] | pa.Array) -> np.ndarray:
         """(n,) int64: each catalog item's row in the first member (its bank row's key), -1
         where any member lacks the item."""
-        items = self.items()
-        return np.array([items[i][0] if i in items else -1 for i in catalog], dtype=np.int64)
+        rows = np.stack([m.rows_of(catalog) for m in self.members], axis=1)
+        return np.where((rows >= 0).all(axis=1), rows[:, 0], -1) if len(rows) else rows[:, 0]
 
     def read_rows(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
         """(n,) first-member rows (item_rows) -> (n, P * L, K, D) float16 bank rows."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        by_row = {r[0]: r for r in self.items().values()}
-        unknown = [int(r) for r in rows if int(r) not in by_row]
-        if unknown:
+        _, held = self.held()
+        at = np.minimum(np.searchsorted(held[:, 0], rows), max(len(held) - 1, 0))
+        known = (held[at, 0] == rows) if len(held) else np.zeros(len(rows), bool)
+        if not known.all():
             raise StoreError(
-                f"prompt bank {self.path}: rows {unknown[:5]} are not rows of an item every "
-                "prompt's version holds"
+                f"prompt bank {self.path}: rows {rows[~known][:5].tolist()} are not rows of an "
+                "item every prompt's version holds"
             )
         L = self.shape_per_item[0]
         out = np.empty((rows.size, *self.row_shape), dtype=DTYPE)
         for j, member in enumerate(self.members):
-            member_rows = np.array([by_row[int(r)][j] for r in rows], dtype=np.int64)
-            out[:, j * L : (j + 1) * L] = member.read_rows(member_rows)
+            out[:, j * L : (j + 1) * L] = member.read_rows(held[at, j])
         return out
 
     def verify(self, check_values: bool = True) -> BankVerifyReport:
@@ -226,10 +229,10 @@ class PromptBank:
         if self.is_bank:
             e = _read(self.path)
             fields = {key: e.get(key) for key in e.get("fingerprinted", [])}
-            expected = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-            if expected[:12] != self.path.name or e.get("fingerprint") != self.path.name:
+            expected = fingerprint_of(fields)
+            if expected != self.path.name or e.get("fingerprint") != self.path.name:
                 report.problems.append(
-                    f"{EXTRACTOR_FILE}: its members hash to {expected[:12]}, not {self.path.name}"
+                    f"{EXTRACTOR_FILE}: its members hash to {expected}, not {self.path.name}"
                 )
         return report
 
@@ -237,7 +240,7 @@ class PromptBank:
         """A human-readable summary: the bank, its prompts, then each member version."""
         current = read_current(self.path.parent)
         L, K, D = self.shape_per_item
-        n_items = len(self.items())
+        n_items = len(self.held()[0])
         lines = [
             f"prompt bank {self.path}" + (" (CURRENT)" if current == self.fingerprint else ""),
             f"  prompts       {len(self.prompts)}, one store version each; rows (P*L, K, D) = "

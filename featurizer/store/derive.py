@@ -26,8 +26,6 @@ the new items. Items the source failed are failure rows of the view. Rows are re
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -35,9 +33,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 
-from featurizer.config import STORE_FORMAT_VERSION
+from featurizer.config import STORE_FORMAT_VERSION, fingerprint_of
 from featurizer.errors import StoreError
 from featurizer.merge import merge_tokens
 from featurizer.store.reading import FeatureStore
@@ -113,19 +112,19 @@ def check_derivation(source: FeatureStore, derivation: Derivation) -> None:
             f"--k-tokens: {derivation.k_tokens} must be more than the G = {G} new tokens and at "
             f"most the source's K = {K}"
         )
-    if derivation.int8 and source.int8:
-        raise ValueError(f"--int8: {source.path} holds int8 rows already")
-    if keeps_layers and derivation.k_tokens in (None, K) and not derivation.int8:
+    if keeps_layers and derivation.k_tokens in (None, K) and (not derivation.int8 or source.int8):
+        dtype = ", int8 rows" if source.int8 else ""
         raise ValueError(
-            f"nothing to derive: {source.path} has layers {layers} and K = {K} already; give a "
-            "subset of its --layers, a smaller --k-tokens or --int8"
+            f"nothing to derive: {source.path} has layers {layers}, K = {K}{dtype} already; "
+            "give a subset of its --layers, a smaller --k-tokens"
+            + ("" if source.int8 else " or --int8")
         )
 
 
 def view_fingerprint(source: FeatureStore, derivation: Derivation) -> str:
     """What extractor.json's `fingerprinted` fields of the view hash to (verify recomputes it)."""
     fields = {"derived_from": derivation.record(source), "store_format": STORE_FORMAT_VERSION}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+    return fingerprint_of(fields)
 
 
 def derive_version(
@@ -142,45 +141,45 @@ def derive_version(
     layer_rows = [list(source.extractor["layers"]).index(i) for i in record["layers"]]
     k_tokens, G = record["k_tokens"], int(source.extractor["G"])
 
-    table = source.index_table()
-    items = table.column("item").to_pylist()
-    sources = dict(zip(items, table.column("source_sha256").to_pylist(), strict=True))
-    prompts = dict(zip(items, table.column("prompt_sha256").to_pylist(), strict=True))
+    table = source.index_table()  # in columns: a source of millions of rows is no dict
+    items = table.column("item").combine_chunks()
+    prompts = table.column("prompt_sha256").combine_chunks()
     # rows stored before prompt identities were recorded carry none; compare videos only then
-    known = all(p is not None for p in prompts.values())
-    pending = view.pending(sources, prompts if known else None)
-    index = source.index()
-    n_old = dict(zip(items, table.column("n_old").to_pylist(), strict=True))
+    pending = view.index_view.pending(
+        items, table.column("source_sha256"), prompts if prompts.null_count == 0 else None
+    )
+    todo = table.filter(pc.is_in(items, value_set=pending.column("item"))).sort_by("row")
     # items the source failed (a failure row beside a committed row is the source's to repair)
-    failures = [f for f in source.failures_table().to_pylist() if f["item"] not in index]
+    failures = source.failures_table()
+    failures = failures.filter(pc.invert(pc.is_in(failures.column("item"), value_set=items)))
 
     with view.writer(wait=0.0) as writer:
         row_writer = writer.row_writer()
-        for failure in failures:
+        for failure in failures.to_pylist():
             writer.fail(failure["item"], failure["stage"], failure["error"])
         done = 0
-        for start in range(0, len(pending), batch_rows):
-            batch = pending[start : start + batch_rows]
-            rows = source.read_rows([index[item] for item in batch])  # (n, L, K, D) float16
+        for start in range(0, todo.num_rows, batch_rows):
+            batch = todo.slice(start, batch_rows)
+            rows = source.read_rows(batch.column("row").to_numpy())  # (n, L, K, D) float16
             compact = _compact(rows[:, layer_rows], k_tokens, G)
-            for item, view_row, features in zip(
-                batch, writer.allocate(len(batch)), compact, strict=True
+            for entry, view_row, features in zip(
+                batch.to_pylist(), writer.allocate(batch.num_rows), compact, strict=True
             ):
-                checksum = row_writer.write(view_row, features, item=item)
+                checksum = row_writer.write(view_row, features, item=entry["item"])
                 writer.commit(
-                    item, view_row, sources[item], n_old[item], G,
-                    prompt_sha256=prompts[item], checksum=checksum,
+                    entry["item"], view_row, entry["source_sha256"], entry["n_old"], G,
+                    prompt_sha256=entry["prompt_sha256"], checksum=checksum,
                 )  # fmt: skip
             writer.publish()
-            done += len(batch)
+            done += batch.num_rows
             if progress is not None:
                 rate = done / max(time.perf_counter() - started, 1e-9)
-                progress(f"derived {done}/{len(pending)} rows ({rate:.1f} rows/s)")
+                progress(f"derived {done}/{todo.num_rows} rows ({rate:.1f} rows/s)")
     return DeriveSummary(
         view=view,
-        derived=len(pending),
-        skipped=len(sources) - len(pending),
-        failed=len(failures),
+        derived=todo.num_rows,
+        skipped=table.num_rows - todo.num_rows,
+        failed=failures.num_rows,
         seconds=time.perf_counter() - started,
     )
 

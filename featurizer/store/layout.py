@@ -42,10 +42,11 @@ SCALES_NAME = "scales"  # int8 versions: each token's float16 scale, (N, L, K)
 EXTRACTOR_FILE = "extractor.json"
 CURRENT_FILE = "CURRENT"
 LOCK_FILE = ".lock"  # a local version's writer lock
-LEASE_FILE = "LEASE"  # an object-store version's writer lease (featurizer.store.commit)
+LEASE_FILE = "LEASE"  # an object-store version's writer lease (featurizer.store.lease)
 SNAPSHOTS_DIR = "index"  # format 2: index/<seq>.parquet, the committed snapshots
 INDEX_FILE = "index.parquet"  # format 1
 FAILURES_FILE = "failures.parquet"  # format 1
+EXTRACTION_RUNS_FILE = "extraction_runs.jsonl"  # format 1: one run record a line
 STAGES = ("decode", "extract", "write")
 
 FORMAT_LEGACY = 1

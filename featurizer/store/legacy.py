@@ -14,6 +14,7 @@ garbage and never read.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ import pyarrow.parquet as pq
 from featurizer.errors import StoreError
 from featurizer.store.layout import (
     ARRAY_NAME,
+    EXTRACTION_RUNS_FILE,
     FAILURES_FILE,
     FAILURES_SCHEMA,
     FEATURES_DIR,
@@ -57,6 +59,13 @@ def read_index(path: Path) -> pa.Table:
 
 def read_failures(path: Path) -> pa.Table:
     return read_table(path / FAILURES_FILE, FAILURES_SCHEMA)
+
+
+def read_runs(path: Path) -> list[dict[str, Any]]:
+    """The extraction runs' records (extraction_runs.jsonl), oldest first."""
+    file = path / EXTRACTION_RUNS_FILE
+    lines = file.read_text().splitlines() if file.is_file() else []
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def read_table(path: Path, schema: pa.Schema) -> pa.Table:
@@ -136,9 +145,10 @@ class LegacyRows:
             for n, a in zip(self.names, self.arrays, strict=True)
         )
 
-    def read(self, rows: list[int], outs: list[np.ndarray]) -> dict[int, str]:
-        """outs[g][i] <- row rows[i] of array g (scales first for int8); row -> what is wrong for
-        the rows that could not be read ("is missing" for a chunk file never written)."""
+    def read(self, rows: list[int], offsets: Any, outs: list[np.ndarray]) -> dict[int, str]:
+        """outs[g][i] <- row rows[i] of array g (scales first for int8; `offsets` are format 2's
+        and unused); row -> what is wrong for the rows that could not be read ("is missing"
+        for a chunk file never written)."""
         problems: dict[int, str] = {}
         if not all(is_raw(a) for a in self.arrays):
             return self._read_through_zarr(rows, outs)

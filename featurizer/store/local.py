@@ -104,20 +104,25 @@ class LocalLocation(Location):
     def delete(self) -> None:
         self._path.unlink(missing_ok=True)
 
-    def children(self) -> list[str]:
+    def children(self, after: str | None = None) -> list[str]:
         try:
-            return sorted(entry.name for entry in os.scandir(self._path))
+            names = sorted(entry.name for entry in os.scandir(self._path))
         except (FileNotFoundError, NotADirectoryError):
             return []
+        return names if after is None else [n for n in names if n > after]
 
-    def walk(self) -> list[tuple[str, int]]:
+    def listing(self) -> list[tuple[str, int, float]]:
         if not self._path.is_dir():
             return []
-        return [
-            (str(f.relative_to(self._path)), f.stat().st_size)
-            for f in self._path.rglob("*")
-            if f.is_file()
-        ]
+        found = []
+        for f in self._path.rglob("*"):
+            try:
+                st = f.stat()
+            except FileNotFoundError:  # deleted while listed
+                continue
+            if f.is_file():
+                found.append((str(f.relative_to(self._path)), st.st_size, st.st_mtime))
+        return found
 
     def _temp(self) -> Path:
         self._path.parent.mkdir(parents=True, exist_ok=True)

@@ -100,12 +100,18 @@ class Location(ABC):
     # -- directories ---------------------------------------------------------------------------
 
     @abstractmethod
-    def children(self) -> list[str]:
-        """Names directly below this directory (objects and sub-directories), sorted."""
+    def children(self, after: str | None = None) -> list[str]:
+        """Names directly below this directory (objects and sub-directories), sorted; with
+        `after`, only the names that sort after it (an object store lists from there)."""
 
-    @abstractmethod
     def walk(self) -> list[tuple[str, int]]:
         """(key relative to this directory, size) of every object below it."""
+        return [(key, size) for key, size, _ in self.listing()]
+
+    @abstractmethod
+    def listing(self) -> list[tuple[str, int, float]]:
+        """(key relative to this directory, size, modified: seconds since the epoch) of every
+        object below it."""
 
     def read_text(self) -> str:
         return self.read_bytes().decode("utf-8")

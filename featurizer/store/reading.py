@@ -1,12 +1,13 @@
-"""Reading one store version: FeatureStore (its extractor, committed index, failures and rows;
-its writer and its verification are featurizer.store.writing and .verification). A version in
-format 2 is read through its Location (a local directory or an object-store prefix); format 1
-(legacy, local) through featurizer.store.legacy."""
+"""One store version for its readers: FeatureStore (its extractor, its committed index in columns,
+its rows, checked). Its writer and its verification are featurizer.store.writing and
+.verification; its index is featurizer.store.index; where its rows lie, a row backend: shards
+(format 2, featurizer.store.shards) or one chunk file a row (format 1, featurizer.store.legacy).
+Reading never takes the lock or the lease."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -19,13 +20,12 @@ from featurizer.config import ExtractorConfig
 from featurizer.errors import MissingItemsError, StoreError, shown
 from featurizer.store import legacy
 from featurizer.store.address import location
-from featurizer.store.commit import Snapshot, lost_index, read_latest, snapshot_seqs
+from featurizer.store.index import VersionIndex
 from featurizer.store.layout import (
     ARRAY_NAME,
     DTYPE,
     FEATURES_DIR,
     FORMAT_LEGACY,
-    INDEX_FILE,
     ITEM_CHECKSUM,
     SHARD_ROWS,
     ShardGeometry,
@@ -34,14 +34,9 @@ from featurizer.store.layout import (
 from featurizer.store.lease import hold
 from featurizer.store.location import Location
 from featurizer.store.rows import dequantize_int8, int8_row_checksum, row_checksum
-from featurizer.store.shards import read_sharded, shard_offsets
+from featurizer.store.shards import ShardRows
 from featurizer.store.verification import VerifyReport, verify_version
-from featurizer.store.versions import (
-    bank_primary,
-    create_version_of,
-    read_extractor,
-    version_path,
-)
+from featurizer.store.versions import bank_primary, create_version_of, read_extractor, version_path
 from featurizer.store.writing import StoreWriter
 
 CHECK_BLOCK_BYTES = 8 << 20  # a checked read hashes a block while it reads the next
@@ -53,15 +48,9 @@ class FeatureStore:
     def __init__(self, path: Location | Path | str) -> None:
         self._path = location(path)
         self._extractor = read_extractor(self._path)
-        self._snapshot: Snapshot | None = None
-        self._legacy_key: Any = None
-        self._rows_reader: Any = None
+        self._index = VersionIndex(self._path, self.format == FORMAT_LEGACY)
+        self._rows: Any = None  # the row backend, made on first use
         self._n_rows: int | None = None  # rows allocated, as last read
-        self._index_table: pa.Table | None = None
-        self._index: dict[str, int] = {}
-        self._row_items: dict[int, str] = {}
-        self._row_checksums: dict[int, int] = {}
-        self._row_offsets: dict[int, int] = {}
 
     # -- construction --------------------------------------------------------------------------
 
@@ -169,47 +158,66 @@ class FeatureStore:
     @property
     def n_rows(self) -> int:
         """Rows allocated in the array (committed or not)."""
-        if self.format == FORMAT_LEGACY:
-            return self._legacy_rows().n_rows
-        self._n_rows = int(self.metadata()["shape"][0])
+        self._n_rows = self._row_backend().n_rows
         return self._n_rows
 
     def where(self, row: int) -> str:
         """The object(s) or file(s) that hold `row`."""
-        if self.format == FORMAT_LEGACY:
-            return self._legacy_rows().where(row)
-        return " and ".join(
-            str(self._path / g.key(g.shard_of(row))) for g in reversed(self.geometries)
-        )
+        return self._row_backend().where(row)
 
     # -- index ---------------------------------------------------------------------------------
 
+    @property
+    def index_view(self) -> VersionIndex:
+        """The committed index, in columns (featurizer.store.index)."""
+        return self._index
+
     def index(self) -> dict[str, int]:
-        """item -> row for committed items (a copy)."""
-        self._refresh_index()
-        return dict(self._index)
+        """item -> row for committed items: a Python dict, for small versions and tests; at
+        scale, rows_of() and index_table() answer in columns."""
+        table = self.index_table()
+        return dict(
+            zip(table.column("item").to_pylist(), table.column("row").to_pylist(), strict=True)
+        )
 
     def index_table(self) -> pa.Table:
-        self._refresh_index()
-        assert self._index_table is not None
-        return self._index_table
+        """Every committed item's entry (INDEX_SCHEMA), sorted by item."""
+        self._index.refresh()
+        return self._index.committed()
 
     def failures_table(self) -> pa.Table:
-        if self.format == FORMAT_LEGACY:
-            return legacy.read_failures(self._path.path)
-        self._refresh_index()
-        return (self._snapshot or Snapshot.empty()).failures
+        """Every failed item's entry (FAILURES_SCHEMA), sorted by item."""
+        self._index.refresh()
+        return self._index.failures()
+
+    def items(self, failed: bool = False) -> pa.Array:
+        """The committed items (or, with `failed`, the failed ones), sorted, as one column."""
+        self._index.refresh()
+        state = self._index.state()
+        rows = state.column("row")
+        return (
+            state.column("item")
+            .filter(rows.is_null() if failed else rows.is_valid())
+            .combine_chunks()
+        )
+
+    def rows_of(self, items: Iterable[str] | pa.Array) -> np.ndarray:
+        """(n,) int64: each item's committed row, -1 where it has none."""
+        self._index.refresh()
+        return self._index.rows_of(items)
+
+    def lookup(
+        self, items: Iterable[str] | pa.Array, columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        """The index entries (committed or failed) of `items` only, reading only what they can
+        be in."""
+        self._index.refresh()
+        return self._index.lookup(items, columns)
 
     def extraction_runs(self) -> list[dict[str, Any]]:
         """The timing records of the runs that extracted into this version, oldest first."""
-        if self.format == FORMAT_LEGACY:
-            from featurizer.store.versions import EXTRACTION_RUNS_FILE
-
-            file = self._path.path / EXTRACTION_RUNS_FILE
-            lines = file.read_text().splitlines() if file.is_file() else []
-            return [json.loads(line) for line in lines if line.strip()]
-        self._refresh_index()
-        return list((self._snapshot or Snapshot.empty()).runs)
+        self._index.refresh()
+        return self._index.runs()
 
     def pending(
         self, sources: Mapping[str, str], prompts: Mapping[str, str] | None = None
@@ -224,44 +232,23 @@ class FeatureStore:
         """item -> why it needs extracting, in the order of `sources` (item -> sha256 of the
         video): "new" (not committed), "video changed", or, where `prompts` (item -> sha256 of
         its prompt text) is given, "prompt changed" or "prompt unknown" (a row committed before
-        prompt identities were recorded: nothing shows it was extracted from this prompt)."""
-        table = self.index_table()
-        committed = dict(
-            zip(
-                table.column("item").to_pylist(),
-                zip(
-                    table.column("source_sha256").to_pylist(),
-                    table.column("prompt_sha256").to_pylist(),
-                    strict=True,
-                ),
-                strict=True,
-            )
-        )
-        reasons: dict[str, str] = {}
-        for item, sha in sources.items():
-            stored = committed.get(item)
-            if stored is None:
-                reasons[item] = "new"
-            elif stored[0] != sha:
-                reasons[item] = "video changed"
-            elif prompts is not None and stored[1] is None:
-                reasons[item] = "prompt unknown"
-            elif prompts is not None and stored[1] != prompts.get(item):
-                reasons[item] = "prompt changed"
-        return reasons
+        prompt identities were recorded: nothing shows it was extracted from this prompt).
+        VersionIndex.pending answers the same in columns, for catalogs of millions."""
+        self._index.refresh()
+        return self._index.pending_reasons(sources, prompts)
 
     # -- features ------------------------------------------------------------------------------
 
     def read(self, items: Sequence[str]) -> np.ndarray:
         """(n, L, K, D) float16 features of committed `items`, in the order given."""
-        index = self.index()
-        missing = [item for item in items if item not in index]
-        if missing:
+        rows = self.rows_of(items)
+        if (rows < 0).any():
+            missing = [item for item, row in zip(items, rows, strict=True) if row < 0]
             raise MissingItemsError(
                 f"feature store {self._path}: {len(missing)} item(s) not in the index: "
                 f"{shown(missing)}"
             )
-        return self.read_rows(np.array([index[item] for item in items], dtype=np.int64))
+        return self.read_rows(rows)
 
     def read_rows(self, rows: np.ndarray | Sequence[int], *, check: bool = True) -> np.ndarray:
         """(n, L, K, D) float16 features of array rows, in the order given (no index check).
@@ -292,6 +279,19 @@ class FeatureStore:
         scales, values = self._read_checked(rows, check, None if out is None else out[::-1])
         return values, scales
 
+    def read_raw(self, rows: Sequence[int], outs: Sequence[np.ndarray]) -> dict[int, str]:
+        """The stored bytes of `rows` into `outs` (one array per geometry: scales, then values
+        for int8), unchecked; row -> what is wrong for the rows that could not be read ("is
+        missing": the row was never written)."""
+        rows = [int(r) for r in rows]
+        index = self._index.row_index()
+        at = index.find(np.asarray(rows, dtype=np.int64))
+        offsets = {
+            r: int(index.offsets[p]) if p >= 0 and index.has_offset[p] else None
+            for r, p in zip(rows, at, strict=True)
+        }
+        return self._row_backend().read(rows, offsets, list(outs))
+
     def _read_checked(
         self, rows: np.ndarray | Sequence[int], check: bool, out: Sequence[np.ndarray] | None = None
     ) -> list[np.ndarray]:
@@ -305,8 +305,9 @@ class FeatureStore:
             return outs
         # a read of committed rows asks the storage nothing but their bytes: the index and the
         # array's size are looked up again only for a row they do not know (a new commit)
-        if self._index_table is None or not all(int(r) in self._row_items for r in rows):
-            self._refresh_index()
+        index = self._index.row_index()
+        if (index.find(rows) < 0).any() and self._index.refresh():
+            index = self._index.row_index()
         n_rows = self._n_rows if self._n_rows is not None else self.n_rows
         if rows.max() >= n_rows:
             n_rows = self.n_rows
@@ -315,6 +316,7 @@ class FeatureStore:
                 f"feature store {self._path}: rows out of range [0, {n_rows}): "
                 f"{rows[(rows < 0) | (rows >= n_rows)][:5].tolist()}"
             )
+        positions = index.find(rows)
         row_list = rows.tolist()
         row_bytes = sum(o[0].nbytes for o in outs)
         step = max(1, CHECK_BLOCK_BYTES // row_bytes) if check else len(row_list)
@@ -322,7 +324,7 @@ class FeatureStore:
 
         def read(block: range) -> dict[int, str]:
             part = slice(block.start, block.stop)
-            return self._read_raw(row_list[part], [o[part] for o in outs])
+            return self.read_raw(row_list[part], [o[part] for o in outs])
 
         # checked, the rows are read a block ahead of the hash (both release the GIL)
         reader = (
@@ -334,47 +336,54 @@ class FeatureStore:
             results = reader.map(read, blocks) if reader else map(read, blocks)
             for block, problems in zip(blocks, results, strict=True):
                 for i in block:
-                    row = row_list[i]
-                    self._check_row(row, [o[i] for o in outs], problems.get(row), check)
+                    self._check_row(
+                        row_list[i], int(positions[i]), [o[i] for o in outs],
+                        problems.get(row_list[i]), check,
+                    )  # fmt: skip
         finally:
             if reader is not None:
                 reader.shutdown(cancel_futures=True)
         return outs
 
     def _check_row(
-        self, row: int, parts: list[np.ndarray], problem: str | None, check: bool
+        self, row: int, position: int, parts: list[np.ndarray], problem: str | None, check: bool
     ) -> None:
         """Raise for a row that could not be read or does not match its checksum; a row never
-        written reads as the fill values."""
-        if problem == "is missing" and row not in self._row_items:
+        written, and named by no item, reads as the fill values."""
+        index = self._index.row_index()
+        if problem == "is missing" and position < 0:
             for part in parts:
                 part[...] = np.nan if part.dtype == DTYPE else 0
             return
         if problem:
             if problem == "is missing":
                 problem = f"{self.where(row)} is missing"
-            raise StoreError(self._bad_row_message(row, problem))
-        expected = self._row_checksums.get(row) if check else None
-        if check and expected is None and self.format != FORMAT_LEGACY and row in self._row_items:
-            raise StoreError(self._bad_row_message(row, "the index gives no checksum"))
-        if expected is not None and self.checksum_of(parts, self._row_items.get(row)) != expected:
+            raise StoreError(self._bad_row_message(row, position, problem))
+        if not check or position < 0:
+            return
+        if not index.has_checksum[position]:
+            if self.format != FORMAT_LEGACY:  # every format-2 row is committed with one
+                raise StoreError(
+                    self._bad_row_message(row, position, "the index gives no checksum")
+                )
+            return
+        if self.checksum_of(parts, index.item(position)) != int(index.checksums[position]):
             raise StoreError(
                 self._bad_row_message(
-                    row, f"{self.where(row)} does not match the checksum recorded at commit"
+                    row,
+                    position,
+                    f"{self.where(row)} does not match the checksum recorded at commit",
                 )
             )
 
-    def _read_raw(self, rows: list[int], outs: list[np.ndarray]) -> dict[int, str]:
-        """Bytes of `rows` into `outs`; row -> problem for the rows that could not be read."""
-        if self.format == FORMAT_LEGACY:
-            return self._legacy_rows().read(rows, outs)
-        return read_sharded(self._path, self.geometries, rows, self._offsets_of(rows), outs)
-
-    def _offsets_of(self, rows: list[int]) -> dict[int, int | None]:
-        """Each row's offset in its features shard: from the index, else (a row no index names)
-        from the shard object's own index; None where the shard does not hold it."""
-        known = {r: self._row_offsets.get(r) for r in rows}
-        return shard_offsets(self._path, self.geometries[-1], known)
+    def _row_backend(self) -> Any:
+        if self._rows is None:
+            self._rows = (
+                legacy.LegacyRows(self._path.path, self.int8)
+                if self.format == FORMAT_LEGACY
+                else ShardRows(self._path, self.geometries, self.metadata)
+            )
+        return self._rows
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -401,15 +410,22 @@ class FeatureStore:
                 raise
             else:
                 w.publish()
+                w.close(settle=True)
             finally:
                 w.close()
 
     # -- checks and summaries ------------------------------------------------------------------
 
-    def verify(self, check_values: bool = True, items: Sequence[str] | None = None) -> VerifyReport:
+    def verify(
+        self,
+        check_values: bool = True,
+        items: Sequence[str] | pa.Array | None = None,
+        changed_only: bool = False,
+    ) -> VerifyReport:
         """Integrity checks; see VerifyReport. With `check_values`, reads every committed row
-        (or only those of `items`) and checks its checksum (NaN/Inf for rows without one)."""
-        return verify_version(self, check_values=check_values, items=items)
+        (or only those of `items`, or, `changed_only`, those whose shard object was modified
+        after their commit) and checks its checksum."""
+        return verify_version(self, check_values, items, changed_only)
 
     def info(self) -> str:
         """A human-readable summary of this version (featurizer.store.summary)."""
@@ -419,46 +435,12 @@ class FeatureStore:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _refresh_index(self) -> None:
-        """Load the committed index if it changed since last read (a cheap check: the legacy
-        index file's identity, or the highest snapshot's number)."""
-        if self.format == FORMAT_LEGACY:
-            key = legacy.file_key(self._path.path / INDEX_FILE)
-            if self._index_table is not None and key == self._legacy_key:
-                return
-            table = legacy.read_index(self._path.path)
-            self._legacy_key = key
-        else:
-            seqs = snapshot_seqs(self._path)
-            if self._index_table is not None and self._snapshot_seq() == (
-                seqs[-1] if seqs else None
-            ):
-                return
-            snapshot = read_latest(self._path)
-            if snapshot is None:
-                raise lost_index(self._path)
-            self._snapshot = snapshot
-            table = snapshot.index
-        items, rows = table.column("item").to_pylist(), table.column("row").to_pylist()
-        self._index_table = table
-        self._index = dict(zip(items, rows, strict=True))
-        self._row_items = dict(zip(rows, items, strict=True))
-        checksums = table.column("checksum").to_pylist()
-        self._row_checksums = {r: c for r, c in zip(rows, checksums, strict=True) if c is not None}
-        offsets = table.column("offset").to_pylist()
-        self._row_offsets = {r: o for r, o in zip(rows, offsets, strict=True) if o is not None}
-
-    def _snapshot_seq(self) -> int | None:
-        return None if self._snapshot is None or self._snapshot.seq < 0 else self._snapshot.seq
-
-    def _legacy_rows(self) -> legacy.LegacyRows:
-        if self._rows_reader is None:
-            self._rows_reader = legacy.LegacyRows(self._path.path, self.int8)
-        return self._rows_reader
-
-    def _bad_row_message(self, row: int, problem: str) -> str:
-        item = self._row_items.get(row)
-        who = f"item {item} (row {row})" if item is not None else f"row {row} (no committed item)"
+    def _bad_row_message(self, row: int, position: int, problem: str) -> str:
+        index = self._index.row_index()
+        who = (
+            f"item {index.item(position)} (row {row})" if position >= 0
+            else f"row {row} (no committed item)"
+        )  # fmt: skip
         return (
             f"feature store {self._path}: {who}: {problem}; `linkedout extract` extracts it "
             "again (`linkedout store verify` lists every bad row)"

@@ -249,16 +249,25 @@ class ObjectLocation(Location):
 
         self._call(lambda s: obstore.delete(s, self._key))
 
-    def children(self) -> list[str]:
+    def children(self, after: str | None = None) -> list[str]:
         import obstore
 
-        prefix = f"{self._key}/" if self._key else None
-        listing = self._call(lambda s: obstore.list_with_delimiter(s, prefix=prefix))
-        names = [PurePosixPath(p).name for p in listing["common_prefixes"]]
-        names += [PurePosixPath(o["path"]).name for o in listing["objects"]]
-        return sorted(set(names))
+        prefix = f"{self._key}/" if self._key else ""
+        if after is not None:  # a listing from a key on: pages after it only (flat directories)
+            names: set[str] = set()
 
-    def walk(self) -> list[tuple[str, int]]:
+            def collect(store: Any) -> None:
+                for batch in obstore.list(store, prefix=prefix or None, offset=prefix + after):
+                    names.update(m["path"][len(prefix) :].split("/")[0] for m in batch)
+
+            self._call(collect)
+            return sorted(n for n in names if n > after)
+        listing = self._call(lambda s: obstore.list_with_delimiter(s, prefix=prefix or None))
+        found = [PurePosixPath(p).name for p in listing["common_prefixes"]]
+        found += [PurePosixPath(o["path"]).name for o in listing["objects"]]
+        return sorted(set(found))
+
+    def listing(self) -> list[tuple[str, int, float]]:
         import obstore
 
         prefix = f"{self._key}/" if self._key else None
@@ -267,7 +276,13 @@ class ObjectLocation(Location):
         def collect(store: Any) -> None:
             for batch in obstore.list(store, prefix=prefix):
                 for meta in batch:
-                    found.append((meta["path"][len(prefix or "") :], int(meta["size"])))
+                    found.append(
+                        (
+                            meta["path"][len(prefix or "") :],
+                            int(meta["size"]),
+                            meta["last_modified"].timestamp(),
+                        )
+                    )
 
         self._call(collect)
         return found

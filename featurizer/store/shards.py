@@ -1,10 +1,12 @@
 """Reading rows out of format-2 shard objects (featurizer.store.layout): a shard's rows by byte
 ranges, one request per shard and array for the rows asked of it, and a row's offset from the
-shard's own index where the store's index does not give it (a row no snapshot names)."""
+shard's own index where the store's index does not give it (a row no commit names). ShardRows
+is the row backend FeatureStore reads format 2 through (format 1's: legacy.LegacyRows)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -69,3 +71,35 @@ def shard_offsets(
             if features.shard_of(r) == shard and r % features.rows in slots:
                 offsets[r] = slots[r % features.rows][0]
     return offsets
+
+
+class ShardRows:
+    """The rows of a format-2 version: `metadata(name)` gives an array's zarr.json."""
+
+    def __init__(
+        self, version: Location, geoms: list[ShardGeometry], metadata: Callable[[str], Any]
+    ) -> None:
+        self.version, self.geoms, self._metadata = version, geoms, metadata
+
+    @property
+    def n_rows(self) -> int:
+        """Rows allocated (the array's zarr.json shape)."""
+        return int(self._metadata(self.geoms[-1].name)["shape"][0])
+
+    def where(self, row: int) -> str:
+        return " and ".join(
+            str(self.version / g.key(g.shard_of(row))) for g in reversed(self.geoms)
+        )
+
+    def read(
+        self, rows: list[int], offsets: Mapping[int, int | None], outs: list[np.ndarray]
+    ) -> dict[int, str]:
+        """outs[g][i] <- row rows[i] (offsets: each row's offset in its features shard from the
+        index, None where it gives none); row -> what is wrong for rows that could not be read."""
+        return read_sharded(
+            self.version,
+            self.geoms,
+            rows,
+            shard_offsets(self.version, self.geoms[-1], offsets),
+            outs,
+        )

@@ -17,10 +17,13 @@ def describe_version(store: FeatureStore) -> str:
     """A human-readable summary of one version."""
     e = store.extractor
     L, K, D = store.shape_per_item
-    index = store.index_table()
-    n_items = index.num_rows
-    n_checksums = n_items - index.column("checksum").null_count
-    n_failures = store.failures_table().num_rows
+    store.index_view.refresh()
+    n_items, n_failures = store.index_view.counts()
+    if store.format == FORMAT_LEGACY:
+        n_checksums = n_items - store.index_table().column("checksum").null_count
+        checksums = f"{n_checksums} of {n_items} committed rows ({e.get('checksum', CHECKSUM)})"
+    else:
+        checksums = f"every committed row ({e.get('checksum', CHECKSUM)})"
     objects = store.path.walk()
     features = [size for key, size in objects if key.startswith(f"{FEATURES_DIR}/")]
     data = [s for (key, s) in objects if "/c/" in key]
@@ -43,8 +46,7 @@ def describe_version(store: FeatureStore) -> str:
             *_derived_line(e),
             f"  items         {n_items} committed, {n_failures} failed, "
             f"{store.n_rows} rows allocated",
-            f"  checksums     {n_checksums} of {n_items} committed rows "
-            f"({e.get('checksum', CHECKSUM)})",
+            f"  checksums     {checksums}",
             f"  layout        {layout}",
             f"  stored        {_human(sum(s for _, s in objects))} "
             f"({_human(sum(features))} features)",

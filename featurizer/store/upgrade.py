@@ -13,7 +13,6 @@ it once the upgrade verifies). Rerunning copies only what the format-2 version l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from featurizer.config import fingerprint_of
 from featurizer.errors import StoreError
 from featurizer.store.address import location
 from featurizer.store.bank import BANK_KIND, bank_extractor
@@ -107,7 +107,7 @@ def upgrade_version(
             f"feature store {source.path}: extractor.json does not fingerprint its format"
         )
     fields["store_format"] = FORMAT_SHARDED
-    fingerprint = _hash(fields)
+    fingerprint = fingerprint_of(fields)
     root = source.path.parent
     if not (root / fingerprint / EXTRACTOR_FILE).exists():
         kept = {k: v for k, v in e.items() if k not in ("created_at", "fingerprint")}
@@ -174,7 +174,7 @@ def _upgrade_bank(root: Location, bank: dict[str, Any], upgraded: dict[str, str]
     """The bank naming the upgraded members in place of the format-1 ones."""
     members = [upgraded.get(m, m) for m in bank["members"]]
     fields = {"bank": members, "store_format": FORMAT_SHARDED}
-    fingerprint = _hash(fields)
+    fingerprint = fingerprint_of(fields)
     extractor = {**bank, **fields, "members": members, "fingerprint": fingerprint}
     (root / fingerprint / EXTRACTOR_FILE).create_bytes(
         (json.dumps(extractor, indent=2) + "\n").encode()
@@ -184,8 +184,3 @@ def _upgrade_bank(root: Location, bank: dict[str, Any], upgraded: dict[str, str]
 
 def _format(extractor: dict[str, Any]) -> int:
     return int(extractor.get("store_format", FORMAT_LEGACY))
-
-
-def _hash(fields: dict[str, Any]) -> str:
-    """As ExtractorConfig.fingerprint() hashes its fields."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,27 +1,31 @@
-"""Verification of one store version: what its objects promise, checked against what they hold.
+"""Verification of one store version: what its objects promise, checked against what they hold,
+through FeatureStore's public reads (its index in columns, its raw rows).
 
 Two kinds of findings (VerifyReport):
 
 - problems of the whole version: extractor.json not matching its fingerprint, the arrays'
-  metadata (dtype, shape, chunks, shards, codecs), an index that is missing beside feature rows
-  or unreadable, unknown failure stages. Re-extracting items cannot repair these.
+  metadata (dtype, shape, chunks, shards, codecs), an index that is missing, unreadable or does
+  not hold together (a log file that does not follow the commit before it, a checkpoint its log
+  does not confirm), unknown failure stages. Re-extracting items cannot repair these. Files in
+  index/ that are no index file are noted and ignored.
 - bad rows, per item, each naming the object that holds the row: a row outside the array, two
-  items on one row, no source identity, an item both committed and failed, a format-2 row
-  whose offset the index does not give or its shard's own index does not agree with (zarr
-  reads by the shard's index), and from the bytes: a shard object (format 1: a chunk file)
-  missing or too short, or a row not matching the checksum recorded at commit (NaN/Inf for
-  rows written before checksums). `extract` re-extracts exactly these items.
+  items on one row, no source identity, an item both committed and failed, a format-2 row whose
+  offset or checksum the index does not give, or whose offset its shard's own index disagrees
+  with (zarr reads by the shard's index), and from the bytes: a shard object (format 1: a chunk
+  file) missing or too short, or a row not matching the checksum recorded at commit, which binds
+  the item to its bytes (rows written before checksums: NaN/Inf only). `extract` re-extracts
+  exactly these items.
 
-The value pass reads the committed rows in row order, a block of shards at a time (one ranged
-read per shard and array), and hashes each row where it lies while the next block is read: its
-cost is about the read of the bytes (bench/store.py). A matching checksum also stands for
-"finite": the writer refuses NaN/Inf before it takes the checksum, so only rows without one are
-scanned for NaN/Inf.
+The index checks run in columns (numpy and Arrow), about a second a million items. The value
+pass reads the committed rows in row order, a block of shards at a time, and hashes each row
+where it lies while the next block is read: its cost is about the read of the bytes
+(bench/store.py). `changed_only` restricts the value pass to the shard objects modified after
+the commit that named them (what `extract` checks before each run: a store of millions of rows
+is not read whole every run; `store verify` reads it whole).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -30,14 +34,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from featurizer.config import fingerprint_of
 from featurizer.errors import StoreError
-from featurizer.store.layout import (
-    ARRAY_NAME,
-    FORMAT_LEGACY,
-    STAGES,
-    geometries,
-)
+from featurizer.store.index import committed as committed_entries
+from featurizer.store.index import failed as failed_entries
+from featurizer.store.index import strings
+from featurizer.store.layout import ARRAY_NAME, FORMAT_LEGACY, STAGES, geometries
 from featurizer.store.location import Location
 from featurizer.store.rows import all_finite
 
@@ -46,6 +51,7 @@ if TYPE_CHECKING:
 
 MAX_LISTED = 50  # bad rows describe() lists one by one
 VALUE_PASS_BYTES = 32 << 20  # two blocks of rows: one read while the other is hashed
+MODIFIED_SLACK_S = 2.0  # clock skew between a writer and the storage's modification times
 
 
 @dataclass
@@ -55,6 +61,7 @@ class VerifyReport:
     path: Location | Any
     problems: list[str] = field(default_factory=list)  # of the whole version
     bad_rows: dict[str, str] = field(default_factory=dict)  # item -> what is wrong with its row
+    notes: list[str] = field(default_factory=list)  # worth saying, not wrong
     n_rows: int = 0  # committed items
     n_failures: int = 0
     n_checked: int = 0  # rows whose bytes were read
@@ -89,18 +96,24 @@ class VerifyReport:
                 lines.append(f"    - item {item}: {why}")
             if len(self.bad_rows) > MAX_LISTED:
                 lines.append(f"    - ... and {len(self.bad_rows) - MAX_LISTED} more")
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
 def verify_version(
-    store: FeatureStore, check_values: bool = True, items: Sequence[str] | None = None
+    store: FeatureStore,
+    check_values: bool = True,
+    items: Sequence[str] | pa.Array | None = None,
+    changed_only: bool = False,
 ) -> VerifyReport:
     """Every check of the module docstring on `store`; the value pass (reading the rows) only
-    with `check_values`, and then only over `items` where given."""
+    with `check_values`. With `items`, the checks of those items' rows only (the checks that
+    compare every row with every other, such as two items on one row, need the whole index and
+    are left out)."""
     report = VerifyReport(path=store.path)
     e = store.extractor
     fields = {key: e.get(key) for key in e.get("fingerprinted", [])}
-    expected = _hash_fields(fields)
+    expected = fingerprint_of(fields)
     if e.get("fingerprint") != store.path.name:
         report.problems.append(f"extractor.json fingerprint {e.get('fingerprint')!r} != directory")
     if expected != store.path.name:
@@ -115,66 +128,122 @@ def verify_version(
     if len(report.problems) > n_layout:
         check_values = False  # arrays of another layout cannot be read as rows
 
+    index = store.index_view
     try:
-        failures = store.failures_table()
-        index = store.index_table()
-    except StoreError as exc:  # missing beside feature rows, or unreadable
+        index.refresh()
+        if items is None:
+            entries = index.entries()
+        else:
+            entries = index.lookup(strings(items))
+    except StoreError as exc:  # missing, unreadable, or not holding together
         report.problems.append(str(exc))
         return report
-    report.n_failures = failures.num_rows
+    if store.format != FORMAT_LEGACY:
+        strays = index.head().strays
+        if strays:
+            report.notes.append(
+                f"ignored {len(strays)} file(s) that are no index file: {', '.join(strays[:5])}"
+            )
+    failures, rows = failed_entries(entries), committed_entries(entries)
+    report.n_failures, report.n_rows = failures.num_rows, rows.num_rows
     stages = set(failures.column("stage").to_pylist()) - set(STAGES)
     if stages:
         report.problems.append(f"failures has unknown stage(s) {sorted(stages)}")
 
-    entries = list(
-        zip(
-            index.column("item").to_pylist(),
-            index.column("row").to_pylist(),
-            index.column("source_sha256").to_pylist(),
-            index.column("checksum").to_pylist(),
-            index.column("offset").to_pylist(),
-            strict=True,
-        )
-    )
-    report.n_rows = len(entries)
-    failed = set(failures.column("item").to_pylist())
-    seen_items: set[str] = set()
-    row_owner: dict[int, str] = {}
-    readable: list[tuple[str, int, int | None]] = []
-    sharded = store.format != FORMAT_LEGACY
-    for item, row, sha, checksum, offset in entries:
-        where = f"row {row}"
-        if item in seen_items:
-            report.bad_rows[item] = f"{where}: the index names the item more than once"
-            readable = [entry for entry in readable if entry[0] != item]
-            continue
-        seen_items.add(item)
-        if not 0 <= row < n_array_rows:
-            report.bad_rows[item] = f"{where} is outside the array's rows [0, {n_array_rows})"
-        elif row in row_owner:
-            other = row_owner[row]
-            report.bad_rows[item] = f"{where} is also the row of item {other}"
-            report.bad_rows.setdefault(other, f"{where} is also the row of item {item}")
-        elif not sha:
-            report.bad_rows[item] = f"{where}: no source_sha256 in the index"
-        elif item in failed:
-            report.bad_rows[item] = f"{where}: the item also has a failure row"
-        elif sharded and offset is None:
-            report.bad_rows[item] = f"{where}: the index gives no offset in its shard"
-        elif sharded and checksum is None:  # every format-2 row is committed with one
-            report.bad_rows[item] = f"{where}: the index gives no checksum"
-        else:
-            readable.append((item, row, checksum))
-        row_owner.setdefault(row, item)
-
+    readable = _check_entries(store, rows, failures, n_array_rows, report, whole=items is None)
     if check_values:
-        wanted = None if items is None else set(items)
-        todo = [entry for entry in readable if wanted is None or entry[0] in wanted]
-        if sharded:
-            _check_shard_indexes(store, todo, report)
-            todo = [entry for entry in todo if entry[0] not in report.bad_rows]
-        _check_values(store, todo, report)
+        if changed_only:
+            readable = _changed_since_commit(store, readable)
+        if store.format != FORMAT_LEGACY:
+            _check_shard_indexes(store, readable, report)
+            readable = readable.filter(
+                pc.invert(pc.is_in(readable.column("item"), value_set=_bad_items(report)))
+            )
+        _check_values(store, readable, report)
     return report
+
+
+def _bad_items(report: VerifyReport) -> pa.Array:
+    return pa.array(list(report.bad_rows), pa.string())
+
+
+def _check_entries(
+    store: FeatureStore,
+    rows: pa.Table,
+    failures: pa.Table,
+    n_array_rows: int,
+    report: VerifyReport,
+    whole: bool,
+) -> pa.Table:
+    """The index checks, in columns; returns the committed entries whose rows can be read."""
+    item = rows.column("item").combine_chunks()
+    row = rows.column("row").to_numpy()
+    sharded = store.format != FORMAT_LEGACY
+    bad = np.zeros(len(row), dtype=bool)
+
+    def flag(mask: np.ndarray, why: Any) -> None:
+        for i in np.flatnonzero(mask & ~bad):
+            report.bad_rows.setdefault(str(item[i].as_py()), why(i))
+        bad[mask] = True
+
+    if whole and len(item):  # a log folds to one entry an item; format 1's index may not
+        counts = pc.value_counts(item)
+        twice = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+        if len(twice):
+            flag(
+                pc.is_in(item, value_set=twice).to_numpy(zero_copy_only=False),
+                lambda i: f"row {row[i]}: the index names the item more than once",
+            )
+    flag((row < 0) | (row >= n_array_rows),
+         lambda i: f"row {row[i]} is outside the array's rows [0, {n_array_rows})")  # fmt: skip
+    if whole and len(row):
+        unique, first, counts = np.unique(row, return_index=True, return_counts=True)
+        shared = unique[counts > 1]
+        if len(shared):
+            owners = {r: [] for r in shared.tolist()}
+            for i in np.flatnonzero(np.isin(row, shared)):
+                owners[int(row[i])].append(str(item[i].as_py()))
+            for r, who in owners.items():
+                for name in who:
+                    other = next(o for o in who if o != name)
+                    report.bad_rows.setdefault(name, f"row {r} is also the row of item {other}")
+            bad |= np.isin(row, shared)
+    source = rows.column("source_sha256")
+    flag(pc.fill_null(pc.equal(source, ""), True).to_numpy(zero_copy_only=False),
+         lambda i: f"row {row[i]}: no source_sha256 in the index")  # fmt: skip
+    flag(
+        pc.is_in(item, value_set=failures.column("item").combine_chunks()).to_numpy(
+            zero_copy_only=False
+        ),
+        lambda i: f"row {row[i]}: the item also has a failure row",
+    )
+    if sharded:
+        flag(rows.column("offset").is_null().to_numpy(zero_copy_only=False),
+             lambda i: f"row {row[i]}: the index gives no offset in its shard")  # fmt: skip
+        flag(rows.column("checksum").is_null().to_numpy(zero_copy_only=False),
+             lambda i: f"row {row[i]}: the index gives no checksum")  # fmt: skip
+    return rows.filter(pa.array(~bad))
+
+
+def _changed_since_commit(store: FeatureStore, rows: pa.Table) -> pa.Table:
+    """The entries whose shard object was modified after the commit that named it."""
+    features = store.geometries[-1]
+    prefix = features.key(0).rsplit("/c/", 1)[0] + "/c/"
+    modified = {
+        int(key[len(prefix) :].split("/")[0]): when
+        for key, _, when in store.path.listing()
+        if key.startswith(prefix)
+    }
+    if not modified or rows.num_rows == 0:
+        return rows.slice(0, 0)
+    committed_at = pc.coalesce(rows.column("at"), rows.column("extracted_at"))
+    seconds = pc.divide(
+        pc.cast(pc.cast(committed_at, pa.timestamp("us", tz="UTC")), pa.int64()), 1e6
+    )
+    shard = rows.column("row").to_numpy() // features.rows
+    when = np.array([modified.get(int(s), np.inf) for s in shard])
+    changed = when > seconds.fill_null(0).to_numpy() + MODIFIED_SLACK_S
+    return rows.filter(pa.array(changed))
 
 
 def _check_arrays(store: FeatureStore, report: VerifyReport) -> int:
@@ -217,24 +286,18 @@ def _check_arrays(store: FeatureStore, report: VerifyReport) -> int:
     return int(n_rows or 0)
 
 
-def _check_shard_indexes(
-    store: FeatureStore, entries: list[tuple[str, int, int | None]], report: VerifyReport
-) -> None:
+def _check_shard_indexes(store: FeatureStore, rows: pa.Table, report: VerifyReport) -> None:
     """Each shard object's own index must give the committed rows the offsets the store's index
     gives them (zarr reads a row by its shard's index, this package by the store's)."""
-    offsets = dict(
-        zip(
-            store.index_table().column("row").to_pylist(),
-            store.index_table().column("offset").to_pylist(),
-            strict=True,
-        )
-    )
+    if rows.num_rows == 0:
+        return
+    item = rows.column("item").to_pylist()
+    row = rows.column("row").to_numpy()
+    offset = rows.column("offset").to_numpy()
+    features_bytes = store.geometries[-1].row_bytes
     for geometry in store.geometries:
-        by_shard: dict[int, list[tuple[str, int, int | None]]] = {}
-        for entry in entries:
-            by_shard.setdefault(geometry.shard_of(entry[1]), []).append(entry)
-        features_bytes = store.geometries[-1].row_bytes
-        for shard, members in by_shard.items():
+        shard_of = row // geometry.rows
+        for shard in np.unique(shard_of).tolist():
             shard_object = store.path / geometry.key(shard)
             size = shard_object.size()
             problem = ""
@@ -250,72 +313,69 @@ def _check_shard_indexes(
                     )
                 except (ValueError, StoreError) as exc:
                     problem = f"shard object {shard_object}: {exc}"
-            for item, row, _ in members:
-                position = int(offsets[row]) // features_bytes
+            for i in np.flatnonzero(shard_of == shard):
+                r = int(row[i])
+                position = int(offset[i]) // features_bytes
                 want = (position * geometry.row_bytes, geometry.row_bytes)
                 if problem:
-                    report.bad_rows.setdefault(item, f"row {row}: {problem}")
-                elif slots.get(row % geometry.rows) != want:
+                    report.bad_rows.setdefault(item[i], f"row {r}: {problem}")
+                elif slots.get(r % geometry.rows) != want:
                     report.bad_rows.setdefault(
-                        item,
-                        f"row {row}: shard object {shard_object}'s index gives it "
-                        f"{slots.get(row % geometry.rows)}, the store's index {want}",
+                        item[i],
+                        f"row {r}: shard object {shard_object}'s index gives it "
+                        f"{slots.get(r % geometry.rows)}, the store's index {want}",
                     )
                 elif want[0] + want[1] > size - geometry.index_bytes:
                     report.bad_rows.setdefault(
-                        item, f"row {row}: shard object {shard_object} is truncated"
+                        item[i], f"row {r}: shard object {shard_object} is truncated"
                     )
 
 
-def _check_values(
-    store: FeatureStore, entries: list[tuple[str, int, int | None]], report: VerifyReport
-) -> None:
-    """Read each (item, row, checksum) row, in row order, a block at a time, and record the
-    bad ones. Two blocks of VALUE_PASS_BYTES / 2: the next one is read in a thread while this
-    one is hashed (the read and xxh3 both release the GIL), so the pass costs about the read."""
-    entries = sorted(entries, key=lambda entry: entry[1])
+def _check_values(store: FeatureStore, rows: pa.Table, report: VerifyReport) -> None:
+    """Read each committed row, in row order, a block at a time, and record the bad ones. Two
+    blocks of VALUE_PASS_BYTES / 2: the next one is read in a thread while this one is hashed
+    (the read and xxh3 both release the GIL), so the pass costs about the read."""
+    rows = rows.sort_by("row")
+    items = rows.column("item").to_pylist()
+    row = rows.column("row").to_numpy()
+    checksum = rows.column("checksum")
+    expected = checksum.fill_null(0).to_numpy()
+    has = checksum.is_valid().to_numpy(zero_copy_only=False)
     geoms = geometries(store.shape_per_item, store.int8)
     row_bytes = sum(g.row_bytes for g in geoms)
     block = max(1, VALUE_PASS_BYTES // 2 // row_bytes)
     buffers = [[np.empty((block, *g.chunk_shape), dtype=g.dtype) for g in geoms] for _ in range(2)]
-    parts = [entries[first : first + block] for first in range(0, len(entries), block)]
+    parts = [range(first, min(first + block, len(row))) for first in range(0, len(row), block)]
     start = time.perf_counter()
-    store._refresh_index()
 
     def read(k: int) -> tuple[list[np.ndarray], dict[int, str]]:
         views = [out[: len(parts[k])] for out in buffers[k % 2]]
-        return views, store._read_raw([row for _, row, _ in parts[k]], views)
+        return views, store.read_raw(row[parts[k].start : parts[k].stop].tolist(), views)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-read") as reader:
         pending = reader.submit(read, 0) if parts else None
         for k, part in enumerate(parts):
             views, problems = pending.result()  # type: ignore[union-attr]
             pending = reader.submit(read, k + 1) if k + 1 < len(parts) else None
-            for i, (item, row, expected) in enumerate(part):
-                problem = problems.get(row)
+            for j, i in enumerate(part):
+                r, item = int(row[i]), items[i]
+                problem = problems.get(r)
                 if problem:
                     if problem == "is missing":
-                        problem = f"{store.where(row)} is missing (the row was never written)"
-                    report.bad_rows[item] = f"row {row}: {problem}"
+                        problem = f"{store.where(r)} is missing (the row was never written)"
+                    report.bad_rows[item] = f"row {r}: {problem}"
                     continue
                 report.n_checked += 1
-                why = _value_problem(store, [v[i] for v in views], item, expected)
-                if why:
-                    report.bad_rows[item] = f"row {row}: {store.where(row)} {why}"
+                parts_of = [v[j] for v in views]
+                if not has[i]:  # written before checksums (format 1 only): at least no NaN/Inf
+                    if not all_finite(parts_of[-1]):
+                        report.bad_rows[item] = (
+                            f"row {r}: {store.where(r)} holds NaN/Inf (a row without checksum)"
+                        )
+                elif store.checksum_of(parts_of, item) != int(expected[i]):
+                    report.bad_rows[item] = (
+                        f"row {r}: {store.where(r)} does not match the checksum recorded at "
+                        "commit for this item"
+                    )
     report.seconds = time.perf_counter() - start
     report.bytes_read = report.n_checked * row_bytes
-
-
-def _value_problem(
-    store: FeatureStore, parts: list[np.ndarray], item: str, expected: int | None
-) -> str:
-    if expected is None:  # written before checksums (format 1 only): at least no NaN/Inf
-        return "" if all_finite(parts[-1]) else "holds NaN/Inf (a row without checksum)"
-    if store.checksum_of(parts, item) != expected:
-        return "does not match the checksum recorded at commit for this item"
-    return ""
-
-
-def _hash_fields(fields: dict[str, Any]) -> str:
-    """Must match ExtractorConfig.fingerprint()."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]

@@ -4,7 +4,7 @@ bank (featurizer.store.bank) is a version whose extractor.json names its members
 
 A version is complete once its extractor.json exists: on a local disk the version is built in a
 hidden directory and renamed into place; on an object store its other objects (the zarr
-metadata, an empty index snapshot) are written first and extractor.json last, created only if
+metadata, an empty index) are written first and extractor.json last, created only if
 absent, so concurrent creators agree and a crash mid-creation leaves objects no listing shows as
 a version (the next creation writes them again).
 """
@@ -20,8 +20,8 @@ from typing import Any
 
 from featurizer.config import ExtractorConfig
 from featurizer.errors import StoreError
+from featurizer.store import log
 from featurizer.store.address import location
-from featurizer.store.commit import write_snapshot
 from featurizer.store.layout import (
     CURRENT_FILE,
     EXTRACTOR_FILE,
@@ -36,7 +36,6 @@ from featurizer.store.layout import (
 from featurizer.store.local import LocalLocation, fsync_path
 from featurizer.store.location import Location
 
-EXTRACTION_RUNS_FILE = "extraction_runs.jsonl"  # format 1 versions' run records
 _EXTRACTOR_KEYS = ("fingerprint", "hidden_size", "L", "K", "G")
 
 
@@ -194,7 +193,7 @@ def _write_version(version: Location, extractor: dict[str, Any]) -> None:
         (version / FEATURES_DIR / geometry.name / "zarr.json").write_bytes(
             json.dumps(metadata, indent=2).encode()
         )
-    write_snapshot(version, 0, [], [], [])  # born with an empty index: a lost one is noticed
+    log.create(version, str(extractor["fingerprint"]))  # born with an index: a lost one is noticed
     created = (version / EXTRACTOR_FILE).create_bytes(
         (json.dumps(extractor, indent=2) + "\n").encode()
     )

@@ -1,6 +1,6 @@
 """Writing a format-2 store version: RowWriter (the workers' side: a shard's rows gathered and
 written as one object, once) and StoreWriter (the driver's side: allocation, commits, failures,
-publishing the next index snapshot). The protocol they follow is in featurizer.store.commit.
+publishing each commit as a delta of the index log, featurizer.store.log).
 
 Allocation is by shards: every allocate() starts a fresh shard, so the rows of two allocations
 never share one, and the rows of one allocation are written by one RowWriter (one worker). A
@@ -13,14 +13,16 @@ shard objects that exist (left by a crash or a stale writer: garbage no index na
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
 from featurizer.errors import ShardTakenError, StoreError
+from featurizer.store import log
 from featurizer.store.address import location
-from featurizer.store.commit import Snapshot, lost_index, read_latest, write_snapshot
-from featurizer.store.layout import FEATURES_DIR, STAGES, ShardGeometry, now
+from featurizer.store.layout import FEATURES_DIR, INDEX_SCHEMA, STAGES, ShardGeometry, now
 from featurizer.store.lease import Fence
 from featurizer.store.location import Location
 from featurizer.store.rows import all_finite, int8_row_checksum, quantize_int8, row_checksum
@@ -139,36 +141,34 @@ class StoreWriter:
     """The driver's side of one writing session; get it from ``FeatureStore.writer()``.
 
     allocate rows -> hand ``row_writer()`` to a worker (one per allocation) -> ``commit`` /
-    ``fail`` each item -> ``publish`` (periodically; always on exit)."""
+    ``fail`` each item -> ``publish`` (periodically; always on exit). A publish appends one
+    delta to the version's log (featurizer.store.log): what it holds in memory is what changed
+    since the last publish, and a few numbers per session, never the whole index."""
 
     def __init__(self, store: FeatureStore, fence: Fence | None = None) -> None:
         self.store = store
         self._path = store.path
         self._fence = fence or Fence()
-        snapshot = read_latest(self._path)
-        if snapshot is None:
-            raise lost_index(self._path)
-        self._snapshot: Snapshot = snapshot
-        index = snapshot.index.to_pylist()
-        self._index: dict[str, dict[str, Any]] = {r["item"]: r for r in index}
-        self._failures: dict[str, dict[str, Any]] = {
-            r["item"]: r for r in snapshot.failures.to_pylist()
-        }
-        self._runs = list(snapshot.runs)
+        head = log.read_head(self._path)
+        if head is None:
+            raise log.lost_index(self._path)
+        self._head = head
         self._geoms = store.geometries
         self._shard_rows = self._geoms[0].rows
-        allocated = store.n_rows
-        rows = [r["row"] for r in index if 0 <= r["row"] < allocated]
-        # after every committed row, at a shard boundary (allocate() skips shard objects that
-        # exist: never committed, left by a crash or a stale writer)
-        self._next_row = self._shard_start(max(rows) + 1) if rows else 0
-        self._n_rows = allocated
-        self._allocated: set[int] = set()
-        self._row_items: dict[int, str] = {}  # rows committed in this session -> item
-        self._unpublished: set[str] = set()  # items committed or failed since the last publish
+        # after every row any commit named, at a shard boundary (allocate() also skips shard
+        # objects that exist: never committed, left by a crash or a stale writer)
+        self._next_row = self._shard_start(head.max_row + 1)
+        self._n_rows = store.n_rows
+        self._first_row = self._next_row  # the rows this session allocates: first_row onward
+        self._allocated = np.zeros(0, dtype=bool)  # by row - first_row
+        self._committed_rows = np.zeros(0, dtype=bool)
+        self._pending: dict[str, dict[str, Any]] = {}  # item -> its entry, since the last publish
+        self._pending_rows: dict[int, str] = {}  # row -> item, since the last publish
+        self._runs: list[dict[str, Any]] = []
+        self._retired: list[dict[str, Any]] = []
+        self._session: list[pa.Table] = []  # (item, committed) of each publish, in order
         self._row_writers: list[RowWriter] = []
         self._published_shards: set[int] = set()
-        self._dirty = False
         self._closed = False
 
     def _shard_start(self, row: int) -> int:
@@ -184,7 +184,8 @@ class StoreWriter:
 
     def allocate(self, n: int) -> list[int]:
         """n fresh rows from a fresh shard, after every committed row (shards no index names
-        are written again); rows never return to a pool: unused ones are garbage."""
+        are skipped, never written again); rows never return to a pool: unused ones are
+        garbage."""
         if n < 0:
             raise ValueError(f"allocate: n must be >= 0, got {n}")
         self._check_open()
@@ -195,23 +196,34 @@ class StoreWriter:
         if n:
             self._next_row = self._shard_start(self._next_row + n)
             self._n_rows = max(self._n_rows, self._next_row)
-            self._dirty = True
-        self._allocated.update(rows)
+            grow = self._next_row - self._first_row - len(self._allocated)
+            self._allocated = np.concatenate([self._allocated, np.zeros(grow, dtype=bool)])
+            self._allocated[rows[0] - self._first_row : rows[-1] + 1 - self._first_row] = True
         return rows
 
+    def _was_allocated(self, row: int) -> bool:
+        at = int(row) - self._first_row
+        return 0 <= at < len(self._allocated) and bool(self._allocated[at])
+
     @property
-    def committed_items(self) -> list[str]:
-        """Items committed in this session (and not failed since), in commit order."""
-        return [
-            item
-            for row, item in self._row_items.items()
-            if self._index.get(item, {}).get("row") == row
-        ]
+    def committed_items(self) -> pa.Array:
+        """Items committed in this session (and not failed since), in commit order, published
+        or not."""
+        pending = list(self._pending.values())
+        now_ = pa.table({
+            "item": pa.array([e["item"] for e in pending], pa.string()),
+            "committed": pa.array([e["row"] is not None for e in pending], pa.bool_()),
+        })  # fmt: skip
+        table = pa.concat_tables([*self._session, now_])
+        table = table.append_column("order", pa.array(np.arange(table.num_rows)))
+        last = log.latest(table.rename_columns(["item", "committed", "seq"]))
+        kept = last.filter(last.column("committed")).sort_by("seq")
+        return kept.column("item").combine_chunks()
 
     @property
     def unpublished(self) -> set[str]:
-        """Items committed or failed in this session that no published snapshot holds yet."""
-        return set(self._unpublished)
+        """Items committed or failed in this session that no published commit holds yet."""
+        return set(self._pending)
 
     def row_writer(self) -> RowWriter:
         """A writer of rows allocated so far (one per allocation: see the module docstring).
@@ -236,20 +248,23 @@ class StoreWriter:
         extracted from the video with `source_sha256` and the prompt text with `prompt_sha256`.
         `checksum` and `offset` are what RowWriter.write and .flush returned (for a row written
         by a writer of this session they are found there). Visible to readers after the next
-        publish(). Clears the item's failure row."""
+        publish(). Clears the item's failure."""
         self._check_open()
-        if row not in self._allocated:
+        if not self._was_allocated(row):
             raise StoreError(
                 f"feature store {self._path}: item {item}: "
                 f"row {row} was not allocated by this writer"
             )
         if not source_sha256:
             raise StoreError(f"feature store {self._path}: item {item}: empty source_sha256")
-        taken = self._row_items.get(row)
-        if taken is not None and taken != item:
+        taken = self._pending_rows.get(int(row))
+        at = int(row) - self._first_row
+        if (taken is not None and taken != item) or (
+            taken is None and at < len(self._committed_rows) and self._committed_rows[at]
+        ):
             raise StoreError(
                 f"feature store {self._path}: item {item}: row {row} was already committed "
-                f"for {taken} (rows are never reused)"
+                f"for {taken or 'another item'} (rows are never reused)"
             )
         if checksum is None:
             checksum = next(
@@ -260,7 +275,7 @@ class StoreWriter:
                     f"feature store {self._path}: item {item}: row {row} was not written by a "
                     "writer of this session and no checksum was given; not committed"
                 )
-        self._index[item] = {
+        self._pending[item] = {
             "item": item,
             "row": int(row),
             "source_sha256": source_sha256,
@@ -270,11 +285,28 @@ class StoreWriter:
             "prompt_sha256": prompt_sha256,
             "checksum": int(checksum),
             "offset": None if offset is None else int(offset),
+            "stage": None,
+            "error": None,
+            "at": None,  # the commit's time, set when it is published
         }
-        self._row_items[int(row)] = item
-        self._failures.pop(item, None)
-        self._unpublished.add(item)
-        self._dirty = True
+        self._pending_rows[int(row)] = item
+
+    def recommit(self, entry: dict[str, Any], row: int, offset: int) -> None:
+        """Record that `entry`'s item (its committed entry, from index_table()) now lives in
+        `row` (allocated and written in this session, the same bytes) at `offset`: compaction
+        moving a row, its identity and checksum unchanged."""
+        self._check_open()
+        if not self._was_allocated(row):
+            raise StoreError(f"feature store {self._path}: row {row} was not allocated here")
+        self._pending[entry["item"]] = {
+            **{k: entry.get(k) for k in INDEX_SCHEMA.names},
+            "row": int(row),
+            "offset": int(offset),
+            "stage": None,
+            "error": None,
+            "at": None,
+        }
+        self._pending_rows[int(row)] = entry["item"]
 
     def fail(self, item: str, stage: str, error: str) -> None:
         """Record that `item` failed at `stage` (decode|extract|write); replaces an earlier
@@ -282,43 +314,50 @@ class StoreWriter:
         if stage not in STAGES:
             raise ValueError(f"fail: stage must be one of {STAGES}, got {stage!r}")
         self._check_open()
-        self._failures[item] = {
+        before = self._pending.get(item)
+        if before is not None and before["row"] is not None:
+            self._pending_rows.pop(before["row"], None)
+        self._pending[item] = {
+            **dict.fromkeys(INDEX_SCHEMA.names),
             "item": item,
             "stage": stage,
             "error": " ".join(str(error).split())[:2000],
             "at": now(),
         }
-        self._index.pop(item, None)
-        self._unpublished.add(item)
-        self._dirty = True
 
     def add_extraction_run(self, record: dict[str, Any]) -> None:
-        """A run's timing record, committed with the next snapshot."""
+        """A run's timing record, committed with the next publish."""
         self._runs.append(record)
-        self._dirty = True
+
+    def retire(self, shards: Sequence[int]) -> None:
+        """Shard objects whose rows every item has left (compaction): deleted by a later
+        compaction once no reader may still hold an index naming them."""
+        at = now().isoformat()
+        self._retired += [{"shard": int(s), "at": at} for s in shards]
 
     def publish(self) -> None:
         """Rows first: write the shards gathered by this session's row writers and check that
         the shard of every row committed since the last publish is there; then grow the arrays'
-        metadata to the rows allocated; then commit the next index snapshot. After a storage
-        error, `unpublished` names the items it left uncommitted."""
-        if not self._dirty:
+        metadata to the rows allocated; then commit one delta to the log. After a storage error,
+        `unpublished` names the items it left uncommitted."""
+        if not (self._pending or self._runs or self._retired):
             return
         offsets: dict[int, int] = {}
         for writer in self._row_writers:
             offsets.update(writer.flush())
         features = self._geoms[-1]
         new_shards = set()
-        for entry in self._index.values():
+        for entry in self._pending.values():
+            if entry["row"] is None:
+                continue
             if entry["offset"] is None and entry["row"] in offsets:
                 entry["offset"] = offsets[entry["row"]]
-            if entry["row"] in self._row_items and self._row_items[entry["row"]] == entry["item"]:
-                new_shards.add(features.shard_of(entry["row"]))
-                if entry["offset"] is None:
-                    raise StoreError(
-                        f"feature store {self._path}: item {entry['item']}: row {entry['row']} "
-                        "was committed but its shard was never written; not published"
-                    )
+            new_shards.add(features.shard_of(entry["row"]))
+            if entry["offset"] is None:
+                raise StoreError(
+                    f"feature store {self._path}: item {entry['item']}: row {entry['row']} "
+                    "was committed but its shard was never written; not published"
+                )
         for shard in sorted(new_shards - self._published_shards):
             for geometry in self._geoms:
                 if not (self._path / geometry.key(shard)).exists():
@@ -329,14 +368,42 @@ class StoreWriter:
         self._published_shards |= new_shards
         self._fence.check_now()
         self._grow_arrays()
-        seq = self._snapshot.seq + 1
-        index = sorted(self._index.values(), key=lambda r: r["row"])
-        write_snapshot(self._path, seq, index, list(self._failures.values()), self._runs)
-        self._snapshot = Snapshot(seq, self._snapshot.table, self._runs)
-        self._unpublished.clear()
-        self._dirty = False
+        stamp = now()  # the commit's time: every shard it names was written before it
+        for entry in self._pending.values():
+            if entry["row"] is not None:
+                entry["at"] = stamp
+        entries = pa.Table.from_pylist(list(self._pending.values()), schema=_DELTA_SCHEMA)
+        self._head = log.append(self._head, entries, self._runs, self._retired)
+        self._record_session(entries)
+        self._pending, self._pending_rows, self._runs, self._retired = {}, {}, [], []
 
-    def close(self) -> None:
+    def _record_session(self, entries: pa.Table) -> None:
+        rows = entries.column("row")
+        committed = rows.is_valid()
+        self._session.append(pa.table({"item": entries.column("item"), "committed": committed}))
+        if len(self._session) > 64:  # a few tables, not one per publish
+            self._session = [pa.concat_tables(self._session).combine_chunks()]
+        size = len(self._allocated)
+        if len(self._committed_rows) < size:
+            self._committed_rows = np.concatenate(
+                [self._committed_rows, np.zeros(size - len(self._committed_rows), bool)]
+            )
+        at = rows.drop_null().to_numpy() - self._first_row
+        self._committed_rows[at[(at >= 0) & (at < size)]] = True
+
+    def fold(self) -> None:
+        """Fold the index log into a checkpoint now (compaction: the index in one file)."""
+        self._check_open()
+        self.publish()
+        if self._head.cover:
+            self._fence.check_now()
+            self._head = log.fold(self._head)
+
+    def close(self, settle: bool = False) -> None:
+        """End the session; with `settle` (it ended well), fold a small index (log.settle)."""
+        if settle and not self._closed:
+            self._fence.check_now()
+            self._head = log.settle(self._head)
         self._closed = True
 
     def _grow_arrays(self) -> None:
@@ -347,3 +414,6 @@ class StoreWriter:
             if metadata["shape"][0] < self._n_rows:
                 metadata["shape"][0] = self._n_rows
                 meta_file.write_bytes(json.dumps(metadata, indent=2).encode())
+
+
+_DELTA_SCHEMA = pa.schema([f for f in log.ENTRY_SCHEMA if f.name != "seq"])

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.errors import PipelineError
@@ -114,7 +115,7 @@ def read_extraction_runs(store: Any) -> list[dict[str, Any]]:
 def commit_interval_estimate(store: Any) -> float | None:
     """Median seconds between consecutive commits in index.parquet: the steady-state
     extraction time per video (start-up excluded; gaps between runs ignored by the median)."""
-    column = store.index_table().column("extracted_at")
+    column = store.index_view.entries(["extracted_at"]).column("extracted_at").drop_null()
     if len(column) < 3:
         return None
     times = np.sort(column.cast(pa.int64()).to_numpy()) / 1e6
@@ -169,20 +170,22 @@ def dataset_stats(
     stats["with_video"] = len(catalog_items & video_items)
     stats["without_video"] = len(catalog_items - video_items)
     stats["synthetic"] = (dataset / "topics.csv").is_file()
-    if store is not None:
+    if store is not None:  # counted in columns: a store of millions is no Python set
         failures = store.failures_table()
         stats["failures"] = failures.num_rows
+        shown = failures.slice(0, 10)
         stats["failure_rows"] = list(
             zip(
-                failures.column("item").to_pylist(),
-                failures.column("stage").to_pylist(),
-                failures.column("error").to_pylist(),
+                shown.column("item").to_pylist(),
+                shown.column("stage").to_pylist(),
+                shown.column("error").to_pylist(),
                 strict=True,
             )
         )
-        indexed = set(store.index())
-        stats["with_features"] = len(catalog_items & indexed)
-        stats["store_only"] = len(indexed - set(table.column("item").to_pylist()))
+        stats["with_features"] = int((store.rows_of(ids.column("item")) >= 0).sum())
+        interacted = pc.unique(table.column("item").cast(pa.string()))
+        committed, _ = store.index_view.counts()
+        stats["store_only"] = committed - int((store.rows_of(interacted) >= 0).sum())
     return stats
 
 

@@ -563,11 +563,7 @@ def _dataset_blocks(ctx: ReportContext) -> list[Block]:
                 rows=[[str(i), str(s), str(e)] for i, s, e in shown],
                 numeric=[False, False, False],
                 caption="Extraction failures"
-                + (
-                    f" (first 10 of {len(d['failure_rows'])})"
-                    if len(d["failure_rows"]) > 10
-                    else ""
-                ),
+                + (f" (first 10 of {d['failures']})" if d["failures"] > 10 else ""),
             )
         )
     return blocks

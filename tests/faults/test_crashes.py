@@ -91,8 +91,9 @@ def _published(store: Path) -> tuple[dict[str, Published], bool | None, str]:
 
 
 def _index_key(store: Path) -> int | None:
-    """The highest committed index snapshot of the store's version (0: born empty)."""
-    found = [int(p.stem) for p in store.glob("*/index/*.parquet")] if store.is_dir() else []
+    """The highest commit in the store's version's index log (0: born empty)."""
+    files = [*store.glob("*/index/log/*.parquet"), *store.glob("*/index/checkpoint/*.parquet")]
+    found = [int(p.name[:20]) for p in files] if store.is_dir() else []
     return max(found) if found else None
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from featurizer.store import FeatureStore
-from featurizer.store.commit import read_latest, write_snapshot
 from pipelines.extract import extract_catalog
 from pipelines.extract_workers import INVOCATION_LOG_ENV
 from pipelines.ingest import ingest
 from tests.faults.conftest import assert_one_line_error, run_cli, tree_snapshot
+from tests.store_log import commit_entries
 
 pytestmark = pytest.mark.slow
 
@@ -209,9 +209,8 @@ def test_rows_that_fail_their_check_are_named_and_extracted_again(
     data = bytearray(shard.read_bytes())
     data[offset : offset + 4096] = bytes(4096)
     shard.write_bytes(bytes(data))
-    latest = read_latest(ws.version.path)
-    index = [{**r, "row": 999} if r["item"] == "v0009" else r for r in latest.index.to_pylist()]
-    write_snapshot(ws.version.path, latest.seq + 1, index, latest.failures.to_pylist(), latest.runs)
+    moved = [r for r in ws.version.index_table().to_pylist() if r["item"] == "v0009"]
+    commit_entries(ws.version.path, [{**moved[0], "row": 999}])
 
     said = {item: _verify_line(ws, item) for item in DAMAGES}
     code, shown, called = ws.extract()

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from featurizer.store import FeatureStore
-from featurizer.store.commit import read_latest, write_snapshot
 from tests.faults.conftest import CliResult, assert_one_line_error, run_cli, tree_snapshot
+from tests.store_log import commit_entries
 from tests.synthetic import write_topic_dataset, write_topic_store
 
 ITEMS = [f"i{i:03d}" for i in range(24)]
@@ -52,26 +52,23 @@ def _store_copy(workspace: Path, tmp_path: Path) -> Path:
 
 
 def _two_items_on_one_row(store: Path) -> tuple[str, str]:
-    """Commit a snapshot in which the second item points at the first item's row (its offset
-    and checksum too, so every read of it passes): `store verify` calls that FAILED."""
+    """Commit an entry in which the second item points at the first item's row (its offset
+    and checksum too): `store verify` calls that FAILED."""
     version = FeatureStore.open(store)
-    latest = read_latest(version.path)
-    index = latest.index.to_pylist()
-    first, second = index[0], index[1]
-    index[1] = {**second, **{k: first[k] for k in ("row", "offset", "checksum")}}
-    write_snapshot(version.path, latest.seq + 1, index, latest.failures.to_pylist(), latest.runs)
+    first, second = version.index_table().to_pylist()[:2]
+    commit_entries(
+        version.path, [{**second, **{k: first[k] for k in ("row", "offset", "checksum")}}]
+    )
     return first["item"], second["item"]
 
 
 def _an_item_without_its_source(store: Path) -> str:
-    """Commit a snapshot whose first entry lacks its source identity (the video's sha256):
-    `store verify` calls that FAILED, while the row itself still reads and checks."""
+    """Commit an entry whose item lacks its source identity (the video's sha256): `store
+    verify` calls that FAILED, while the row itself still reads and checks."""
     version = FeatureStore.open(store)
-    latest = read_latest(version.path)
-    index = latest.index.to_pylist()
-    index[0] = {**index[0], "source_sha256": None}
-    write_snapshot(version.path, latest.seq + 1, index, latest.failures.to_pylist(), latest.runs)
-    return index[0]["item"]
+    entry = version.index_table().to_pylist()[0]
+    commit_entries(version.path, [{**entry, "source_sha256": None}])
+    return entry["item"]
 
 
 def test_train_refuses_a_store_that_would_not_verify(workspace, tmp_path, fault_report):

@@ -45,7 +45,7 @@ def test_store_info_and_verify_read_an_int8_view_like_any_version(
     [
         (["--layers", "0,4,8"], "nothing to derive"),
         (["--layers", "8,0"], "not in increasing order"),
-        (["--int8"], "holds int8 rows already"),
+        (["--int8"], "int8 rows already"),
     ],
     ids=["all-layers-in-order", "reordered", "int8-of-int8"],
 )

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import zarr
 
@@ -21,11 +22,12 @@ from featurizer.store import (
     StoreBusyError,
     StoreError,
     list_versions,
+    log,
     read_current,
     set_current,
 )
-from featurizer.store.commit import KEEP_SNAPSHOTS, read_latest, snapshot_seqs, write_snapshot
 from featurizer.store.layout import SHARD_ROWS
+from tests.store_log import commit_entries
 
 REPO = Path(__file__).resolve().parents[2]
 D = 16
@@ -231,22 +233,28 @@ def test_second_writer_fails_at_once_while_the_first_holds_the_lock(store: Featu
         pass
 
 
-def test_a_writer_whose_snapshot_another_committed_stops(store: FeatureStore) -> None:
-    with pytest.raises(StoreBusyError, match="another writer committed snapshot 1 first"):
+def test_a_writer_whose_commit_another_made_first_stops(store: FeatureStore) -> None:
+    with pytest.raises(
+        StoreBusyError, match="another writer committed index/log/0+1.parquet first"
+    ):
         with store.writer() as w:
-            write_snapshot(store.path, 1, [], [], [])  # as if a second writer got there first
+            commit_entries(store.path, [])  # as if a second writer got there first
             w.fail("a", "decode", "broken")
 
     assert store.failures_table().num_rows == 0  # the stale writer committed nothing
 
 
-def test_only_the_last_snapshots_are_kept(store: FeatureStore) -> None:
+def test_each_publish_is_one_delta_of_what_it_changed(
+    store: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(log, "SETTLE_ENTRIES", 0)  # no fold of a small index at a session's end
     for i in range(5):
         _write(store, {f"item{i}": f"sha-{i}"}, seed=i)
 
-    seqs = snapshot_seqs(store.path)
+    log_dir = store.path.path / "index" / "log"
 
-    assert seqs == list(range(6 - KEEP_SNAPSHOTS, 6))  # 0 at creation, one per writing session
+    assert sorted(p.name for p in log_dir.iterdir()) == [f"{s:020d}.parquet" for s in range(1, 6)]
+    assert [pq.read_metadata(p).num_rows for p in sorted(log_dir.iterdir())] == [1] * 5
     assert len(store.index()) == 5
 
 
@@ -278,9 +286,7 @@ def test_verify_names_a_row_changed_after_commit(store: FeatureStore) -> None:
 
 def test_verify_flags_an_out_of_range_index_row(store: FeatureStore) -> None:
     _write(store, {"a": "sha-a"})
-    latest = read_latest(store.path)
-    entry = {**latest.index.to_pylist()[0], "row": 99}
-    write_snapshot(store.path, latest.seq + 1, [entry], [], [])
+    commit_entries(store.path, [{**store.index_table().to_pylist()[0], "row": 99}])
 
     report = store.verify()
 

@@ -11,8 +11,8 @@ import pytest
 
 from featurizer.config import ExtractorConfig
 from featurizer.store import FeatureStore, StoreError, read_current, set_current
-from featurizer.store.commit import read_latest, write_snapshot
 from featurizer.store.rows import row_checksum
+from tests.store_log import commit_entries
 
 D = 16
 CONFIG = ExtractorConfig(model="test-model", layers=(0, 4, 8), k_tokens=8, new_tokens=2)
@@ -165,9 +165,8 @@ def test_a_shard_whose_own_index_disagrees_is_named(store: FeatureStore) -> None
 def test_rows_committed_without_prompt_identities_are_pending_as_prompt_unknown(
     store: FeatureStore,
 ) -> None:
-    latest = read_latest(store.path)
-    older = [{**r, "prompt_sha256": None} for r in latest.index.to_pylist()]
-    write_snapshot(store.path, latest.seq + 1, older, [], [])  # as a store from before them
+    older = [{**r, "prompt_sha256": None} for r in store.index_table().to_pylist()]
+    commit_entries(store.path, older)  # as rows committed before prompt identities
 
     assert store.read(["a"]).shape == (1, 3, 8, D)
     assert store.verify().ok
@@ -187,8 +186,8 @@ def test_pending_reasons_name_new_changed_video_and_changed_prompt(store: Featur
 
 
 def test_missing_index_beside_rows_is_a_failed_store(store: FeatureStore) -> None:
-    for snapshot in (store.path.path / "index").iterdir():
-        snapshot.unlink()
+    for file in (store.path.path / "index").rglob("*.parquet"):
+        file.unlink()
     reopened = FeatureStore.open(store.path)
 
     report = reopened.verify()
@@ -205,12 +204,15 @@ def test_missing_index_beside_rows_is_a_failed_store(store: FeatureStore) -> Non
 def test_new_version_is_born_with_an_empty_index(tmp_path: Path) -> None:
     store = FeatureStore.create_or_open(tmp_path / "store", CONFIG, hidden_size=D)
 
-    assert [p.name for p in (store.path.path / "index").iterdir()] == [f"{0:020d}.parquet"]
+    index = store.path.path / "index"
+    assert [str(p.relative_to(index)) for p in index.rglob("*.parquet")] == [
+        f"checkpoint/{0:020d}.parquet"
+    ]
     assert store.index() == {} and store.verify().ok
 
 
 def test_unreadable_index_names_the_file(store: FeatureStore) -> None:
-    snapshot = max((store.path.path / "index").iterdir())
+    snapshot = max((store.path.path / "index").rglob("*.parquet"), key=lambda p: p.name)
     snapshot.write_bytes(b"not parquet")
 
     with pytest.raises(StoreError, match=rf"{snapshot.name} is unreadable"):
@@ -256,4 +258,4 @@ def test_writer_lists_the_items_committed_in_its_session(store: FeatureStore) ->
             )  # fmt: skip
         w.fail("e", "extract", "changed its mind")
 
-        assert w.committed_items == ["d"]
+        assert w.committed_items.to_pylist() == ["d"]

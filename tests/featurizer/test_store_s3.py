@@ -57,7 +57,7 @@ def test_a_version_on_s3_writes_reads_and_verifies_like_a_local_one(root: str) -
     assert "format 2: 1 shard objects" in reopened.info()
 
 
-def test_its_objects_are_shards_snapshots_and_metadata_only(root: str) -> None:
+def test_its_objects_are_shards_its_index_log_and_metadata_only(root: str) -> None:
     store = FeatureStore.create_or_open(root, CONFIG, hidden_size=D)
     _write(store, [f"v{i}" for i in range(SHARD_ROWS + 1)])
 
@@ -69,7 +69,7 @@ def test_its_objects_are_shards_snapshots_and_metadata_only(root: str) -> None:
         "features.zarr/features/c/1/0/0/0",
         "features.zarr/features/zarr.json",
         "features.zarr/zarr.json",
-        f"index/{1:020d}.parquet",  # the committed snapshot; the one before it is pruned
+        f"index/checkpoint/{1:020d}.parquet",  # its one commit, folded as the writer closed
     ]  # no lease left behind, no rename temp files
 
 

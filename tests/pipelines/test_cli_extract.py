@@ -110,7 +110,7 @@ def test_items_naming_an_item_without_video_is_a_one_line_error(
     item = id_only[0]
     primary = load_preset("demo").replace(model=str(cli_run.model)).members()[0]
     snapshots = cli_run.store / primary.fingerprint() / "index"
-    before = sorted(p.name for p in snapshots.iterdir())
+    before = sorted(str(p.relative_to(snapshots)) for p in snapshots.rglob("*"))
     code = main(
         ["extract", "--dataset", str(cli_run.dataset), "--store", str(cli_run.store)]
         + ["--model", str(cli_run.model), "--items", f"v0001,{item}"]
@@ -123,7 +123,9 @@ def test_items_naming_an_item_without_video_is_a_one_line_error(
     assert lines[0].startswith("linkedout extract: error: ")
     assert repr(item) in lines[0] and "no video" in lines[0]
     assert "v0001" not in lines[0].split("no video", 1)[1]  # only the missing item is named
-    assert sorted(p.name for p in snapshots.iterdir()) == before  # nothing was published
+    assert (
+        sorted(str(p.relative_to(snapshots)) for p in snapshots.rglob("*")) == before
+    )  # nothing was published
 
 
 def test_store_info_on_a_directory_without_store_is_a_one_line_error(

@@ -38,7 +38,7 @@ FOURTH = '<video>\nThis short video is titled "{title}". What mood does it set?'
 class Run:
     summary: ExtractSummary
     calls: list[str]  # one line per model call (a video, for every prompt it was extracted for)
-    snapshots: dict[str, list[str]]  # member fingerprint -> its index snapshots after the run
+    snapshots: dict[str, list[str]]  # member fingerprint -> its index files after the run
 
 
 @dataclass
@@ -57,7 +57,8 @@ class Workspace:
         calls = log.read_text().splitlines() if log.exists() else []
         snapshots = {
             m.fingerprint(): sorted(
-                p.name for p in (self.store / m.fingerprint() / "index").iterdir()
+                str(p.relative_to(self.store))
+                for p in (self.store / m.fingerprint() / "index").rglob("*")
             )
             for m in config.members()
         }
