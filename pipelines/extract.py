@@ -365,13 +365,13 @@ def _reextraction_notes(reasons: dict[str, str]) -> list[str]:
 
 
 def _compact_if_fragmented(version: FeatureStore, summary: ExtractSummary) -> None:
-    """Compact a version whose partial shards (runs of a few videos each leave one) pass
-    PARTIAL_SHARE of its shards, and say so in the summary."""
-    from featurizer.store.compaction import PARTIAL_SHARE, compact, partial_shards
+    """Compact a version whose partial shards (runs of a few videos each leave one) are worth it
+    (featurizer.store.compaction.worth_compacting), and say so in the summary."""
+    from featurizer.store.compaction import compact, partial_shards, worth_compacting
 
-    partial, shards = partial_shards(version)
-    if partial < 2 or partial <= PARTIAL_SHARE * shards:
+    if not worth_compacting(version):
         return
+    shards = partial_shards(version)[1]
     try:
         done = compact(version)
     except StoreError as exc:  # the rows are committed; compaction can wait for the next run

@@ -272,7 +272,10 @@ class _Pool:
                 if result["fatal"] == "model":
                     raise PipelineError(str(result["error"]))
                 if result["fatal"] == "storage":
-                    raise RunStopped(f"cannot write the row of item {item}: {result['error']}")
+                    raise RunStopped(
+                        f"feature store {where}: cannot write the row of item {item}: "
+                        f"{result['error']}"
+                    )
                 left[group_of[item]] -= 1
                 if result["again"]:
                     self.again.add(item)

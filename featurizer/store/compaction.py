@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 RETAIN_SECONDS = 3600.0  # how long a reader may hold an index naming a retired shard
 PARTIAL_SHARE = 0.25  # extract compacts at its end above this share of partial shards
+MIN_SAVED = 4  # ... and when that leaves at least this many fewer shard objects
 
 
 @dataclass
@@ -64,6 +65,17 @@ def partial_shards(store: FeatureStore) -> tuple[int, int]:
     counts = _live_counts(store)
     rows = store.geometries[-1].rows
     return int(((counts > 0) & (counts < rows)).sum()), int((counts > 0).sum())
+
+
+def worth_compacting(store: FeatureStore) -> bool:
+    """More than PARTIAL_SHARE of the shards are partial, and compacting them would leave at
+    least MIN_SAVED fewer objects (one run's few partial shards are not worth a rewrite)."""
+    counts = _live_counts(store)
+    rows = store.geometries[-1].rows
+    partial = counts[(counts > 0) & (counts < rows)]
+    shards = int((counts > 0).sum())
+    saved = len(partial) - -(-int(partial.sum()) // rows)
+    return len(partial) > PARTIAL_SHARE * shards and saved >= MIN_SAVED
 
 
 def _live_counts(store: FeatureStore) -> np.ndarray:

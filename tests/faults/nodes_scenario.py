@@ -143,18 +143,16 @@ def _videos(dataset: Path, to: Path, skip: int) -> Path:
     return to
 
 
-def _published(version: str) -> dict[str, tuple[int, int]]:
-    """item -> (row, checksum) of the committed index, as a reader sees it now."""
+def _published(version: str) -> dict[str, int]:
+    """item -> the checksum of its committed row (its bytes, bound to it: compaction may move
+    a row, never change it), as a reader sees it now."""
     from featurizer.store import FeatureStore, StoreError
 
     try:
         table = FeatureStore(version).index_table()
     except StoreError:
         return {}
-    return {
-        r["item"]: (r["row"], r["checksum"])
-        for r in table.select(["item", "row", "checksum"]).to_pylist()
-    }
+    return {r["item"]: r["checksum"] for r in table.select(["item", "checksum"]).to_pylist()}
 
 
 if __name__ == "__main__":

@@ -88,12 +88,15 @@ def test_an_entry_without_its_checksum_beside_a_flipped_byte_fails_verify(
 
 
 @pytest.mark.parametrize("place", ["checkpoint", "log"])
-def test_an_old_index_file_copied_in_under_a_higher_number_fails_verify_and_extract(
-    place: str, stored, tmp_path: Path, one_prompt_preset: Path, fault_report
+def test_an_empty_index_file_copied_in_under_a_higher_number_fails_verify_and_extract(
+    place: str, stored, tmp_path: Path, extract_config, one_prompt_preset: Path, fault_report
 ) -> None:
     dataset, store = stored
     index = store.path.path / "index"
-    born = index / "checkpoint" / f"{0:020d}.parquet"  # the empty index the version began with
+    empty = FeatureStore.create_or_open(
+        tmp_path / "elsewhere", extract_config, store.shape_per_item[2]
+    )
+    born = empty.path.path / "index" / "checkpoint" / f"{0:020d}.parquet"  # an empty index
     copy = index / place / f"{99:020d}.parquet"
     copy.parent.mkdir(exist_ok=True)
     shutil.copyfile(born, copy)

@@ -70,9 +70,11 @@ def _dataset(demo_dataset: Path, root: Path) -> Path:
     return Path(shutil.copytree(demo_dataset, root / "dataset"))
 
 
-def _published(version: str) -> dict[str, tuple[int, int]]:
+def _published(version: str) -> dict[str, int]:
+    """item -> the checksum of its committed row (its bytes, bound to it: compaction may move
+    a row, never change it)."""
     table = FeatureStore(version).index_table()
-    return {r["item"]: (r["row"], r["checksum"]) for r in table.to_pylist()}
+    return {r["item"]: r["checksum"] for r in table.to_pylist()}
 
 
 def _break_mid_run(
