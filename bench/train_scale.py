@@ -251,7 +251,7 @@ def encoder_flops_per_item() -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     from recmodel.config import ModelConfig
-    from recmodel.variants import build_model
+    from recmodel.model import build_model
 
     L, K, D = SHAPE
     cfg = ModelConfig(variant="full", n_items=8, n_layers=L, n_tokens=K, feature_dim=D, n_new=16)

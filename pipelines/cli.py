@@ -15,6 +15,7 @@ from pathlib import Path
 from featurizer.errors import StoreError
 from pipelines.errors import PipelineError, one_line
 from recmodel.config import TrainConfig, parse_bytes
+from recmodel.variants import MAIN_VARIANT, variant_names
 
 STORE_HELP = (
     "feature store: a local directory or s3://bucket/prefix (configured by AWS_ENDPOINT_URL, "
@@ -368,7 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", type=Path, required=True)
     p.add_argument("--store", default=None, help=STORE_HELP + " (not needed for id_only)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--variant", default="full")
+    p.add_argument(
+        "--variant",
+        default=MAIN_VARIANT,
+        choices=variant_names(),
+        metavar="VARIANT",
+        help=f"one of {', '.join(variant_names())} (default: {MAIN_VARIANT})",
+    )
     p.add_argument(
         "--workers", type=int, default=None, help="Ray Train workers (default 1: this process)"
     )
@@ -433,10 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants",
         type=_csv_list,
         default=None,
-        help="comma-separated variants (default: all seven)",
+        help=f"comma-separated variants (default: all {len(variant_names())}: "
+        f"{', '.join(variant_names())})",
     )
     p.add_argument(
-        "--main", default=None, help="the run the report is written into (default: full)"
+        "--main",
+        default=None,
+        help=f"the run the report is written into (default: {MAIN_VARIANT})",
     )
     p.add_argument(
         "--fresh", action="store_true", help="retrain finished runs instead of reusing them"

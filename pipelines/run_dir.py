@@ -26,7 +26,6 @@ from typing import Any
 from pipelines.errors import PipelineError
 from pipelines.serving_bench import SERVING_FILE
 from pipelines.train_ray import RAY_TRAIN_DIR
-from recmodel.config import VARIANTS
 from recmodel.serving import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -38,6 +37,7 @@ from recmodel.serving import (
     read_json,
     write_json,
 )
+from recmodel.variants import variant_names
 
 RUN_MARKER = "linkedout-run.json"
 RUN_KIND = "linkedout run"
@@ -121,7 +121,7 @@ def _marker_variant(marker: Path) -> str:
     if not (
         isinstance(value, dict)
         and value.get("kind") == RUN_KIND
-        and value.get("variant") in VARIANTS
+        and value.get("variant") in variant_names()
     ):
         raise PipelineError(f"{marker} is not a run marker (kind {RUN_KIND!r} and a variant)")
     return str(value["variant"])
@@ -135,7 +135,7 @@ def _run_config(path: Path) -> dict[str, Any] | None:
         return None
     if (
         isinstance(value, dict)
-        and value.get("variant") in VARIANTS
+        and value.get("variant") in variant_names()
         and isinstance(value.get("model"), dict)
         and isinstance(value.get("train"), dict)
     ):

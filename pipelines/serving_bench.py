@@ -82,20 +82,20 @@ def measure_item_encoding(run: Path, version: Path | None, batch: int = 64) -> d
 
     from featurizer.store import FeatureStore
     from featurizer.store.bank import PromptBank
-    from recmodel.features import FEATURE_VIEWS, reduce_features
+    from recmodel.features import reduce_features
+    from recmodel.model import build_model
     from recmodel.serving import load_model_file
-    from recmodel.variants import build_model
 
     cfg, state = load_model_file(run)
     if not cfg.uses_features:
-        what = "an ID-embedding lookup" if cfg.variant == "id_only" else "no item encoder"
+        what = "an ID-embedding lookup" if cfg.spec.encoder == "id" else "no item encoder"
         return {"skipped": f"variant {cfg.variant} has {what}"}
     if version is None:
         return {"skipped": "no feature store"}
     model = build_model(cfg)
     model.load_state_dict(state)
     model.eval()
-    if cfg.n_prompts > 1:  # full_prompt_bank: every prompt's row of an item
+    if cfg.n_prompts > 1:  # a prompt bank: every prompt's row of an item
         bank = PromptBank.open(version)
         held, rows = bank.held()
         index = dict(zip(held.to_pylist(), rows[:, 0].tolist(), strict=True))
@@ -111,9 +111,7 @@ def measure_item_encoding(run: Path, version: Path | None, batch: int = 64) -> d
     t0 = time.perf_counter()
     block = read_rows(rows)
     read_s = time.perf_counter() - t0
-    features = torch.from_numpy(
-        np.ascontiguousarray(reduce_features(block, FEATURE_VIEWS[cfg.variant]))
-    )
+    features = torch.from_numpy(np.ascontiguousarray(reduce_features(block, cfg.spec.view)))
     items = torch.tensor([i for i, _ in pairs])
     has = torch.ones(len(pairs), dtype=torch.bool)
 

@@ -14,6 +14,7 @@ from typing import Any
 from featurizer.store import FeatureStore, StoreBusyError, StoreError
 from featurizer.store.derive import Derivation, DeriveSummary, derive_version
 from pipelines.errors import PipelineError, one_line
+from recmodel.variants import MAIN_VARIANT
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,6 @@ def store_derive(
 # Views trained beside the full store (the report's efficiency section)
 
 VIEW_RUNS_DIR = "views"  # runs/views/<view>/: beside the variants' runs, not among them
-VIEW_VARIANT = "full"
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def train_views(
             dataset,
             summary.view.path,
             Path(runs) / VIEW_RUNS_DIR / spec.name,
-            variant=VIEW_VARIANT,
+            variant=MAIN_VARIANT,
             config=config,
             fresh=True,
             progress=progress,

@@ -58,10 +58,11 @@ from pipelines.serving_bench import SERVING_FILE, record_serving
 from pipelines.train_config import TrainingValues, training_values
 from pipelines.train_ray import fit_with_ray
 from recmodel.checkpoint import CheckpointMismatchError, EpochLog, load_checkpoint
-from recmodel.config import VARIANTS, ModelConfig, TrainConfig, check_variant
+from recmodel.config import ModelConfig, TrainConfig
 from recmodel.data import Splits, build_splits
-from recmodel.features import FEATURE_VIEWS, ItemFeatureBank, ItemFeatures
+from recmodel.features import ItemFeatureBank, ItemFeatures
 from recmodel.memory import BudgetError, MemoryPlan
+from recmodel.model import build_model
 from recmodel.serving import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -72,10 +73,9 @@ from recmodel.serving import (
     write_json,
 )
 from recmodel.train import FitResult, feature_bank, fit, loss_kind, plan_training
-from recmodel.variants import build_model
+from recmodel.variants import MAIN_VARIANT, all_variants, get_variant, variant_names
 
-PROGRESS_LINE_SECONDS = 60.0
-BANK_VARIANT = "full_prompt_bank"  # reads every prompt of the store's prompt bank  # a step-progress line in non-interactive logs at most this often
+PROGRESS_LINE_SECONDS = 60.0  # a step-progress line in non-interactive logs at most this often
 
 
 @dataclass
@@ -182,6 +182,7 @@ class _Inputs:
 def _load_inputs(
     dataset: Path, store: Path | str | None, variant: str, max_history: int, verify: bool = True
 ) -> _Inputs:
+    spec = get_variant(variant)
     table = _interactions(dataset)
     items = table.column("item").cast(pa.string())
     store_info: dict[str, Any] = {"path": None}
@@ -190,7 +191,7 @@ def _load_inputs(
     data_version = None
     if store is not None:
         fs = _open_store(store)
-        bank = _open_prompt_bank(store) if variant == BANK_VARIANT else None
+        bank = _open_prompt_bank(store, variant) if spec.prompt_bank else None
         if verify:
             _verify_store(store, bank or fs)
         items = pa.chunked_array([*items.chunks, fs.items()])  # the store's own in columns
@@ -210,29 +211,30 @@ def _load_inputs(
             members = [m.fingerprint for m in bank.members]
             store_info.update(fingerprint=bank.fingerprint, prompts=bank.prompts, members=members)
             data_version = f"prompt bank {bank.fingerprint} (members {', '.join(members)})"
-    elif variant in FEATURE_VIEWS:
+    elif spec.uses_features:
         raise PipelineError(
             f"variant {variant} reads video features: pass --store (only id_only and "
-            "popularity train without one)"
+            f"{', '.join(v.name for v in all_variants() if not v.uses_features)} train "
+            "without one)"
         )
     catalog = pc.unique(items).sort().to_pylist()
     try:
         splits = build_splits(table, catalog, max_history)
     except ValueError as exc:
         raise PipelineError(f"{dataset}: {exc}") from None
-    if store is not None and variant in FEATURE_VIEWS:
-        features = store_features(store, catalog, bank=variant == BANK_VARIANT)
+    if store is not None and spec.uses_features:
+        features = store_features(store, catalog, bank=spec.prompt_bank)
     return _Inputs(splits, store_info, features, failed, data_version)
 
 
-def _open_prompt_bank(store: Path | str) -> Any:
+def _open_prompt_bank(store: Path | str, variant: str) -> Any:
     """The store's prompt bank, refused in one line when the store has none: a plain version
-    opens as a bank of one, and full_prompt_bank would train silently on its one prompt."""
+    opens as a bank of one, and `variant` would train silently on its one prompt."""
     bank = _open_bank(store)
     if not bank.is_bank or len(bank.prompts) < 2:
         raise PipelineError(
             f"feature store {store}: version {bank.fingerprint} is not a prompt bank; "
-            f"{BANK_VARIANT} needs one: extract with a preset that lists several `prompts`"
+            f"{variant} needs one: extract with a preset that lists several `prompts`"
         )
     return bank
 
@@ -267,7 +269,7 @@ def _configs(
     if store_info.get("shape"):
         L, K, D = store_info["shape"]
         shape = {"n_layers": L, "n_tokens": K, "feature_dim": D, "n_new": store_info["new_tokens"]}
-        if variant == BANK_VARIANT:
+        if get_variant(variant).prompt_bank:
             shape["n_prompts"] = len(store_info["prompts"])
     try:
         model_cfg = ModelConfig(variant=variant, n_items=n_items, **{**shape, **values.model})
@@ -302,7 +304,7 @@ def train_run(
     dataset: Path,
     store: Path | str | None,
     out: Path,
-    variant: str = "full",
+    variant: str = MAIN_VARIANT,
     epochs: int | None = None,
     workers: int | None = None,
     *,
@@ -320,7 +322,7 @@ def train_run(
     the new one has succeeded (scheduled retraining on new data). A store that would not
     verify is refused unless `verify_store` is False."""
     try:
-        check_variant(variant)
+        spec = get_variant(variant)
     except ValueError as exc:
         raise PipelineError(str(exc)) from None
     values = settings(config, epochs, workers, model_overrides, train_overrides)
@@ -390,7 +392,7 @@ def train_run(
 
         result: FitResult | None = None
         checkpoint = work / CHECKPOINT_FILE
-        if variant != "popularity":
+        if spec.learned:
             try:
                 if workers == 1:
                     result = _fit_here(
@@ -405,7 +407,7 @@ def train_run(
                     )
                 else:
                     features_factory = functools.partial(
-                        store_features, store, splits.items, variant == BANK_VARIANT
+                        store_features, store, splits.items, spec.prompt_bank
                     )
                     fit_with_ray(
                         model_cfg,
@@ -506,7 +508,7 @@ def _check_checkpoint(
     """Refuse, before anything is written, to resume (or re-export) a checkpoint of another
     configuration or trained on another store version."""
     checkpoint = out / CHECKPOINT_FILE
-    if checkpoint.is_file() and variant != "popularity":
+    if checkpoint.is_file() and get_variant(variant).learned:
         try:
             load_checkpoint(checkpoint, model_cfg, train, data_version)
         except CheckpointMismatchError as exc:
@@ -693,7 +695,7 @@ def train_sweep(
     dataset: Path,
     store: Path | str | None,
     out_root: Path,
-    variants: Sequence[str] = VARIANTS,
+    variants: Sequence[str] | None = None,
     epochs: int | None = None,
     *,
     config: str | Path | None = None,
@@ -705,10 +707,10 @@ def train_sweep(
 ) -> dict[str, dict[str, Any]]:
     """Every variant on the same split and catalog, with the same settings, into
     out_root/<variant>/; variant -> metrics. Content variants are skipped (with a note) when
-    there is no store."""
+    there is no store. `variants`: default, every registered one."""
     out: dict[str, dict[str, Any]] = {}
-    for variant in variants:
-        if variant in FEATURE_VIEWS and store is None:
+    for variant in variant_names() if variants is None else variants:
+        if get_variant(variant).uses_features and store is None:
             tqdm.write(f"sweep: skipping {variant}: it needs a feature store")
             continue
         result = train_run(

@@ -12,29 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-# The ablation table's rows (paper Table 4 plus two baselines), in the order a report shows them.
-VARIANTS: tuple[str, ...] = (
-    "popularity",  # train-count ranking, nothing learned
-    "id_only",  # SASRec over learned item-ID embeddings
-    "last_layer_last_token",  # last tapped layer's last token, one linear projection, no MoE
-    "mean_pool_moe",  # mean over all K tokens per layer, then the cross-layer MoE
-    "last_token_moe",  # last token per layer, then the cross-layer MoE
-    "full",  # Token Compressor Experts (old/new branches) + cross-layer MoE
-    "full_id_fusion",  # full, fused with an ID embedding by a learned gate (DFF study)
-    "full_prompt_bank",  # full over a prompt bank: a learned prompt mixture before the layer gate
-)
-CONTENT_VARIANTS: frozenset[str] = frozenset(VARIANTS) - {"popularity", "id_only"}
-MOE_VARIANTS: frozenset[str] = frozenset(
-    {"mean_pool_moe", "last_token_moe", "full", "full_id_fusion", "full_prompt_bank"}
-)
-TOKEN_VARIANTS: frozenset[str] = frozenset({"full", "full_id_fusion", "full_prompt_bank"})
-
-
-def check_variant(variant: str) -> str:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
-    return variant
-
+from recmodel.variants import MAIN_VARIANT, Variant, get_variant
 
 NEGATIVES = ("auto", "exact", "cached")
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_SPREAD")
@@ -85,7 +63,7 @@ class ModelConfig(_Serializable):
     id_only and popularity ignore them. Every field is checked like TrainConfig's, so a bad
     value is refused naming it before a model is built."""
 
-    variant: str = _field("full", "the ablation variant (VARIANTS)", minimum=None)
+    variant: str = _field(MAIN_VARIANT, "the ablation variant (variants.py)", minimum=None)
     n_items: int = _field(0, "catalog size (items are indexed 0..n_items-1)")
     # feature layout of one item: L tapped layers x K tokens x D hidden; the last G of the K
     # rows of each layer are the new (generated) tokens, the first K - G the merged old ones
@@ -94,7 +72,7 @@ class ModelConfig(_Serializable):
     feature_dim: int = _field(4096, "D: the video model's hidden width", minimum=1)
     n_new: int = _field(16, "G: generated (new) tokens among the K of each layer")
     n_prompts: int = _field(
-        1, "full_prompt_bank: P prompts, each with its own (L, K, D) rows", minimum=1
+        1, "a prompt bank's P prompts, each with its own (L, K, D) rows", minimum=1
     )
     # widths: d_model is the item-vector width dz and the ranker width (scores are dot products)
     d_model: int = _field(64, "width of item vectors and of the ranker", minimum=1)
@@ -106,7 +84,7 @@ class ModelConfig(_Serializable):
     )
     gate_hidden: int = _field(64, "hidden width of the layer gate's MLP", minimum=1)
     id_dropout: float = _field(
-        0.2, "full_id_fusion: share of warm items trained as if cold (fusion.py)", below=1.0
+        0.2, "ID fusion: share of warm items trained as if cold (fusion.py)", below=1.0
     )
     # ranker (SASRec)
     n_blocks: int = _field(2, "transformer blocks of the ranker", minimum=1)
@@ -119,26 +97,31 @@ class ModelConfig(_Serializable):
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, _checked(f, getattr(self, f.name)))
-        check_variant(self.variant)
+        spec = get_variant(self.variant)
         # each field alone is valid here, so the checks across fields cannot divide by zero
         if self.d_model % self.n_heads or self.d_model % self.pool_heads:
             raise ValueError(
                 f"d_model={self.d_model} must be divisible by n_heads={self.n_heads} "
                 f"and pool_heads={self.pool_heads}"
             )
-        if self.variant in TOKEN_VARIANTS and not 0 < self.n_new < self.n_tokens:
+        if spec.splits_tokens and not 0 < self.n_new < self.n_tokens:
             raise ValueError(
                 f"variant {self.variant} splits K={self.n_tokens} tokens into old and new: "
                 f"needs 0 < n_new < K, got n_new={self.n_new}"
             )
 
     @property
+    def spec(self) -> Variant:
+        """The variant's record (variants.py)."""
+        return get_variant(self.variant)
+
+    @property
     def uses_features(self) -> bool:
-        return self.variant in CONTENT_VARIANTS
+        return self.spec.uses_features
 
     @property
     def uses_moe(self) -> bool:
-        return self.variant in MOE_VARIANTS
+        return self.spec.uses_moe
 
 
 @dataclass
@@ -291,14 +274,15 @@ def _checked(f: dataclasses.Field, value: Any) -> Any:
         elif kind == "float":
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 raise ValueError(f"must be a number, got {value!r}")
-            value = float(value)
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"must be a number, got {value!r}") from None
             if not math.isfinite(value):
                 raise ValueError(f"must be finite, got {value!r}")
         elif kind == "str" and not isinstance(value, str):
             raise ValueError(f"must be a string, got {value!r}")
     except ValueError as exc:
-        if "could not convert" in str(exc):
-            raise ValueError(f"{f.name}: must be a number, got {value!r}") from None
         raise ValueError(f"{f.name}: {exc}") from None
     if "choices" in meta and value not in meta["choices"]:
         raise ValueError(f"{f.name}: must be one of {', '.join(meta['choices'])}, got {value!r}")

@@ -16,7 +16,7 @@ summaries h_1..h_L instead (concatenated, normalised), which is what its text de
 ("layer encoders summarise the compressed tokens, and layer-level soft-gating produces
 context-conditioned mixture weights").
 
-Prompt mixture (`full_prompt_bank`, §3.3.2 and §3.4): with a bank of P prompts an item has P
+Prompt mixture (a variant that reads a prompt bank, §3.3.2 and §3.4): with a bank of P prompts an item has P
 rows of (L, K, D). The Token Compressor Experts (shared by the prompts: a layer's experts read
 that layer's tokens whatever the prompt) give e (B, P, L, dc); a PromptGate mixes the prompts per
 item, alpha = softmax over P, into e~_l = sum_p alpha_p e_{p,l}, "the compressed vector after
@@ -200,7 +200,7 @@ class MoEOutput:
     z: torch.Tensor  # (B, dz) the item vector
     gates: torch.Tensor  # (B, L) pi, sums to 1 per item
     h: torch.Tensor  # (B, L, dz) the layer experts' outputs, for the gate analysis
-    prompt_gates: torch.Tensor | None = None  # (B, P) alpha of full_prompt_bank
+    prompt_gates: torch.Tensor | None = None  # (B, P) alpha over a prompt bank's prompts
 
 
 class CrossLayerMoE(nn.Module):
@@ -221,14 +221,15 @@ class CrossLayerMoE(nn.Module):
 
 
 class ContentEncoder(nn.Module):
-    """One variant's path from stored features to an item vector (B, dz); the input (float16 as
-    stored, or float32) is already reduced to what the variant reads (data.FEATURE_VIEWS):
+    """One variant's path from stored features to an item vector (B, dz), by the encoder kind
+    of its record (variants.py); the input (float16 as stored, or float32) is already reduced
+    to the variant's view (features.reduce_features):
 
-    - full, full_id_fusion: (B, L, K, D) -> TokenCompressorExpert -> CrossLayerMoE
-    - full_prompt_bank: (B, P*L, K, D) prompt-major -> TokenCompressorExpert per prompt
-      -> PromptGate mixture -> CrossLayerMoE
-    - mean_pool_moe, last_token_moe: (B, L, D) -> LayerProjection -> CrossLayerMoE
-    - last_layer_last_token: (B, D) -> norm + one linear projection, no MoE
+    - token_moe: (B, L, K, D) -> TokenCompressorExpert -> CrossLayerMoE; with a prompt bank,
+      (B, P*L, K, D) prompt-major -> TokenCompressorExpert per prompt -> PromptGate mixture
+      -> CrossLayerMoE
+    - layer_moe: (B, L, D) -> LayerProjection -> CrossLayerMoE
+    - linear: (B, D) -> norm + one linear projection, no MoE
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -237,7 +238,8 @@ class ContentEncoder(nn.Module):
         self.moe: CrossLayerMoE | None
         self.prompt_gate: PromptGate | None = None
         self.n_prompts = cfg.n_prompts
-        if cfg.variant == "last_layer_last_token":
+        spec = cfg.spec
+        if spec.encoder == "linear":
             self.summarize, self.moe = None, None
             self.project = nn.Linear(cfg.feature_dim, cfg.d_model)
             # Start item vectors at the ID embeddings' scale (std d^-0.5 per component, norm
@@ -247,13 +249,13 @@ class ContentEncoder(nn.Module):
             # the first epochs' loss is 2-3x the uniform one.
             nn.init.normal_(self.project.weight, std=(cfg.feature_dim * cfg.d_model) ** -0.5)
             nn.init.zeros_(self.project.bias)
-        elif cfg.variant in {"mean_pool_moe", "last_token_moe"}:
+        elif spec.encoder == "layer_moe":
             self.summarize = LayerProjection(cfg)
             self.moe = CrossLayerMoE(cfg, d_in=self.summarize.out_dim)
-        elif cfg.variant in {"full", "full_id_fusion", "full_prompt_bank"}:
+        elif spec.encoder == "token_moe":
             self.summarize = TokenCompressorExpert(cfg)
             self.moe = CrossLayerMoE(cfg, d_in=self.summarize.out_dim)
-            if cfg.variant == "full_prompt_bank":
+            if spec.prompt_bank:
                 self.prompt_gate = PromptGate(
                     cfg.n_prompts, cfg.n_layers, self.summarize.out_dim, cfg.gate_hidden
                 )

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from recmodel.features import ItemFeatureBank
+from recmodel.model import ItemEncoding, LinkedOutModel
 from recmodel.prefetch import Block, Prefetcher
-from recmodel.variants import ItemEncoding, LinkedOutModel
 
 
 @contextlib.contextmanager

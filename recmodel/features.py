@@ -2,7 +2,8 @@
 
 recmodel never imports the feature store: `ItemFeatures` is what the caller hands over (each
 catalog item's row, a function that reads rows, the row shape). `ItemFeatureBank` serves one
-variant's view of them (FEATURE_VIEWS: last_token_moe keeps (L, D) of an item's (L, K, D)):
+variant's view of them (its record's `view`: "last" keeps (L, D) of an item's (L, K, D), 1/K of
+the bytes, so reducing on load keeps what is held small):
 
 - hot rows: the items read most often (the caller's priority, e.g. training counts, since a
   step reads an item once per sequence it appears in) are read once, in row order, and held
@@ -42,19 +43,8 @@ class ItemFeatures:
         self.shape = tuple(int(s) for s in self.shape)  # type: ignore[assignment]
 
 
-# The part of an item's (L, K, D) features each content variant reads; reducing on load keeps
-# what is held small (last_token_moe holds 1/K of the bytes).
-FEATURE_VIEWS: dict[str, str] = {
-    "last_layer_last_token": "last_layer_last_token",  # (D,)
-    "mean_pool_moe": "mean",  # (L, D)
-    "last_token_moe": "last",  # (L, D)
-    "full": "tokens",  # (L, K, D)
-    "full_id_fusion": "tokens",
-    "full_prompt_bank": "tokens",  # a bank's rows: (P * L, K, D), prompt-major
-}
-
-
 def view_shape(view: str, shape: tuple[int, int, int]) -> tuple[int, ...]:
+    """One item's features in `view`, from its stored row shape (L, K, D)."""
     L, K, D = shape
     return {"tokens": (L, K, D), "mean": (L, D), "last": (L, D), "last_layer_last_token": (D,)}[
         view

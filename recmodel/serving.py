@@ -9,8 +9,8 @@ the caller):
     item_embeddings.npy  (N, dz) float32, row i = item_ids.parquet row i
     item_ids.parquet     item, has_features, train_count
     gates.parquet        per item with features: item, gate_L<layer>, h_norm_L<layer> for each
-                         tapped layer (and id_gate for full_id_fusion, prompt_<p> for each
-                         prompt of full_prompt_bank: its mixture weight); no rows for variants
+                         tapped layer (and id_gate with ID fusion, prompt_<p> for each
+                         prompt of a prompt bank: its mixture weight); no rows for variants
                          without a MoE
 
 Read here when present (written by pipelines.index): item_index.faiss and its record
@@ -40,8 +40,8 @@ from recmodel.encoding import encode_catalog
 from recmodel.features import ItemFeatureBank
 from recmodel.index import ExactSearch, Searcher, faiss_threads, open_index
 from recmodel.metrics import rank_eval_set, summarize
+from recmodel.model import ItemEncoding, LinkedOutModel
 from recmodel.ranker import SASRec
-from recmodel.variants import ItemEncoding, LinkedOutModel
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -266,9 +266,9 @@ def one_thread() -> Iterator[None]:
 
 
 def load_ranker(run_dir: Path) -> tuple[ModelConfig, SASRec | None]:
-    """The run's config and ranker in eval mode (None for popularity, which has none)."""
+    """The run's config and ranker in eval mode (None for a variant that learns nothing)."""
     cfg, state = load_model_file(run_dir)
-    if cfg.variant == "popularity":
+    if not cfg.spec.learned:
         return cfg, None
     ranker = SASRec(cfg)
     prefix = "ranker."

@@ -33,9 +33,9 @@ from recmodel.losses import (
     sampled_softmax_loss,
     uniformity_loss,
 )
+from recmodel.model import LinkedOutModel
 from recmodel.negatives import ItemVectorCache
 from recmodel.prefetch import Block, Prefetcher
-from recmodel.variants import LinkedOutModel
 
 
 @dataclass

@@ -45,14 +45,14 @@ from recmodel.checkpoint import (
 from recmodel.config import ModelConfig, TrainConfig
 from recmodel.data import PAD, Splits, batch_order, training_examples
 from recmodel.encoding import encode_catalog
-from recmodel.features import FEATURE_VIEWS, ItemFeatureBank, ItemFeatures, view_shape
+from recmodel.features import ItemFeatureBank, ItemFeatures, view_shape
 from recmodel.memory import MemoryPlan, check_budget, default_budget, plan_memory
 from recmodel.metrics import ndcg_at, rank_eval_set
+from recmodel.model import LinkedOutModel, build_model
 from recmodel.negatives import ItemVectorCache, negative_proposal
 from recmodel.prefetch import Prefetcher
 from recmodel.serving import history_user_vectors
 from recmodel.step import Step
-from recmodel.variants import LinkedOutModel, build_model
 
 __all__ = [
     "CheckpointMismatchError",
@@ -122,7 +122,7 @@ def plan_training(
     if model_cfg.uses_features:
         if feature_shape is None:
             raise ValueError(f"variant {model_cfg.variant} needs item features")
-        shape = view_shape(FEATURE_VIEWS[model_cfg.variant], feature_shape)
+        shape = view_shape(model_cfg.spec.view, feature_shape)
         memory = plan_memory(
             budget,
             shape,
@@ -138,7 +138,7 @@ def feature_bank(
 ) -> ItemFeatureBank:
     """The variant's view of `features`, the most trained-on items held in memory up to the
     plan's hot-row share."""
-    view = FEATURE_VIEWS[model_cfg.variant]
+    view = model_cfg.spec.view
     return ItemFeatureBank(features, view, memory.hot_bytes, priority=splits.train_counts)
 
 

@@ -1,126 +1,188 @@
-"""One model class for every learned variant: an ItemEncoder (chosen by the variant flag) and
-the SASRec ranker on top. `popularity` learns nothing and has no module (see train.py).
+"""The variant registry: one record per variant of the ablation table (paper Table 4 plus two
+baselines), and the one place a variant is named. The item encoder dispatches on a record's
+fields; the CLI's choices, the Dagster assets and their descriptions, the sweep and the report's
+tables, figures and colours all read this registry, so adding a variant is one `register` call.
 
-    variant                 item vector
-    id_only                 ID embedding
-    last_layer_last_token   Linear(norm(last layer's last token))
-    mean_pool_moe           CrossLayerMoE(per-layer projection of the mean over K tokens)
-    last_token_moe          CrossLayerMoE(per-layer projection of the last token)
-    full                    CrossLayerMoE(TokenCompressorExpert(L x K tokens))
-    full_id_fusion          full, gated with an ID embedding (fusion.IDFusion)
-    full_prompt_bank        full over a prompt bank's P rows, mixed by a PromptGate first
-
-Items without features (no video, or extraction failed) get a learned "missing content"
-vector in the content variants: they all look alike to the ranker unless ID fusion gives them
-an ID of their own. Their number is reported by the feature bank (data.ItemFeatureBank).
+    name                   encoder     view                    item vector
+    popularity             popularity  -                       log(1 + train count), nothing learned
+    id_only                id          -                       ID embedding (SASRec)
+    last_layer_last_token  linear      last_layer_last_token   Linear(norm(last layer's last token))
+    mean_pool_moe          layer_moe   mean                    CrossLayerMoE(projected mean over K)
+    last_token_moe         layer_moe   last                    CrossLayerMoE(projected last token)
+    full                   token_moe   tokens                  CrossLayerMoE(TokenCompressorExpert)
+    full_id_fusion         token_moe   tokens                  full, gated with an ID embedding
+    full_prompt_bank       token_moe   tokens                  full over a prompt bank's P rows
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
-from recmodel.config import ModelConfig, TrainConfig
-from recmodel.encoder import ContentEncoder, MoEOutput
-from recmodel.fusion import IDFusion
-from recmodel.ranker import SASRec
+ENCODERS = ("popularity", "id", "linear", "layer_moe", "token_moe")
+VIEWS = ("tokens", "mean", "last", "last_layer_last_token")  # recmodel.features.reduce_features
 
 
-@dataclass
-class ItemEncoding:
-    vectors: torch.Tensor  # (U, dz) one vector per requested item
-    has_features: torch.Tensor | None = None  # (U,) bool; None for id_only
-    gates: torch.Tensor | None = None  # (F, L) layer weights of the F items with features
-    h_norm: torch.Tensor | None = None  # (F, L) ||h_l|| of those items
-    id_gate: torch.Tensor | None = None  # (U,) g of the ID fusion
-    prompt_gates: torch.Tensor | None = None  # (F, P) prompt mixture alpha of those items
+@dataclass(frozen=True)
+class Variant:
+    """What a variant is: how its item encoder is built and which features it reads, and how
+    the report and Dagster name it."""
+
+    name: str  # config.json's "variant", runs/<name>/, ranker_<name> in Dagster
+    label: str  # its row in the report's tables and its figure legend
+    description: str  # the Dagster asset's description; one sentence
+    encoder: str  # one of ENCODERS
+    view: str | None = None  # the part of an item's (L, K, D) rows it reads; None: no features
+    id_fusion: bool = False  # gate the content vector with an ID embedding (fusion.IDFusion)
+    prompt_bank: bool = False  # read every prompt of the store's prompt bank (PromptGate)
+    color: str = "#8a94a6"  # its bars in the report's comparison figure
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"variant {self.name}: encoder must be one of {', '.join(ENCODERS)}")
+        if (self.view is None) != (self.encoder in ("popularity", "id")):
+            raise ValueError(f"variant {self.name}: a content encoder needs a view, others none")
+        if self.view is not None and self.view not in VIEWS:
+            raise ValueError(f"variant {self.name}: view must be one of {', '.join(VIEWS)}")
+
+    @property
+    def learned(self) -> bool:
+        return self.encoder != "popularity"
+
+    @property
+    def uses_features(self) -> bool:
+        return self.view is not None
+
+    @property
+    def uses_moe(self) -> bool:
+        return self.encoder in ("layer_moe", "token_moe")
+
+    @property
+    def splits_tokens(self) -> bool:
+        """Reads each layer's K tokens as K - G merged old ones and G new ones."""
+        return self.encoder == "token_moe"
 
 
-class ItemEncoder(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        d = cfg.d_model
-        self.id_embedding: nn.Embedding | None = None
-        self.content: ContentEncoder | None = None
-        self.missing: nn.Parameter | None = None
-        self.fusion: IDFusion | None = None
-        if cfg.variant == "id_only":
-            self.id_embedding = nn.Embedding(cfg.n_items, d)
-            nn.init.normal_(self.id_embedding.weight, std=d**-0.5)
-        elif cfg.uses_features:
-            self.content = ContentEncoder(cfg)
-            self.missing = nn.Parameter(torch.randn(d) * d**-0.5)
-            if cfg.variant == "full_id_fusion":
-                self.fusion = IDFusion(cfg.n_items, d, cfg.id_dropout)
-        else:
-            raise ValueError(f"variant {cfg.variant} has no item encoder")
+_REGISTRY: dict[str, Variant] = {}
 
-    def forward(
-        self,
-        items: torch.Tensor,
-        features: torch.Tensor | None = None,
-        has_features: torch.Tensor | None = None,
-    ) -> ItemEncoding:
-        """items: (U,) catalog indices; features: (F, *view) for the F items where
-        has_features (U,) is True, in the same order."""
-        if self.id_embedding is not None:
-            return ItemEncoding(vectors=self.id_embedding(items))
-        assert self.content is not None and self.missing is not None
-        if features is None or has_features is None:
-            raise ValueError("a content variant needs features and has_features")
-        U, d = items.shape[0], self.missing.shape[0]
-        idx = has_features.nonzero().squeeze(1)  # (F,)
-        gates = h_norm = prompt_gates = None
-        content = torch.zeros(U, d, dtype=self.missing.dtype, device=items.device)
-        if idx.numel():
-            out = self.content(features)
-            if isinstance(out, MoEOutput):
-                gates, h_norm = out.gates, out.h.norm(dim=-1)
-                prompt_gates = out.prompt_gates
-                out = out.z
-            # float32 whatever the encoder ran in (bf16 under autocast)
-            content = content.index_copy(0, idx, out.to(content.dtype))  # (U, d)
-        # items without features: the learned missing-content vector
-        content = content + (~has_features).unsqueeze(1).to(content.dtype) * self.missing
-        id_gate = None
-        if self.fusion is not None:
-            content, id_gate = self.fusion(items, content)
-        return ItemEncoding(content, has_features, gates, h_norm, id_gate, prompt_gates)
+MAIN_VARIANT = "full"  # the report's main run, the compact views' variant, the default
+FLOOR_VARIANT = "popularity"  # every learned variant must beat it (the metric floor check)
+ID_VARIANT = "id_only"  # the content-free baseline the report compares with
 
 
-class LinkedOutModel(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.config = cfg
-        self.items = ItemEncoder(cfg)
-        self.ranker = SASRec(cfg)
-
-    def user_vectors(self, history: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-        """history: (B, T, d) item vectors, left-padded -> (B, d)."""
-        return self.ranker.user_vector(history, valid)
-
-    def param_groups(self, train: TrainConfig) -> list[dict]:
-        """AdamW groups after Table 6: the item encoders at lr_encoder, the recommendation head
-        (ranker) at lr_head; weight decay on matrices and embeddings only (not on biases,
-        norms or the 1-D missing-content vector), as nanoGPT does."""
-        groups = []
-        for name, module, lr in (
-            ("encoder", self.items, train.lr_encoder),
-            ("head", self.ranker, train.lr_head),
-        ):
-            decay, no_decay = [], []
-            for pname, p in module.named_parameters():
-                (decay if p.dim() >= 2 and not pname.endswith("bias") else no_decay).append(p)
-            groups.append({"name": f"{name}", "params": decay, "lr": lr})
-            groups.append(
-                {"name": f"{name}_no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0}
-            )
-        return groups
+def register(variant: Variant) -> Variant:
+    """Add `variant` after the others (the report's row order); its name must be new."""
+    if variant.name in _REGISTRY:
+        raise ValueError(f"variant {variant.name} is registered already")
+    _REGISTRY[variant.name] = variant
+    return variant
 
 
-def build_model(cfg: ModelConfig) -> LinkedOutModel:
-    if cfg.variant == "popularity":
-        raise ValueError("popularity has no model: it ranks by training counts")
-    return LinkedOutModel(cfg)
+def unregister(name: str) -> None:
+    """Remove a variant (a test's own); the built-in ones stay."""
+    _REGISTRY.pop(name, None)
+
+
+def all_variants() -> tuple[Variant, ...]:
+    return tuple(_REGISTRY.values())
+
+
+def variant_names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def get_variant(name: str) -> Variant:
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown variant {name!r}; choose one of: {', '.join(_REGISTRY)}"
+        ) from None
+
+
+def bank_variant() -> Variant | None:
+    """The variant that reads a prompt bank, if one is registered."""
+    return next((v for v in _REGISTRY.values() if v.prompt_bank), None)
+
+
+register(
+    Variant(
+        "popularity",
+        "Popularity",
+        "Train-count ranking: nothing learned; the floor every variant must beat.",
+        encoder="popularity",
+        color="#c4cad4",
+    )
+)
+register(
+    Variant(
+        "id_only",
+        "ID only (SASRec)",
+        "SASRec over learned item-ID embeddings (no video features).",
+        encoder="id",
+        color="#6b7585",
+    )
+)
+register(
+    Variant(
+        "last_layer_last_token",
+        "Last layer, last token",
+        "The last tapped layer's last token, one linear projection, no MoE.",
+        encoder="linear",
+        view="last_layer_last_token",
+        color="#9ecae1",
+    )
+)
+register(
+    Variant(
+        "mean_pool_moe",
+        "Mean pooling + MoE",
+        "Mean over all K tokens per layer, then the cross-layer MoE.",
+        encoder="layer_moe",
+        view="mean",
+        color="#6baed6",
+    )
+)
+register(
+    Variant(
+        "last_token_moe",
+        "Last token + MoE",
+        "The last token per layer, then the cross-layer MoE.",
+        encoder="layer_moe",
+        view="last",
+        color="#3182bd",
+    )
+)
+register(
+    Variant(
+        "full",
+        "LinkedOut (full)",
+        "LinkedOut: Token Compressor Experts (old/new token branches) and the cross-layer "
+        "knowledge-fusion MoE item encoder under a SASRec ranker.",
+        encoder="token_moe",
+        view="tokens",
+        color="#d9480f",
+    )
+)
+register(
+    Variant(
+        "full_id_fusion",
+        "LinkedOut + ID fusion",
+        "LinkedOut fused with an ID embedding by a learned gate (the DFF study).",
+        encoder="token_moe",
+        view="tokens",
+        id_fusion=True,
+        color="#f08c00",
+    )
+)
+register(
+    Variant(
+        "full_prompt_bank",
+        "LinkedOut + prompt bank",
+        "LinkedOut over the store's prompt bank: every video read under each canonical prompt, "
+        "mixed per item by a learned prompt gate before the cross-layer MoE.",
+        encoder="token_moe",
+        view="tokens",
+        prompt_bank=True,
+        color="#a61e4d",
+    )
+)

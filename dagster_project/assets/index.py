@@ -13,7 +13,7 @@ from dagster_project.automation import RETRAIN_ON_NEW_DATA
 from dagster_project.resources import LinkedOutPaths
 from dagster_project.versions import source_version
 from pipelines.index import index_run
-from recmodel.config import VARIANTS
+from pipelines.variants import variant_names
 
 INDEX_CODE = source_version("recmodel.index", "pipelines.index")
 
@@ -60,21 +60,26 @@ def _spec(variant: str) -> dg.AssetSpec:
     )
 
 
-# One step for every variant's index, each materialized alone when selected alone: on the demo an
-# index takes milliseconds and a step process seconds (it imports the project), so eight steps
-# cost the full job about a minute of CPU on two cores.
-@dg.multi_asset(name="index_item_vectors", specs=[_spec(v) for v in VARIANTS], can_subset=True)
-def item_indexes(context: dg.AssetExecutionContext, paths: LinkedOutPaths):
-    for variant in VARIANTS:
-        if index_key(variant) not in context.selected_asset_keys:
-            continue
-        result = index_run(paths.run(variant), say=context.log.info)
-        context.log.info(result.describe().splitlines()[0])
-        yield dg.MaterializeResult(
-            asset_key=index_key(variant),
-            data_version=dg.DataVersion(result.record.index_checksum),
-            metadata=_index_metadata(result),
-        )
+def index_step() -> dg.AssetsDefinition:
+    """One step for every registered variant's index, each materialized alone when selected
+    alone: on the demo an index takes milliseconds and a step process seconds (it imports the
+    project), so a step per variant would cost the full job about a minute of CPU on two cores."""
+    variants = variant_names()
+
+    @dg.multi_asset(name="index_item_vectors", specs=[_spec(v) for v in variants], can_subset=True)
+    def item_indexes(context: dg.AssetExecutionContext, paths: LinkedOutPaths):
+        for variant in variants:
+            if index_key(variant) not in context.selected_asset_keys:
+                continue
+            result = index_run(paths.run(variant), say=context.log.info)
+            context.log.info(result.describe().splitlines()[0])
+            yield dg.MaterializeResult(
+                asset_key=index_key(variant),
+                data_version=dg.DataVersion(result.record.index_checksum),
+                metadata=_index_metadata(result),
+            )
+
+    return item_indexes
 
 
-INDEX_KEYS = [index_key(v) for v in VARIANTS]
+item_indexes = index_step()  # over the variants registered at import

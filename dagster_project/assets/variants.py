@@ -1,6 +1,7 @@
-"""One training step per variant of recmodel.config.VARIANTS. Each step materializes two assets,
-`ranker_<variant>` (the trained run) and `item_embeddings_<variant>` (its serving vectors and
-the serving benchmark measured beside them), and writes only runs/<variant>/."""
+"""One training step per registered variant (recmodel/variants.py), built when the definitions
+are: each materializes two assets, `ranker_<variant>` (the trained run) and
+`item_embeddings_<variant>` (its serving vectors and the serving benchmark measured beside
+them), and writes only runs/<variant>/."""
 
 import dagster as dg
 import pydantic
@@ -14,29 +15,12 @@ from pipelines.index import vectors_checksum
 from pipelines.report import metrics_markdown, read_metrics
 from pipelines.train import train_run
 from pipelines.train_config import train_fields
-from recmodel.config import VARIANTS
+from pipelines.variants import FLOOR_VARIANT, MAIN_VARIANT, all_variants, get_variant
 
 GROUP = "linkedout"
-MAIN_VARIANT = "full"
 TRAINING_CODE = source_version(
     "recmodel", "pipelines.train", "pipelines.train_config", "pipelines.serving_bench"
 )
-DESCRIPTIONS = {
-    "popularity": "Train-count ranking: nothing learned; the floor every variant must beat.",
-    "id_only": "SASRec over learned item-ID embeddings (no video features).",
-    "last_layer_last_token": "The last tapped layer's last token, one linear projection, no MoE.",
-    "mean_pool_moe": "Mean over all K tokens per layer, then the cross-layer MoE.",
-    "last_token_moe": "The last token per layer, then the cross-layer MoE.",
-    "full": (
-        "LinkedOut: Token Compressor Experts (old/new token branches) and the cross-layer "
-        "knowledge-fusion MoE item encoder under a SASRec ranker."
-    ),
-    "full_id_fusion": "LinkedOut fused with an ID embedding by a learned gate (the DFF study).",
-    "full_prompt_bank": (
-        "LinkedOut over the store's prompt bank: every video read under each canonical prompt, "
-        "mixed per item by a learned prompt gate before the cross-layer MoE."
-    ),
-}
 
 
 # flat names: the asset graph labels a node with the last part of its key only
@@ -46,9 +30,6 @@ def ranker_key(variant: str) -> dg.AssetKey:
 
 def embeddings_key(variant: str) -> dg.AssetKey:
     return dg.AssetKey(f"item_embeddings_{variant}")
-
-
-VARIANT_KEYS = [key for v in VARIANTS for key in (ranker_key(v), embeddings_key(v))]
 
 
 def _run_config_fields() -> dict:
@@ -118,7 +99,7 @@ def variant_assets(variant: str) -> dg.AssetsDefinition:
         dg.AssetSpec(
             ranker_key(variant),
             deps=[interactions, video_features],
-            description=DESCRIPTIONS[variant]
+            description=get_variant(variant).description
             + " Trained from scratch on the CURRENT feature store version and evaluated by "
             "full ranking on the test split (leave-one-out by time).",
             group_name=GROUP,
@@ -174,17 +155,19 @@ def variant_assets(variant: str) -> dg.AssetsDefinition:
     return train
 
 
-train_steps = [variant_assets(v) for v in VARIANTS]
+def training_steps() -> list[dg.AssetsDefinition]:
+    """A training step for every variant registered now."""
+    return [variant_assets(v.name) for v in all_variants()]
 
 
 @dg.asset_check(
     asset=ranker_key(MAIN_VARIANT),
-    additional_deps=[ranker_key("popularity")],
+    additional_deps=[ranker_key(FLOOR_VARIANT)],
     description="The full ranker beats the popularity variant on NDCG@10 (both read from runs/).",
 )
 def beats_popularity(paths: LinkedOutPaths) -> dg.AssetCheckResult:
     ours = read_metrics(paths.run(MAIN_VARIANT))["test"]["overall"]["ndcg@10"]
-    floor = read_metrics(paths.run("popularity"))["test"]["overall"]["ndcg@10"]
+    floor = read_metrics(paths.run(FLOOR_VARIANT))["test"]["overall"]["ndcg@10"]
     return dg.AssetCheckResult(
         passed=ours > floor,
         metadata={"ranker NDCG@10": ours, "popularity NDCG@10": floor},

@@ -43,9 +43,8 @@ from pipelines.report.layout import (
     FIGURE_NAMES,
     FIGURES_DIR,
     SECTIONS,
-    SWEEP_VARIANTS,
-    VARIANT_LABELS,
     ReportPaths,
+    variant_label,
 )
 from pipelines.report.measure import code_commit, random_weights_reason, read_extraction_runs
 from pipelines.report.render import (
@@ -89,7 +88,7 @@ def write_report(run: Path, out: Path | None = None) -> ReportPaths:
     dataset_name = Path(ctx.config.get("dataset", "?")).name
     if ctx.config.get("dataset"):
         dataset_name = "/".join(Path(ctx.config["dataset"]).parts[-2:])
-    meta = [f"variant {VARIANT_LABELS.get(ctx.variant, ctx.variant)}"]
+    meta = [f"variant {variant_label(ctx.variant)}"]
     meta.append(f"dataset `{dataset_name}`")
     if ctx.dataset:
         meta.append(f"{ctx.dataset['users']:,} users · {ctx.dataset['catalog']:,} items")
@@ -135,9 +134,11 @@ def _pick_main(variants: Sequence[str], main_variant: str | None) -> str:
                 f"({', '.join(variants)})"
             )
         return main_variant
-    if "full" in variants:
-        return "full"
-    learned = [v for v in variants if v != "popularity"]
+    from recmodel.variants import MAIN_VARIANT, get_variant
+
+    if MAIN_VARIANT in variants:
+        return MAIN_VARIANT
+    learned = [v for v in variants if get_variant(v).learned]
     return (learned or list(variants))[-1]
 
 
@@ -156,18 +157,18 @@ def sweep(
     train_overrides: dict[str, Any] | None = None,
     verify_store: bool = True,
 ) -> ReportPaths:
-    """Train `variants` (default: all of SWEEP_VARIANTS) on the same split into out/<variant>/,
+    """Train `variants` (default: every registered one) on the same split into out/<variant>/,
     then write the report of the main run (`main_variant`; default `full` when swept).
     A finished run is only re-exported unless `fresh`; a store that would not verify is
     refused unless `verify_store` is False."""
-    from recmodel.config import check_variant
+    from recmodel.variants import get_variant, variant_names
 
-    variants = list(dict.fromkeys(variants or SWEEP_VARIANTS))
+    variants = list(dict.fromkeys(variants or variant_names()))
     if not variants:
         raise PipelineError("no variants to sweep")
     for v in variants:
         try:
-            check_variant(v)
+            get_variant(v)
         except ValueError as exc:
             raise PipelineError(str(exc)) from None
     main = _pick_main(variants, main_variant)
@@ -191,7 +192,6 @@ def sweep(
 
 __all__ = [
     "SECTIONS",
-    "SWEEP_VARIANTS",
     "GateAnalysis",
     "ReportPaths",
     "code_commit",

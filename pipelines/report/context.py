@@ -23,7 +23,7 @@ from pipelines.report.measure import (
     read_extraction_runs,
     store_version,
 )
-from pipelines.report.prompts import BANK_VARIANT, PromptMixture, read_prompt_mixture
+from pipelines.report.prompts import PromptMixture, read_prompt_mixture
 from pipelines.report.runs import (
     read_config,
     read_metrics,
@@ -33,6 +33,7 @@ from pipelines.report.runs import (
 )
 from pipelines.serve import read_run_config
 from pipelines.serving_bench import read_serving, summary_from_record
+from recmodel.variants import bank_variant
 
 
 @dataclass
@@ -59,7 +60,7 @@ class ReportContext:
     extraction_runs: list[dict[str, Any]] = field(default_factory=list)
     extraction_estimate: float | None = None
     views: list[StoreViewRun] = field(default_factory=list)  # runs/views/, by view name
-    prompts: PromptMixture | None = None  # of the full_prompt_bank run beside this one
+    prompts: PromptMixture | None = None  # of the prompt-bank variant's run beside this one
     bank_store: bool = False  # the store version is the first prompt of a prompt bank
     prompts_note: str = ""  # why it could not be read
     index: Any = None  # recmodel.index.IndexRecord of item_index.json, None where not built
@@ -117,7 +118,8 @@ def collect_context(run: Path) -> ReportContext:
         ctx.extraction_runs = read_extraction_runs(store)
         ctx.extraction_estimate = commit_interval_estimate(store)
     ctx.views = _store_view_runs(run, config, metrics)
-    bank_run = next((n for n, m in runs.items() if m.get("variant") == BANK_VARIANT), None)
+    bank = bank_variant()
+    bank_run = next((n for n, m in runs.items() if bank and m.get("variant") == bank.name), None)
     if bank_run is not None:
         try:
             ctx.prompts = read_prompt_mixture(run.parent / bank_run)

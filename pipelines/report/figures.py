@@ -14,7 +14,8 @@ from pipelines.report.layout import (
     GROUPS,
     HEATMAP_MAX_ITEMS,
     METRIC_LABELS,
-    VARIANT_LABELS,
+    variant_color,
+    variant_label,
 )
 from pipelines.report.render import pct
 
@@ -22,16 +23,6 @@ from pipelines.report.render import pct
 # Figures
 
 _BLUE, _RED, _GREY = "#1f5fbf", "#c8372d", "#8a94a6"
-_VARIANT_COLORS = {
-    "popularity": "#c4cad4",
-    "id_only": "#6b7585",
-    "last_layer_last_token": "#9ecae1",
-    "mean_pool_moe": "#6baed6",
-    "last_token_moe": "#3182bd",
-    "full": "#d9480f",
-    "full_id_fusion": "#f08c00",
-    "full_prompt_bank": "#a61e4d",
-}
 
 
 def _pyplot() -> Any:
@@ -85,8 +76,8 @@ def comparison_figure(runs: dict[str, dict[str, Any]]) -> bytes | None:
                 x - 0.4 + width * (i + 0.5),
                 values,
                 width * 0.92,
-                label=VARIANT_LABELS.get(variant, name),
-                color=_VARIANT_COLORS.get(variant, _GREY),
+                label=variant_label(variant),
+                color=variant_color(variant),
             )
         ax.set_xticks(x, [GROUP_SHORT[g] for g in groups])
         ax.set_title(f"{METRIC_LABELS[metric]} on the test split")

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recmodel.variants import get_variant, variant_names
+
 METRICS = ("hr@10", "hr@20", "ndcg@10", "ndcg@20")
 METRIC_LABELS = {"hr@10": "HR@10", "hr@20": "HR@20", "ndcg@10": "NDCG@10", "ndcg@20": "NDCG@20"}
 GROUPS = ("overall", "cold_start", "head", "mid", "tail")
@@ -22,26 +24,6 @@ GROUP_SHORT = {
     "head": "head",
     "mid": "mid",
     "tail": "tail",
-}
-SWEEP_VARIANTS = (
-    "popularity",
-    "id_only",
-    "last_layer_last_token",
-    "mean_pool_moe",
-    "last_token_moe",
-    "full",
-    "full_id_fusion",
-    "full_prompt_bank",
-)
-VARIANT_LABELS = {
-    "popularity": "Popularity",
-    "id_only": "ID only (SASRec)",
-    "last_layer_last_token": "Last layer, last token",
-    "mean_pool_moe": "Mean pooling + MoE",
-    "last_token_moe": "Last token + MoE",
-    "full": "LinkedOut (full)",
-    "full_id_fusion": "LinkedOut + ID fusion",
-    "full_prompt_bank": "LinkedOut + prompt bank",
 }
 SECTIONS = (
     ("summary", "Summary"),
@@ -110,6 +92,22 @@ PAPER_DATASET = {  # Table 1, MicroLens-100K
 }
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+GREY = "#8a94a6"
+
+
+def variant_label(variant: str) -> str:
+    """The report's name of a variant: its registered label, else its name."""
+    return get_variant(variant).label if variant in variant_names() else variant
+
+
+def variant_color(variant: str) -> str:
+    return get_variant(variant).color if variant in variant_names() else GREY
+
+
+def variant_order(variant: str) -> int:
+    """Registered variants first, in the registry's order (the ablation table's rows)."""
+    names = variant_names()
+    return names.index(variant) if variant in names else len(names)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The report's "Prompt mixture" section: how `full_prompt_bank` weighs the prompts of the store's
+"""The report's "Prompt mixture" section: how the prompt-bank variant weighs the prompts of the store's
 prompt bank, shown the way the layer gate is (mean weight per prompt, the per-item distribution),
 read from that run's gates.parquet (`prompt_<p>` columns) and config.json (the prompts)."""
 
@@ -14,8 +14,7 @@ import numpy as np
 from pipelines.report.gates import read_gates_table
 from pipelines.report.render import Block, FigureBlock, Para, TableBlock, pct
 from pipelines.report.runs import read_config
-
-BANK_VARIANT = "full_prompt_bank"
+from recmodel.variants import bank_variant
 
 
 @dataclass
@@ -38,7 +37,7 @@ class PromptMixture:
 
 
 def read_prompt_mixture(run: Path) -> PromptMixture | None:
-    """The prompt mixture of a `full_prompt_bank` run; None without one (no prompt columns)."""
+    """The prompt mixture of a prompt-bank run; None without one (no prompt columns)."""
     table = read_gates_table(run)
     if table is None:
         return None
@@ -56,12 +55,14 @@ def read_prompt_mixture(run: Path) -> PromptMixture | None:
 
 
 def prompt_mixture_blocks(mixture: PromptMixture | None, note: str = "") -> list[Block]:
+    bank = bank_variant()
+    name = bank.name if bank else "prompt-bank"
     if mixture is None:
         return [
             Para(
                 note
                 or (
-                    f"No `{BANK_VARIANT}` run beside this one: extract with a preset that names "
+                    f"No `{name}` run beside this one: extract with a preset that names "
                     "a prompt bank (`prompts`; the demo's has three) and train that variant to "
                     "see how it weighs the prompts."
                 ),
@@ -72,7 +73,7 @@ def prompt_mixture_blocks(mixture: PromptMixture | None, note: str = "") -> list
     top = int(np.argmax(mean))
     blocks: list[Block] = [
         Para(
-            f"`{BANK_VARIANT}` reads every video under the {P} prompts of the store's prompt "
+            f"`{name}` reads every video under the {P} prompts of the store's prompt "
             "bank; its prompt gate mixes them per item (α, a softmax over prompts) before the "
             f"layer gate. Over the {len(mixture.items)} items with features, prompt {top} gets "
             f"the largest mean weight ({pct(mean[top])}; uniform: {pct(1 / P)}), and is the "

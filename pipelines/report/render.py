@@ -18,7 +18,7 @@ from pipelines.report.layout import (
     METRICS,
     PAPER_METRICS,
     SECTIONS,
-    VARIANT_LABELS,
+    variant_label,
 )
 
 # =============================================================================================
@@ -138,7 +138,7 @@ def comparison_table(
         ]
     for r, (name, m) in enumerate(rows_metrics.items()):
         variant = runs[name].get("variant", name)
-        label = VARIANT_LABELS.get(variant, variant)
+        label = variant_label(variant)
         cells = [f"{label} `{name}`"]
         for c, k in enumerate(METRICS, start=1):
             value = m.get(k)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import PipelineError
-from pipelines.report.layout import SWEEP_VARIANTS
+from pipelines.report.layout import variant_order
 from pipelines.store_views import VIEW_RUNS_DIR
 
 # =============================================================================================
@@ -44,8 +44,7 @@ def same_split_runs(
     """The sibling run directories trained on the same dataset and catalog as `run` (itself
     included), sweep variants first, keyed by directory name; and those left out, with why."""
     found, excluded = _same_split(run.parent, run, config, metrics)
-    order = {v: i for i, v in enumerate(SWEEP_VARIANTS)}
-    names = sorted(found, key=lambda n: (order.get(n, len(order)), n))
+    names = sorted(found, key=lambda n: (variant_order(n), n))
     return {n: found[n] for n in names}, excluded
 
 

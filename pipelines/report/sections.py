@@ -33,13 +33,12 @@ from pipelines.report.layout import (
     PAPER_RANKING_MS,
     PAPER_STORE_MICROLENS,
     SECTIONS,
-    SWEEP_VARIANTS,
-    VARIANT_LABELS,
+    variant_label,
 )
 from pipelines.report.measure import (
     code_commit,
 )
-from pipelines.report.prompts import BANK_VARIANT, prompt_mixture_blocks
+from pipelines.report.prompts import prompt_mixture_blocks
 from pipelines.report.render import (
     Block,
     Cards,
@@ -57,11 +56,12 @@ from pipelines.report.render import (
     rel,
 )
 from pipelines.report.views import store_view_blocks
+from recmodel.variants import FLOOR_VARIANT, ID_VARIANT, all_variants
 
 
 def _label(ctx: ReportContext, name: str) -> str:
     variant = ctx.runs.get(name, {}).get("variant", name)
-    return VARIANT_LABELS.get(variant, variant)
+    return variant_label(variant)
 
 
 def _find_variant(ctx: ReportContext, variant: str) -> str | None:
@@ -80,10 +80,10 @@ def _test(ctx: ReportContext, name: str | None, group: str = "overall") -> dict[
 def _summary_blocks(ctx: ReportContext) -> list[Block]:
     main = _test(ctx, ctx.run.name)
     n_items = ctx.config.get("n_items") or (ctx.dataset or {}).get("catalog")
-    id_name = _find_variant(ctx, "id_only")
-    pop_name = _find_variant(ctx, "popularity")
+    id_name = _find_variant(ctx, ID_VARIANT)
+    pop_name = _find_variant(ctx, FLOOR_VARIANT)
     sentences = [
-        f"The main run, **{VARIANT_LABELS.get(ctx.variant, ctx.variant)}** (`{ctx.run.name}`), "
+        f"The main run, **{variant_label(ctx.variant)}** (`{ctx.run.name}`), "
         f"reaches HR@10 **{fmt(main.get('hr@10'))}** and NDCG@10 "
         f"**{fmt(main.get('ndcg@10'))}** on {main.get('n', 0)} test users, ranking all "
         f"{n_items} items of the catalog."
@@ -143,7 +143,7 @@ def _summary_blocks(ctx: ReportContext) -> list[Block]:
             )
         )
     cards = [
-        ("HR@10", fmt(main.get("hr@10")), f"{VARIANT_LABELS.get(ctx.variant, ctx.variant)}"),
+        ("HR@10", fmt(main.get("hr@10")), variant_label(ctx.variant)),
         ("NDCG@10", fmt(main.get("ndcg@10")), f"{main.get('n', 0)} test users"),
     ]
     if id_name and id_name != ctx.run.name:
@@ -225,11 +225,11 @@ def _comparison_blocks(ctx: ReportContext) -> list[Block]:
             "muted",
         )
     )
-    # full_prompt_bank needs a store with a prompt bank: not missing where there is none
+    # a prompt-bank variant needs a store with a prompt bank: not missing where there is none
     missing = [
-        v
-        for v in SWEEP_VARIANTS
-        if _find_variant(ctx, v) is None and (v != BANK_VARIANT or ctx.bank_store)
+        v.name
+        for v in all_variants()
+        if _find_variant(ctx, v.name) is None and (not v.prompt_bank or ctx.bank_store)
     ]
     notes = []
     if missing:
@@ -575,7 +575,7 @@ def _provenance_blocks(ctx: ReportContext) -> list[Block]:
     model = cfg.get("model", {})
     rows = [
         ["Run directory", f"`{ctx.run.resolve()}`"],
-        ["Variant", f"`{ctx.variant}` ({VARIANT_LABELS.get(ctx.variant, ctx.variant)})"],
+        ["Variant", f"`{ctx.variant}` ({variant_label(ctx.variant)})"],
         ["Trained at", str(cfg.get("created_at", "unknown"))],
     ]
     if training.get("learned"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pipelines.report.context import ReportContext, StoreViewRun
 from pipelines.report.render import Block, Para, TableBlock, fmt, fmt_bytes, rel
+from recmodel.variants import MAIN_VARIANT
 
-MAIN_VARIANT = "full"
 COLUMNS = (("overall", "hr@10", "HR@10"), ("overall", "ndcg@10", "NDCG@10"))
 COLD = ("cold_start", "hr@10", "cold-start HR@10")
 

@@ -2,7 +2,9 @@
 
 import dagster as dg
 
-from recmodel.config import VARIANTS
+from recmodel.variants import variant_names
+
+VARIANTS = variant_names()  # the registered variants
 
 VARIANT_ASSETS = frozenset(
     {f"ranker_{v}" for v in VARIANTS}

@@ -26,9 +26,11 @@ from dagster_project.resources import (
     TrainingSettings,
 )
 from featurizer.config import PRESET_DIR
-from recmodel.config import VARIANTS
+from recmodel.variants import variant_names
 from tests.orchestration import materialization_metadata
 from tests.synthetic import write_topic_workspace
+
+VARIANTS = variant_names()  # the registered variants
 
 FIXTURE_RUNS = Path(__file__).resolve().parents[1] / "fixtures" / "report_runs"
 GOLDEN_TABLES = FIXTURE_RUNS / "tables_by_the_sweep_in_report.md"

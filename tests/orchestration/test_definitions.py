@@ -5,8 +5,10 @@ from __future__ import annotations
 import dagster as dg
 
 from dagster_project import defs
-from recmodel.config import VARIANTS
+from recmodel.variants import variant_names
 from tests.orchestration import ASSETS, VARIANT_ASSETS
+
+VARIANTS = variant_names()  # the registered variants
 
 
 def _graph() -> dg.AssetGraph:

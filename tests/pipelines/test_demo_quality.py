@@ -26,7 +26,9 @@ from pipelines.extract import extract_catalog
 from pipelines.ingest import ingest
 from pipelines.train import train_sweep
 from pipelines.train_config import DEMO_CONFIG
-from recmodel.config import VARIANTS
+from recmodel.variants import variant_names
+
+VARIANTS = variant_names()  # the registered variants
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from pipelines.errors import PipelineError
 from pipelines.index import index_run
 from pipelines.serve import recommend, recommend_users
 from recmodel.index import IndexSettings
+from recmodel.model import build_model
 from recmodel.serving import EMBEDDINGS_FILE, INDEX_FILE, INDEX_RECORD_FILE, export_run
-from recmodel.variants import build_model
 from tests.recmodel import helpers
 
 HNSW_FOR_ANY_SIZE = IndexSettings(exact_max_items=1)

@@ -7,7 +7,8 @@ import pyarrow as pa
 
 from recmodel.config import ModelConfig, TrainConfig
 from recmodel.data import Splits, build_splits
-from recmodel.features import FEATURE_VIEWS, ItemFeatureBank, ItemFeatures
+from recmodel.features import ItemFeatureBank, ItemFeatures
+from recmodel.variants import get_variant
 
 L, K, D, G = 3, 6, 8, 2  # tapped layers, tokens per layer, hidden size, new tokens
 
@@ -76,6 +77,7 @@ def train_config(**overrides) -> TrainConfig:
 
 
 def bank(variant: str, item_features: ItemFeatures, **kwargs) -> ItemFeatureBank | None:
-    if variant not in FEATURE_VIEWS:
+    view = get_variant(variant).view
+    if view is None:
         return None
-    return ItemFeatureBank(item_features, FEATURE_VIEWS[variant], **kwargs)
+    return ItemFeatureBank(item_features, view, **kwargs)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from recmodel.config import ModelConfig
+from recmodel.model import build_model
 from recmodel.serving import (
     EMBEDDINGS_FILE,
     GATES_FILE,
@@ -16,7 +17,6 @@ from recmodel.serving import (
     evaluate_recommender,
     export_run,
 )
-from recmodel.variants import build_model
 from tests.recmodel import helpers
 from tests.recmodel.helpers import L
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from recmodel.data import build_splits
+from recmodel.model import build_model
 from recmodel.train import CheckpointMismatchError, _warmup, fit
-from recmodel.variants import build_model
 from tests.recmodel import helpers
 
 

@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from recmodel.config import VARIANTS, ModelConfig
-from recmodel.variants import build_model
+from recmodel.config import ModelConfig
+from recmodel.model import build_model
+from recmodel.variants import variant_names
 from tests.recmodel import helpers
 from tests.recmodel.helpers import L
+
+VARIANTS = variant_names()  # the registered variants
 
 LEARNED = [v for v in VARIANTS if v != "popularity"]
 N_ITEMS = 12
