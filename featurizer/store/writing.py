@@ -47,6 +47,7 @@ class RowWriter:
         self.geoms = geoms  # scales first for an int8 version
         self.fence = fence or Fence()
         self.bind = bind  # checksums bind the item (rows.ITEM_CHECKSUM); False: legacy xxh3_64
+        self.on_write: Any = None  # the session's, to flush it at its next publish
         self.checksums: dict[int, int] = {}
         self._pending: dict[int, dict[int, list[np.ndarray]]] = {}  # shard -> row -> arrays
         self._written: set[int] = set()
@@ -95,6 +96,8 @@ class RowWriter:
             self._pending.setdefault(shard, {})[row] = [data]
             checksum = row_checksum(data, key)
         self.checksums[row] = checksum
+        if self.on_write is not None:
+            self.on_write(self)
         return checksum
 
     def write_int8(self, row: int, values: np.ndarray, scales: np.ndarray, *, item: str) -> int:
@@ -112,6 +115,8 @@ class RowWriter:
         scales = np.ascontiguousarray(scales, dtype="<f2")
         self._pending.setdefault(shard, {})[row] = [scales, values]
         self.checksums[row] = int8_row_checksum(values, scales, item if self.bind else None)
+        if self.on_write is not None:
+            self.on_write(self)
         return self.checksums[row]
 
     def flush(self) -> dict[int, int]:
@@ -134,6 +139,7 @@ class RowWriter:
                     )
             offsets.update(at)  # the last geometry is the features array
             self._written.add(shard)
+        self.checksums.clear()  # what commits needed: they come before the rows are written
         return offsets
 
 
@@ -167,7 +173,7 @@ class StoreWriter:
         self._runs: list[dict[str, Any]] = []
         self._retired: list[dict[str, Any]] = []
         self._session: list[pa.Table] = []  # (item, committed) of each publish, in order
-        self._row_writers: list[RowWriter] = []
+        self._active: list[RowWriter] = []  # row writers with rows to flush at the next publish
         self._published_shards: set[int] = set()
         self._closed = False
 
@@ -229,8 +235,12 @@ class StoreWriter:
         """A writer of rows allocated so far (one per allocation: see the module docstring).
         Rows it has written and not flushed are flushed by publish()."""
         writer = RowWriter(self._path, self._geoms, self._fence, bind=self.store.binds_items)
-        self._row_writers.append(writer)
+        writer.on_write = self._activate
         return writer
+
+    def _activate(self, writer: RowWriter) -> None:
+        if writer not in self._active:  # a few since the last publish: a short scan
+            self._active.append(writer)
 
     def commit(
         self,
@@ -268,7 +278,7 @@ class StoreWriter:
             )
         if checksum is None:
             checksum = next(
-                (w.checksums[row] for w in self._row_writers if row in w.checksums), None
+                (w.checksums[row] for w in reversed(self._active) if row in w.checksums), None
             )
             if checksum is None:
                 raise StoreError(
@@ -343,8 +353,9 @@ class StoreWriter:
         if not (self._pending or self._runs or self._retired):
             return
         offsets: dict[int, int] = {}
-        for writer in self._row_writers:
+        for writer in self._active:
             offsets.update(writer.flush())
+        self._active = []
         features = self._geoms[-1]
         new_shards = set()
         for entry in self._pending.values():
@@ -381,8 +392,6 @@ class StoreWriter:
         rows = entries.column("row")
         committed = rows.is_valid()
         self._session.append(pa.table({"item": entries.column("item"), "committed": committed}))
-        if len(self._session) > 64:  # a few tables, not one per publish
-            self._session = [pa.concat_tables(self._session).combine_chunks()]
         size = len(self._allocated)
         if len(self._committed_rows) < size:
             self._committed_rows = np.concatenate(
