@@ -335,7 +335,11 @@ def _storage_calls() -> Iterator[list[tuple[str, str, int]]]:
             saved.append((cls, method, original))
 
             def spied(
-                self: Any, *args: Any, _original: Any = original, _method: str = method
+                self: Any,
+                *args: Any,
+                _original: Any = original,
+                _method: str = method,
+                **kwargs: Any,
             ) -> Any:
                 outermost = not getattr(depth, "n", 0)
                 if outermost:
@@ -343,7 +347,7 @@ def _storage_calls() -> Iterator[list[tuple[str, str, int]]]:
                     calls.append((_method, self.url, written))
                 depth.n = getattr(depth, "n", 0) + 1
                 try:
-                    return _original(self, *args)
+                    return _original(self, *args, **kwargs)
                 finally:
                     depth.n -= 1
 
@@ -590,7 +594,7 @@ def checksum_costs(root: Path, rows: list[np.ndarray], n: int, repeats: int) -> 
     real_checksum = store_module.row_checksum
     for attempt in range(repeats):
         for with_checksum in (True, False) if attempt % 2 == 0 else (False, True):
-            store_module.row_checksum = real_checksum if with_checksum else (lambda data: 0)
+            store_module.row_checksum = real_checksum if with_checksum else (lambda data, item: 0)
             try:
                 store = _fresh_store(root / f"w{attempt}-{with_checksum}", shape)
                 os.sync()  # the last run's deletes
@@ -604,7 +608,7 @@ def checksum_costs(root: Path, rows: list[np.ndarray], n: int, repeats: int) -> 
     mb = n * rows[0].nbytes / 1e6
     start = time.perf_counter()
     for i in range(n):
-        real_checksum(rows[i % len(rows)])
+        real_checksum(rows[i % len(rows)], "item")
     hash_s = time.perf_counter() - start
     print(
         f"checksum alone ({CHECKSUM}): {mb / hash_s / 1e3:.1f} GB/s, "

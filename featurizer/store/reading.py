@@ -285,10 +285,15 @@ class FeatureStore:
         missing": the row was never written)."""
         rows = [int(r) for r in rows]
         index = self._index.row_index()
-        at = index.find(np.asarray(rows, dtype=np.int64))
+        return self._read_at(index, rows, index.find(np.asarray(rows, dtype=np.int64)), outs)
+
+    def _read_at(
+        self, index: Any, rows: list[int], positions: np.ndarray, outs: Sequence[np.ndarray]
+    ) -> dict[int, str]:
+        """read_raw of rows whose positions in the row index are known."""
         offsets = {
             r: int(index.offsets[p]) if p >= 0 and index.has_offset[p] else None
-            for r, p in zip(rows, at, strict=True)
+            for r, p in zip(rows, positions.tolist(), strict=True)
         }
         return self._row_backend().read(rows, offsets, list(outs))
 
@@ -306,25 +311,27 @@ class FeatureStore:
         # a read of committed rows asks the storage nothing but their bytes: the index and the
         # array's size are looked up again only for a row they do not know (a new commit)
         index = self._index.row_index()
-        if (index.find(rows) < 0).any() and self._index.refresh():
+        positions = index.find(rows)
+        if (positions < 0).any() and self._index.refresh():
             index = self._index.row_index()
+            positions = index.find(rows)
+        row_list = rows.tolist()
+        low, high = min(row_list), max(row_list)
         n_rows = self._n_rows if self._n_rows is not None else self.n_rows
-        if rows.max() >= n_rows:
+        if high >= n_rows:
             n_rows = self.n_rows
-        if rows.min() < 0 or rows.max() >= n_rows:
+        if low < 0 or high >= n_rows:
             raise StoreError(
                 f"feature store {self._path}: rows out of range [0, {n_rows}): "
                 f"{rows[(rows < 0) | (rows >= n_rows)][:5].tolist()}"
             )
-        positions = index.find(rows)
-        row_list = rows.tolist()
         row_bytes = sum(o[0].nbytes for o in outs)
         step = max(1, CHECK_BLOCK_BYTES // row_bytes) if check else len(row_list)
         blocks = [range(i, min(i + step, len(row_list))) for i in range(0, len(row_list), step)]
 
         def read(block: range) -> dict[int, str]:
             part = slice(block.start, block.stop)
-            return self.read_raw(row_list[part], [o[part] for o in outs])
+            return self._read_at(index, row_list[part], positions[part], [o[part] for o in outs])
 
         # checked, the rows are read a block ahead of the hash (both release the GIL)
         reader = (
@@ -337,7 +344,7 @@ class FeatureStore:
             for block, problems in zip(blocks, results, strict=True):
                 for i in block:
                     self._check_row(
-                        row_list[i], int(positions[i]), [o[i] for o in outs],
+                        index, row_list[i], int(positions[i]), [o[i] for o in outs],
                         problems.get(row_list[i]), check,
                     )  # fmt: skip
         finally:
@@ -346,11 +353,16 @@ class FeatureStore:
         return outs
 
     def _check_row(
-        self, row: int, position: int, parts: list[np.ndarray], problem: str | None, check: bool
+        self,
+        index: Any,
+        row: int,
+        position: int,
+        parts: list[np.ndarray],
+        problem: str | None,
+        check: bool,
     ) -> None:
         """Raise for a row that could not be read or does not match its checksum; a row never
         written, and named by no item, reads as the fill values."""
-        index = self._index.row_index()
         if problem == "is missing" and position < 0:
             for part in parts:
                 part[...] = np.nan if part.dtype == DTYPE else 0
