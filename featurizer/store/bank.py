@@ -52,7 +52,7 @@ from featurizer.store.layout import DTYPE, EXTRACTOR_FILE, now
 from featurizer.store.location import Location
 from featurizer.store.reading import FeatureStore
 from featurizer.store.verification import VerifyReport
-from featurizer.store.versions import read_current, version_path
+from featurizer.store.versions import read_current, read_extractor_json, version_path
 
 BANK_KIND = "bank"
 
@@ -266,15 +266,10 @@ def bank_extractor(path: Location | Path | str) -> dict[str, Any] | None:
 
 
 def _read(path: Location) -> dict[str, Any]:
-    file = path / EXTRACTOR_FILE
-    try:
-        value = json.loads(file.read_bytes().decode("utf-8"))
-    except (FileNotFoundError, NotADirectoryError):
-        raise StoreError(f"feature store {path} not found (no {EXTRACTOR_FILE})") from None
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"feature store file {file} is not valid JSON: {exc}") from None
+    """A bank's (or a version's) extractor.json: a JSON object, whatever its fields."""
+    value = read_extractor_json(path)
     if not isinstance(value, dict):
-        raise StoreError(f"feature store file {file} is not a JSON object")
+        raise StoreError(f"feature store file {path / EXTRACTOR_FILE} is not a JSON object")
     return value
 
 

@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -33,9 +32,7 @@ import pyarrow as pa
 from featurizer.errors import StoreError
 from featurizer.store.layout import now
 from featurizer.store.reading import FeatureStore
-
-if TYPE_CHECKING:
-    from featurizer.store.writing import StoreWriter
+from featurizer.store.writing import StoreWriter, copy_rows
 
 RETAIN_SECONDS = 3600.0  # how long a reader may hold an index naming a retired shard
 PARTIAL_SHARE = 0.25  # extract compacts at its end above this share of partial shards
@@ -130,18 +127,8 @@ def _move(store: FeatureStore, writer: StoreWriter, batch: pa.Table) -> None:
     entries = batch.to_pylist()
     new_rows = writer.allocate(len(rows))
     row_writer = writer.row_writer()
-    if store.int8:
-        values, scales = store.read_rows_int8(rows)  # checked against their checksums
-        checksums = [
-            row_writer.write_int8(r, v, s, item=e["item"])
-            for r, v, s, e in zip(new_rows, values, scales, entries, strict=True)
-        ]
-    else:
-        block = store.read_rows(rows)
-        checksums = [
-            row_writer.write(r, f, item=e["item"])
-            for r, f, e in zip(new_rows, block, entries, strict=True)
-        ]
+    items = [entry["item"] for entry in entries]
+    checksums = copy_rows(store, rows, items, row_writer, new_rows)  # read checked
     offsets = row_writer.flush()
     for entry, row, checksum in zip(entries, new_rows, checksums, strict=True):
         if checksum != entry["checksum"]:

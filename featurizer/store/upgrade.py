@@ -42,6 +42,7 @@ from featurizer.store.versions import (
     read_extractor,
     set_current,
 )
+from featurizer.store.writing import copy_rows
 
 
 @dataclass
@@ -145,18 +146,8 @@ def upgrade_version(
             rows = np.array([r["row"] for r in batch], dtype=np.int64)
             row_writer = writer.row_writer()
             new_rows = writer.allocate(len(batch))
-            if source.int8:
-                values, scales = source.read_rows_int8(rows)
-                checksums = [
-                    row_writer.write_int8(r, v, s, item=e["item"])
-                    for r, v, s, e in zip(new_rows, values, scales, batch, strict=True)
-                ]
-            else:
-                block = source.read_rows(rows)
-                checksums = [
-                    row_writer.write(r, f, item=e["item"])
-                    for r, f, e in zip(new_rows, block, batch, strict=True)
-                ]
+            items = [entry["item"] for entry in batch]
+            checksums = copy_rows(source, rows, items, row_writer, new_rows)
             for entry, row, checksum in zip(batch, new_rows, checksums, strict=True):
                 writer.commit(
                     entry["item"], row, entry["source_sha256"], entry["n_old"], entry["n_new"],

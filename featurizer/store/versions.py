@@ -224,14 +224,21 @@ def _create_local(root: Path, fingerprint: str, extractor: dict[str, Any]) -> No
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_extractor(path: Location) -> dict[str, Any]:
+def read_extractor_json(path: Location) -> Any:
+    """extractor.json of the version or bank at `path`, as JSON; StoreError naming it."""
     file = path / EXTRACTOR_FILE
     try:
-        extractor = json.loads(file.read_bytes().decode("utf-8"))
+        return json.loads(file.read_bytes().decode("utf-8"))
     except (FileNotFoundError, NotADirectoryError):
         raise StoreError(f"feature store {path} not found (no {EXTRACTOR_FILE})") from None
     except (ValueError, OSError) as exc:
         raise StoreError(f"feature store file {file} is not valid JSON: {exc}") from None
+
+
+def read_extractor(path: Location) -> dict[str, Any]:
+    """A version's extractor.json, with every field the fingerprint hashes."""
+    file = path / EXTRACTOR_FILE
+    extractor = read_extractor_json(path)
     missing = [k for k in _EXTRACTOR_KEYS if not isinstance(extractor, dict) or k not in extractor]
     if missing:
         raise StoreError(f"feature store file {file} lacks {', '.join(missing)}")

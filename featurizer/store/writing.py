@@ -143,6 +143,27 @@ class RowWriter:
         return offsets
 
 
+def copy_rows(
+    source: FeatureStore,
+    rows: np.ndarray,
+    items: Sequence[str],
+    row_writer: RowWriter,
+    new_rows: Sequence[int],
+) -> list[int]:
+    """Gather `source`'s rows (as stored: int8 stays int8, read checked) into `row_writer` at
+    `new_rows`, each for its item; returns their checksums (compaction and upgrade copy rows)."""
+    if source.int8:
+        values, scales = source.read_rows_int8(rows)
+        return [
+            row_writer.write_int8(r, v, s, item=item)
+            for r, v, s, item in zip(new_rows, values, scales, items, strict=True)
+        ]
+    return [
+        row_writer.write(r, f, item=item)
+        for r, f, item in zip(new_rows, source.read_rows(rows), items, strict=True)
+    ]
+
+
 class StoreWriter:
     """The driver's side of one writing session; get it from ``FeatureStore.writer()``.
 
