@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from featurizer.errors import one_line
+
 
 class DecodeError(ValueError):
     """A video that cannot be decoded; the message is one line naming the file and the reason."""
@@ -101,7 +103,7 @@ def _reason(exc: BaseException, path: Path) -> str:
     detail = _ffmpeg_reason(path)
     if detail:
         return detail
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = one_line(exc)
     return _DECORD_LOCATION.sub("", text.replace(str(path), path.name))
 
 

@@ -1,9 +1,19 @@
-"""The feature store's exceptions, and how their messages list items. A module of its own, free
-of heavy imports, so the CLI can catch them without loading zarr."""
+"""The feature store's exceptions, and how messages are kept to one line: an exception's text
+folded (`one_line`, the project's only one) and items listed (`shown`). A module of its own,
+free of heavy imports, so the CLI can catch them without loading zarr."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """An exception's message as one line (whitespace and newlines collapsed; the exception's
+    type where it has no message), cut at `limit` characters with "..." where one is given."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if limit is not None and len(text) > limit:
+        return text[:limit] + "..."
+    return text
 
 
 def shown(items: Sequence[str], limit: int = 5) -> str:

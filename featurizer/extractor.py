@@ -1,5 +1,5 @@
 """Hidden-state capture from a frozen video LLM: old + new tokens at the tapped layers, merged to
-K rows per layer (the paper's section 3.2; DESIGN section 4).
+K rows per layer (the paper's section 3.2).
 
 For one video, its title and one or more prompts (a prompt bank, §3.4):
 
@@ -16,15 +16,10 @@ For one video, its title and one or more prompts (a prompt bank, §3.4):
    stacked to (K, D); all layers give (L, K, D), stored as float16, one row per prompt.
 
 The model is a local checkpoint of a supported family (`featurizer.families`: LLaVA-OneVision,
-LLaVA-NeXT-Video, Qwen2.5-VL, Qwen3-VL) loadable with `AutoProcessor` /
-`AutoModelForImageTextToText` (a directory, or a hub id already in the local cache; nothing is
-downloaded). Where neither exists and the preset carries `architecture` (the model's config.json
-values), the model is built from those values with seeded **random weights** (`from_config`), so a
-7B layout can be exercised on a GPU box that has no weights; its processor is then built by
-`featurizer.families.build_processor` (the real processor class of that family, sized from the
-architecture's vision config, with a tokenizer trained locally whose special tokens sit at the
-architecture's token ids). Features from such a model carry no world knowledge; a warning says so
-once at load time.
+LLaVA-NeXT-Video, Qwen2.5-VL, Qwen3-VL), loaded by `featurizer.loading` (nothing is downloaded;
+a preset's `architecture` with `random_weights` builds it untrained, its processor by
+`featurizer.families.build_processor`). Features from such a model carry no world knowledge; a
+warning says so once at load time.
 
 What differs per family (frame sizing, frame times, chat template, special tokens) is data in
 `featurizer.families`; this module has one code path. Layer indices are hidden-state indices
@@ -38,7 +33,6 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,21 +42,13 @@ from featurizer.capture import PromptStates, capture_prompts, common_prefix_leng
 from featurizer.config import VIDEO_MARKER, ExtractorConfig, fill_prompt
 from featurizer.decode import FrameTiming
 from featurizer.families import check_frames, family_of, video_kwargs
+from featurizer.loading import load_model
 from featurizer.merge import merge_tokens
 
 log = logging.getLogger(__name__)
 
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-RANDOM_INIT_SEED = 0  # weights of a model built from a preset's architecture
-_NOT_FOUND_HINT = (
-    " (not a local checkpoint directory, not in the local Hugging Face cache, and the preset has "
-    "no architecture to build it from)"
-)
-
-
-class ModelUnavailableError(ValueError):
-    """The configured model is neither a local checkpoint nor buildable from the preset."""
 
 
 @dataclass(frozen=True)
@@ -290,102 +276,6 @@ class VideoLLMExtractor:
         index 0 = embedding output. The rows `extract` stores come from the same states."""
         out = self.model(**self.model_inputs(frames, title, timing), output_hidden_states=True)
         return tuple(h[0] for h in out.hidden_states)
-
-
-# ----------------------------------------------------------------------------------- loading
-def load_model(
-    config: ExtractorConfig, device: torch.device, dtype: torch.dtype
-) -> tuple[Any, Any, bool]:
-    """(processor, model in eval mode on `device`, built_with_random_weights). Never downloads."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    path = Path(config.model)
-    local_dir = (path / "config.json").is_file()
-    source = str(path) if local_dir else config.model
-    revision = None if local_dir else config.revision
-    model_type = _cached_model_type(source, revision, local_dir)
-    if local_dir or model_type is not None:  # another family fails before any weights are read
-        family_of(model_type, config.model)
-    try:
-        processor = AutoProcessor.from_pretrained(source, revision=revision, local_files_only=True)
-        model = AutoModelForImageTextToText.from_pretrained(
-            source, revision=revision, local_files_only=True, dtype=dtype
-        )
-        random_weights = False
-    except (OSError, ValueError) as exc:
-        if local_dir or not config.architecture or not config.random_weights:
-            hint = "" if local_dir else _NOT_FOUND_HINT
-            if not local_dir and config.architecture and not config.random_weights:
-                hint += " (set random_weights to build the preset's architecture untrained)"
-            raise ModelUnavailableError(
-                f"cannot load model {config.model!r}{hint}: {' '.join(str(exc).split())[:300]}"
-            ) from None
-        processor, model = build_random_model(config.architecture, device, dtype)
-        random_weights = True
-        log.warning(
-            "model %r is not available locally: built from the preset's architecture with RANDOM "
-            "weights (seed %d); its features carry no world knowledge",
-            config.model,
-            RANDOM_INIT_SEED,
-        )
-    model.to(device).eval()
-    model.requires_grad_(False)
-    return processor, model, random_weights
-
-
-def build_random_model(
-    architecture: dict[str, Any], device: torch.device, dtype: torch.dtype
-) -> tuple[Any, Any]:
-    """A processor and a model built from config values (a config.json as a dict, with
-    "model_type"), weights random with a fixed seed, created directly on `device`."""
-    from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig
-
-    from featurizer.families import build_processor
-
-    values = dict(architecture)
-    model_type = values.pop("model_type", None)
-    if not model_type:
-        raise ModelUnavailableError("the preset's architecture has no model_type")
-    family_of(model_type, "the preset's architecture")
-    hf_config = AutoConfig.for_model(model_type, **values)
-    processor = build_processor(hf_config)
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        with device:
-            model = AutoModelForImageTextToText.from_config(hf_config, dtype=dtype)
-    tokenizer = processor.tokenizer
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return processor, model
-
-
-def _cached_model_type(source: str, revision: str | None, local_dir: bool) -> str | None:
-    """The model_type in a local directory's config.json, or in the cached hub checkpoint's;
-    None for a hub id that is not cached (the preset's architecture is checked when built)."""
-    import json
-
-    if local_dir:
-        config_json = Path(source) / "config.json"
-        try:
-            return json.loads(config_json.read_text(encoding="utf-8")).get("model_type")
-        except (OSError, ValueError, AttributeError) as exc:
-            raise ModelUnavailableError(f"{config_json}: not a readable config: {exc}") from None
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        cached = try_to_load_from_cache(source, "config.json", revision=revision)
-    except ValueError:  # not a hub id either (a missing path): from_pretrained names it
-        return None
-    if not isinstance(cached, str):
-        return None
-    try:
-        return json.loads(Path(cached).read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None  # an unreadable cache entry fails in from_pretrained, with its reason
 
 
 def _stop_ids(eos_token_id: int | None, generation_config: Any) -> list[int]:

@@ -16,8 +16,8 @@ quality.
 | qwen3_vl          | Qwen3-VL ViT, 16      | dynamic, 2 frames x 32 px | 4 x 7 x 7 = 196            |
 
 The default family, `llava_onevision`, is the demo's checkpoint: its tokenizer numbers its
-specials right after the trained vocabulary (1024..), as it always has, so the demo's store
-fingerprints do not move. The other families' tokenizers put their specials at the real
+specials right after the trained vocabulary (1024..), which the demo's store fingerprints
+depend on. The other families' tokenizers put their specials at the real
 checkpoints' ids (Qwen's <|video_pad|> = 151656, LLaVA-NeXT-Video's <video> = 32000), so a tiny
 checkpoint speaks its family's token-id layout; their embedding tables are sized to match.
 """

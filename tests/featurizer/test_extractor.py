@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from featurizer.config import ExtractorConfig, load_preset
-from featurizer.extractor import ModelUnavailableError, VideoFeatures, VideoLLMExtractor
+from featurizer.extractor import VideoFeatures, VideoLLMExtractor
+from featurizer.loading import ModelUnavailableError
 from featurizer.merge import merge_tokens
 
 TITLE = "Blue circles drifting left"
