@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     presets = ALL_TINY if args.preset == "all-tiny" else args.preset.split(",")
 
-    from pipelines.demo_data import make_demo_dataset
+    from pipelines.demo.generate import make_demo_dataset
 
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     try:
@@ -84,9 +84,10 @@ def measure_extraction(preset: str, random_weights: bool, dataset: Path, work: P
 
     from featurizer.decode import decode_clip
     from featurizer.extractor import VideoLLMExtractor
-    from pipelines.catalog import scan_videos
-    from pipelines.extract import extract_catalog, resolve_extractor
-    from pipelines.ingest import read_titles
+    from pipelines.dataset.catalog import scan_videos
+    from pipelines.dataset.ingest import read_titles
+    from pipelines.extraction.extract import extract_catalog
+    from pipelines.extraction.preset import resolve_extractor
 
     config = resolve_extractor(preset, random_weights=random_weights)
     videos = sorted(scan_videos(dataset, write=False).videos.values(), key=lambda v: v.item)
@@ -156,9 +157,10 @@ def measure_prompt_bank(preset: str, random_weights: bool, dataset: Path, work: 
 
     from featurizer.decode import decode_clip
     from featurizer.extractor import VideoLLMExtractor
-    from pipelines.catalog import scan_videos
-    from pipelines.extract import extract_catalog, resolve_extractor
-    from pipelines.ingest import read_titles
+    from pipelines.dataset.catalog import scan_videos
+    from pipelines.dataset.ingest import read_titles
+    from pipelines.extraction.extract import extract_catalog
+    from pipelines.extraction.preset import resolve_extractor
     from pipelines.ray_runtime import ensure_ray
 
     bank = resolve_extractor(preset, random_weights=random_weights)

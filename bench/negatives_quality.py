@@ -40,13 +40,13 @@ def main() -> None:
 
     from featurizer.config import load_preset
     from featurizer.tiny_model import build_tiny_checkpoint
-    from pipelines.demo import DEMO_SEED, DEMO_USERS, DEMO_VIDEOS
-    from pipelines.demo_data import make_demo_dataset
-    from pipelines.extract import extract_catalog
-    from pipelines.ingest import ingest
+    from pipelines.dataset.ingest import ingest
+    from pipelines.demo.dataset import DEMO_SEED, DEMO_USERS, DEMO_VIDEOS
+    from pipelines.demo.generate import make_demo_dataset
+    from pipelines.extraction.extract import extract_catalog
     from pipelines.ray_runtime import ensure_ray
-    from pipelines.train import train_run
-    from pipelines.train_config import DEMO_CONFIG
+    from pipelines.training.run import train_run
+    from pipelines.training.settings import DEMO_CONFIG
 
     work = Path(tempfile.mkdtemp(prefix="bench-negatives-"))
     try:

@@ -78,7 +78,7 @@ def main() -> None:
     import faiss
     import torch
 
-    from pipelines.index import evaluate
+    from pipelines.serving.index import evaluate
     from recmodel.config import ModelConfig, parse_bytes
     from recmodel.index import (
         ExactSearch,

@@ -40,7 +40,8 @@ def main() -> None:
     from recmodel.config import ModelConfig
     from recmodel.encoder import ContentEncoder
     from recmodel.model import build_model
-    from recmodel.serving import Recommender, one_thread, save_model, write_item_files
+    from recmodel.runfiles import save_model, write_item_files
+    from recmodel.serving import Recommender, one_thread
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     rng = np.random.default_rng(0)

@@ -3,8 +3,8 @@
 - a generated dataset in MicroLens layout (pairs.csv; no videos), ~100k interactions of
   users with 5-15 interactions each, items in clusters with Zipf-like popularity and users whose
   cluster preference drifts; then the real ingest (validation + leave-one-out split);
-- `id_only` trained through pipelines.train.train_run with the demo's settings
-  (pipelines/configs/demo.yaml: lr 1e-3 both groups after a 10-step warmup, patience 10),
+- `id_only` trained through pipelines.training.run.train_run with the demo's settings
+  (pipelines/training/configs/demo.yaml: lr 1e-3 both groups after a 10-step warmup, patience 10),
   one process;
 - training sequences/s (optimizer steps only), time to the best validation NDCG@10 (training and
   validation time up to the end of the best epoch), and the ratio time-to-best / 120 s budget
@@ -38,8 +38,8 @@ def main() -> None:
 
     import torch
 
-    from pipelines.ingest import ingest
-    from pipelines.train import train_run
+    from pipelines.dataset.ingest import ingest
+    from pipelines.training.run import train_run
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:

@@ -7,8 +7,8 @@
 - `linkedout train --variant full --epochs 1` as a user runs it (default budget: half this
   machine's memory): peak resident memory / configured budget, target <= 1.2;
 - the cache refresh's read path (the feature bank and background reader, rows in row order,
-  no encoding) against a plain sequential read of the same chunk files, both from a cold page
-  cache: target >= 0.7;
+  no encoding) against a plain sequential read of the same shard objects, both from a cold
+  page cache: target >= 0.7;
 - on the first store, step time with features streamed from the store / step time with the
   same batches' rows already in memory (every row held before the clock starts), the same
   steps in both, first step of each left out (the pipeline's fill): target >= 0.8;
@@ -53,7 +53,7 @@ PCIE_BYTES_S = 50e9  # host -> device, PCIe Gen5 x16 in practice
 
 
 def build_dataset(root: Path, n_users: int, n_items: int, seed: int = 0) -> Path:
-    from pipelines.ingest import ingest
+    from pipelines.dataset.ingest import ingest
 
     dataset = root / "dataset"
     write_pairs(dataset, n_users, n_items, n_clusters=max(8, n_items // 100), seed=seed)
@@ -112,13 +112,14 @@ def drop_page_cache(files: list[Path]) -> None:
 
 
 def plain_read_rate(files: list[Path]) -> float:
-    """Bytes/s of reading every chunk file in row order into one reused buffer."""
-    buffer = bytearray(math.prod(SHAPE) * 2)
-    view = memoryview(buffer)
+    """Bytes/s of reading every shard object whole, in row order, into one reused buffer of a
+    shard's rows (a shard holds up to 64 rows and its index)."""
+    view = memoryview(bytearray(64 * math.prod(SHAPE) * 2))
     total, started = 0, time.perf_counter()
     for path in files:
         with open(path, "rb", buffering=0) as f:
-            total += f.readinto(view)
+            while read := f.readinto(view):
+                total += read
     return total / (time.perf_counter() - started)
 
 
@@ -126,8 +127,8 @@ def refresh_read_rate(store: Path, dataset: Path) -> float:
     """Bytes/s of the cache refresh's read path: every item with features, in row order, in
     encode-sized chunks through the feature bank and the background reader."""
     from featurizer.store import FeatureStore
-    from pipelines.ingest import read_interactions
-    from pipelines.train import store_features
+    from pipelines.dataset.ingest import read_interactions
+    from pipelines.training.inputs import store_features
     from recmodel.data import build_splits
     from recmodel.features import ItemFeatureBank
     from recmodel.memory import default_budget, plan_memory
@@ -170,12 +171,13 @@ def _steps_child(dataset: str, store: str, steps: int, in_memory: bool) -> dict:
     import torch
 
     from featurizer.store import FeatureStore
-    from pipelines.ingest import read_interactions
-    from pipelines.train import store_features
+    from pipelines.dataset.ingest import read_interactions
+    from pipelines.training.inputs import store_features
     from recmodel.config import ModelConfig, TrainConfig
     from recmodel.data import build_splits
     from recmodel.features import ItemFeatureBank
-    from recmodel.train import feature_bank, fit, plan_training
+    from recmodel.plan import feature_bank, plan_training
+    from recmodel.train import fit
 
     table = read_interactions(Path(dataset))
     catalog = sorted(set(table.column("item").to_pylist()) | set(FeatureStore.open(store).index()))
@@ -267,7 +269,7 @@ def encoder_flops_per_item() -> float:
 def microlens_items_per_epoch(root: Path, batch_size: int = 256) -> tuple[int, int]:
     """(steps, items encoded with gradients) of one epoch with cached negatives on a
     MicroLens-100K-shaped log: the unique history and target items of each batch."""
-    from pipelines.ingest import read_interactions
+    from pipelines.dataset.ingest import read_interactions
     from recmodel.data import PAD, batch_order, build_splits, training_examples
 
     dataset = build_dataset(root, MICROLENS_100K["users"], MICROLENS_100K["items"], seed=1)

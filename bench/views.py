@@ -30,7 +30,7 @@ from store import _alternate, _drop_cache  # bench/store.py, beside this file
 from featurizer.config import ExtractorConfig
 from featurizer.store import FeatureStore, set_current
 from featurizer.store.derive import Derivation, derive_version
-from pipelines.train import store_features
+from pipelines.training.inputs import store_features
 from recmodel.features import ItemFeatureBank
 
 READ_BYTES = 64 << 20  # per read_rows call, as recmodel's reader asks

@@ -17,7 +17,7 @@ import dagster as dg
 
 from dagster_project.definitions import build_definitions
 from dagster_project.resources import LinkedOutPaths, StoreViews, default_resources
-from pipelines.demo import DEMO_ROOT, generate_demo_dataset
+from pipelines.demo.dataset import DEMO_ROOT, generate_demo_dataset
 from pipelines.errors import PipelineError
 
 # the paper's three storage reductions (supplementary section 9.1), each trained beside the store
@@ -29,7 +29,7 @@ def run_demo(root: Path = DEMO_ROOT) -> Path:
     root = Path(root).resolve()
     home = Path(os.environ.get("DAGSTER_HOME") or root / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)
-    generate_demo_dataset(root / "dataset")  # the assets generate only at the default root
+    generate_demo_dataset(root / "dataset")  # the paths resource generates only the default one
     resources = default_resources()
     resources["paths"] = LinkedOutPaths(
         dataset_dir=str(root / "dataset"),

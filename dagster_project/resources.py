@@ -12,9 +12,10 @@ from pathlib import Path
 import dagster as dg
 import pydantic
 
-from pipelines.extract import resolve_extractor
+from pipelines.demo.dataset import ensure_demo_dataset
+from pipelines.extraction.preset import resolve_extractor
 from pipelines.ray_runtime import ensure_ray
-from pipelines.store_views import ViewSpec, parse_view
+from pipelines.training.views import ViewSpec, parse_view
 
 
 def _setting(value: str | None, env: str, default: str) -> str:
@@ -40,7 +41,11 @@ class LinkedOutPaths(dg.ConfigurableResource):
 
     @property
     def dataset(self) -> Path:
-        return Path(_setting(self.dataset_dir, "LINKEDOUT_DATASET", "data/demo/dataset"))
+        """The dataset; the demo's own (data/demo/dataset) is generated the first time a run
+        uses it, any other must hold one already (it is a user's data, never written)."""
+        dataset = Path(_setting(self.dataset_dir, "LINKEDOUT_DATASET", "data/demo/dataset"))
+        ensure_demo_dataset(dataset)
+        return dataset
 
     @property
     def store(self) -> str:
@@ -61,11 +66,9 @@ class LinkedOutPaths(dg.ConfigurableResource):
 
 
 class RayCluster(dg.ConfigurableResource):
-    """A local Ray (loopback only, no dashboard) unless `address` names a cluster.
-
-    dagster-ray's LocalRay was considered: it cannot join a cluster by address (its ray_address
-    is always None) and its cluster resources are KubeRay-specific, so this small resource
-    covers both cases with one field."""
+    """A local Ray (loopback only, no dashboard) unless `address` names a cluster. Not
+    dagster-ray's LocalRay: it cannot join a cluster by address (its ray_address is always
+    None), and its cluster resources are KubeRay's."""
 
     address: str | None = pydantic.Field(
         default=None, description="a Ray cluster; default: $RAY_ADDRESS, else a local Ray"
@@ -95,7 +98,7 @@ class ExtractorPreset(dg.ConfigurableResource):
 
 class TrainingSettings(dg.ConfigurableResource):
     """Training's settings file: a shipped name (`demo`) or a YAML/JSON path (see
-    pipelines/train_config.py). Each variant's run config overrides single fields."""
+    pipelines/training/settings.py). Each variant's run config overrides single fields."""
 
     config: str | None = pydantic.Field(
         default=None, description="default: $LINKEDOUT_TRAIN_CONFIG, else demo"

@@ -7,9 +7,13 @@ import dagster as dg
 
 from dagster_project.jobs import extract_new_videos
 from dagster_project.resources import ExtractorPreset, LinkedOutPaths
-from pipelines.store_status import unextracted_videos
+from pipelines.store.status import unextracted_videos
 
-BATCH_SIZE = int(os.environ.get("LINKEDOUT_SENSOR_BATCH", "64"))
+BATCH_SIZE = 64  # videos a run; $LINKEDOUT_SENSOR_BATCH, read at each tick, overrides it
+
+
+def _batch_size() -> int:
+    return int(os.environ.get("LINKEDOUT_SENSOR_BATCH") or BATCH_SIZE)
 
 
 def _digest(parts: list[str]) -> str:
@@ -35,8 +39,9 @@ def new_videos_sensor(
         return dg.SkipReason("no change in videos/ since the last tick")
     pending = unextracted_videos(paths.dataset, paths.store, extractor.config())
     requests = []
-    for start in range(0, len(pending), BATCH_SIZE):
-        batch = pending[start : start + BATCH_SIZE]
+    size = _batch_size()
+    for start in range(0, len(pending), size):
+        batch = pending[start : start + size]
         items = [item for item, _ in batch]
         requests.append(
             dg.RunRequest(

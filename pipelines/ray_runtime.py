@@ -57,7 +57,8 @@ def loopback_only() -> Iterator[None]:
     """Make a local Ray's node IP (and so every address its GCS, raylet, agents and workers
     bind) 127.0.0.1. Ray turns `_node_ip_address="127.0.0.1"` into the machine's routable IP
     (services.resolve_ip_for_localhost) unless its cluster mode is off, which is how Ray runs on
-    macOS and Windows; without this the servers listen on every interface."""
+    macOS and Windows; without this the servers listen on every interface. Ray has no public
+    switch for it (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is read once, when ray is imported)."""
     constants = ray._private.ray_constants
     before = getattr(constants, "ENABLE_RAY_CLUSTER", None)
     constants.ENABLE_RAY_CLUSTER = False
@@ -66,23 +67,6 @@ def loopback_only() -> Iterator[None]:
     finally:
         if before is not None:
             constants.ENABLE_RAY_CLUSTER = before
-
-
-NODE_LOG_ENV = "LINKEDOUT_NODE_LOG"  # test-only: FILE gets "<role> <node id>" per worker
-
-
-def note_node(role: str) -> None:
-    """Test instrumentation (off unless NODE_LOG_ENV is set): record the Ray node this worker
-    (an extraction actor, a training worker) runs on, to show where work was placed."""
-    path = os.environ.get(NODE_LOG_ENV)
-    if not path:
-        return
-    node = ray.get_runtime_context().get_node_id()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"{role} {node}\n".encode())
-    finally:
-        os.close(fd)
 
 
 def cluster_gpus() -> int:

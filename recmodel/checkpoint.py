@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from recmodel.config import ModelConfig, TrainConfig
-from recmodel.serving import atomic_write_bytes, load_tensors
+from recmodel.runfiles import atomic_write_bytes, load_tensors
 
 CHECKPOINT_FORMAT = 2
 

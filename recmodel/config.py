@@ -129,14 +129,14 @@ class TrainConfig(_Serializable):
     """How a variant is trained. Defaults follow the supplementary's Table 6 (AdamW, lr 1e-4
     encoders / 1e-5 head, weight decay 0.1, clip 5.0, batch 256, history <= 10, seed 42, 100
     epochs, constant schedule); a dataset's tuned values belong in its own config file (the
-    demo's: pipelines/configs/demo.yaml).
+    demo's: pipelines/training/configs/demo.yaml).
 
     Parameter groups: "encoder" = everything that turns an item into a vector (ID embeddings,
     Token Compressor Experts, layer experts, gate, ID-fusion gate, missing-content vector);
     "head" = the recommendation module (the SASRec ranker).
 
     Negatives (full or sampled softmax) are the items with at least one training interaction;
-    cold-start items stay out of the loss (train.py says why). `negatives` says where their
+    cold-start items stay out of the loss (negatives.py says why). `negatives` says where their
     vectors come from: "exact" encodes every negative with gradients at every step (the
     one-shot computation; its cost grows with the catalog), "cached" takes them from a no-grad
     cache of every item's vector refreshed every `cache_refresh_steps` steps or once per epoch

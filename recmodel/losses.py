@@ -1,7 +1,7 @@
 """Training objectives. All return a sum over examples; the caller divides by the number of
 targets in the (global) batch, so several workers' gradients add up to one batch's mean.
 
-- full softmax: cross-entropy of the target against every catalog item it is given (train.py
+- full softmax: cross-entropy of the target against every catalog item it is given (step.py
   gives the items seen in training);
 - sampled softmax: against S negatives shared by the batch, drawn from a proposal q, with the
   log-Q correction (logit - log(S q(i)), Bengio & Senecal 2008; Jean et al. 2015) so the

@@ -1,9 +1,10 @@
 """Negatives: which items a step's softmax ranks the target against, and where their vectors
 come from.
 
-Which: the items with at least one training interaction (train.py says why cold-start items
-are left out), all of them (full softmax) or `n_negatives` drawn from q(i) ~ count ** power
-(sampled softmax with log-Q correction, losses.py).
+Which: the items with at least one training interaction. Items never seen in training are no
+negatives: the loss could only push them down, and they are exactly the cold-start items a
+content encoder exists for. All of them (full softmax) or `n_negatives` drawn from
+q(i) ~ count ** power (sampled softmax with log-Q correction, losses.py).
 
 Where from, TrainConfig.negatives:
 - exact: every negative is encoded with gradients at every step, the one-shot computation.

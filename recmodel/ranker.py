@@ -9,11 +9,13 @@ max_history) and in serving (unpadded, any length).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from recmodel.config import ModelConfig
+from recmodel.data import PAD
 
 
 class CausalSelfAttention(nn.Module):
@@ -133,3 +135,23 @@ class SASRec(nn.Module):
             )
             x = x + h
         return F.layer_norm(x[-1], (d,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
+
+
+@torch.no_grad()
+def history_user_vectors(
+    ranker: SASRec, item_vectors: torch.Tensor, history: np.ndarray, batch_size: int = 512
+) -> torch.Tensor:
+    """history: (M, T) item indices, left-padded with PAD -> user vectors (M, d) on the CPU;
+    the ranker runs where its weights are."""
+    was_training = ranker.training
+    ranker.eval()
+    device = next(ranker.parameters()).device
+    out = []
+    for start in range(0, len(history), batch_size):
+        h = torch.from_numpy(history[start : start + batch_size])
+        valid = (h != PAD).to(device)
+        out.append(ranker.user_vector(item_vectors[h.clamp(min=0)].to(device), valid).cpu())
+    ranker.train(was_training)
+    if not out:
+        return torch.empty(0, item_vectors.shape[1])
+    return torch.cat(out)

@@ -27,12 +27,7 @@ from recmodel.config import TrainConfig
 from recmodel.data import PAD
 from recmodel.encoding import GradCache, encode_block
 from recmodel.features import ItemFeatureBank
-from recmodel.losses import (
-    alignment_loss,
-    full_softmax_loss,
-    sampled_softmax_loss,
-    uniformity_loss,
-)
+from recmodel.losses import alignment_loss, full_softmax_loss, sampled_softmax_loss, uniformity_loss
 from recmodel.model import LinkedOutModel
 from recmodel.negatives import ItemVectorCache
 from recmodel.prefetch import Block, Prefetcher

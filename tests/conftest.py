@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_ACCEPT_CONNECTION_ERROR", "0")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def worker_hooks() -> Iterator[None]:
+    """The tests' worker hooks (tests/worker_hooks.py: model-call log, injected deaths, node
+    log), off until a test sets their environment variables."""
+    from pipelines import hooks
+    from tests.worker_hooks import EnvHooks
+
+    hooks.install(EnvHooks())
+    yield
+    hooks.install(None)
+
+
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 12-video demo dataset in MicroLens layout (read-only: copy it before changing it)."""
-    from pipelines.demo_data import make_demo_dataset
+    from pipelines.demo.generate import make_demo_dataset
 
     root = tmp_path_factory.mktemp("demo") / "dataset"
     make_demo_dataset(root, n_videos=12, n_users=40, seed=0)

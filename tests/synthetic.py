@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.ingest import ingest
+from pipelines.dataset.ingest import ingest
 
 
 def write_topic_dataset(

@@ -2,27 +2,27 @@
 
 import dagster as dg
 
+from dagster_project.errors import one_line_failures
 from dagster_project.resources import LinkedOutPaths
-from dagster_project.versions import source_version
-from pipelines.catalog import scan_videos
-from pipelines.demo import ensure_demo_dataset
-from pipelines.ingest import INTERACTIONS, ingest, read_interactions, stale_sources
+from dagster_project.versions import code_version
+from pipelines.dataset.catalog import scan_videos
+from pipelines.dataset.ingest import INTERACTIONS, ingest, read_interactions, stale_sources
 
 GROUP = "linkedout"
 
 
-@dg.asset(group_name=GROUP, code_version=source_version("pipelines.ingest"), kinds={"parquet"})
+@dg.asset(group_name=GROUP, code_version=code_version(ingest), kinds={"parquet"})
 def interactions(context: dg.AssetExecutionContext, paths: LinkedOutPaths) -> dg.MaterializeResult:
     """`pairs.csv` and `titles.csv` validated into `interactions.parquet` with the leave-one-out
     split (last interaction test, second-to-last validation, by timestamp). Materializing it
     ingests again; training stops while pairs.csv or titles.csv differ from what it was
     ingested from (the `interactions_current` check)."""
-    ensure_demo_dataset(paths.dataset)
     first = not (paths.dataset / INTERACTIONS).is_file()
     changed = [] if first else stale_sources(paths.dataset)
     for change in changed:
         context.log.info(f"ingesting again: {change} since the last ingest")
-    result = ingest(paths.dataset)
+    with one_line_failures():
+        result = ingest(paths.dataset)
     for rejection in result.rejected[:50]:
         context.log.warning(f"rejected {rejection}")
     return dg.MaterializeResult(
@@ -78,12 +78,12 @@ def interactions_current(paths: LinkedOutPaths) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset(group_name=GROUP, code_version=source_version("pipelines.catalog"), kinds={"parquet"})
+@dg.asset(group_name=GROUP, code_version=code_version(scan_videos), kinds={"parquet"})
 def video_catalog(context: dg.AssetExecutionContext, paths: LinkedOutPaths) -> dg.MaterializeResult:
     """Every video file of the dataset: item, path, size, sha256 and when it was first seen.
     Only files whose size or mtime changed are hashed again."""
-    ensure_demo_dataset(paths.dataset)
-    catalog = scan_videos(paths.dataset)
+    with one_line_failures():
+        catalog = scan_videos(paths.dataset)
     for item, why in catalog.unreadable.items():
         context.log.warning(f"unreadable video {item}: {why}")
     return dg.MaterializeResult(

@@ -3,10 +3,11 @@
 import dagster as dg
 
 from dagster_project.assets.dataset import video_catalog
+from dagster_project.errors import one_line_failures
 from dagster_project.resources import ExtractorPreset, LinkedOutPaths, RayCluster
-from dagster_project.versions import source_version
-from pipelines.extract import extract_catalog
-from pipelines.store_status import store_integrity
+from dagster_project.versions import code_version
+from pipelines.extraction.extract import extract_catalog
+from pipelines.store.status import store_integrity
 
 
 class ExtractionConfig(dg.Config):
@@ -18,9 +19,7 @@ class ExtractionConfig(dg.Config):
 @dg.asset(
     deps=[video_catalog],
     group_name="linkedout",
-    code_version=source_version(
-        "featurizer", "pipelines.extract", "pipelines.extract_pool", "pipelines.extract_workers"
-    ),
+    code_version=code_version(extract_catalog),
     kinds={"ray", "zarr"},
 )
 def video_features(
@@ -35,15 +34,16 @@ def video_features(
     same content hash are skipped; a broken video becomes a failure row. CURRENT moves to this
     version only once it covers the catalog and verifies. The data version is the store
     fingerprint with its committed rows, so the variants show as stale when features change."""
-    ray.ensure_started()
-    summary = extract_catalog(
-        dataset=paths.dataset,
-        store=paths.store,
-        config=extractor.config(),
-        items=config.items or None,
-        make_current=True,
-        progress=False,
-    )
+    with one_line_failures():
+        ray.ensure_started()
+        summary = extract_catalog(
+            dataset=paths.dataset,
+            store=paths.store,
+            config=extractor.config(),
+            items=config.items or None,
+            make_current=True,
+            progress=False,
+        )
     for note in summary.notes:  # e.g. "re-extracting 1 item whose row failed its check: v0003"
         context.log.info(note)
     for item, stage, error in summary.failures:

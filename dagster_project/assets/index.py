@@ -3,26 +3,27 @@ the approximate-nearest-neighbour index queries search, written into runs/<varia
 materializes whichever of them are selected.
 
 The vectors' data version is their checksum, so after a retrain that left them unchanged the
-index is not stale; materializing it anyway rebuilds nothing (pipelines.index compares the
+index is not stale; materializing it anyway rebuilds nothing (pipelines.serving.index compares the
 checksum with the one its record holds). Its own data version is the index file's checksum."""
 
 import dagster as dg
 
 from dagster_project.assets.variants import GROUP, embeddings_key
 from dagster_project.automation import RETRAIN_ON_NEW_DATA
+from dagster_project.errors import one_line_failures
 from dagster_project.resources import LinkedOutPaths
-from dagster_project.versions import source_version
-from pipelines.index import index_run
+from dagster_project.versions import code_version
+from pipelines.serving.index import index_run
 from pipelines.variants import variant_names
 
-INDEX_CODE = source_version("recmodel.index", "pipelines.index")
+INDEX_CODE = code_version(index_run)
 
 
 def index_key(variant: str) -> dg.AssetKey:
     return dg.AssetKey(f"item_index_{variant}")
 
 
-def _index_metadata(result) -> dict:  # result: pipelines.index.IndexResult
+def _index_metadata(result) -> dict:  # result: pipelines.serving.index.IndexResult
     r, e = result.record, result.record.evaluation
     return {
         "path": dg.MetadataValue.path(str(result.run / r.index_file)),
@@ -71,7 +72,8 @@ def index_step() -> dg.AssetsDefinition:
         for variant in variants:
             if index_key(variant) not in context.selected_asset_keys:
                 continue
-            result = index_run(paths.run(variant), say=context.log.info)
+            with one_line_failures():
+                result = index_run(paths.run(variant), say=context.log.info)
             context.log.info(result.describe().splitlines()[0])
             yield dg.MaterializeResult(
                 asset_key=index_key(variant),

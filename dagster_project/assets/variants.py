@@ -9,18 +9,18 @@ import pydantic
 from dagster_project.assets.dataset import interactions
 from dagster_project.assets.features import video_features
 from dagster_project.automation import RETRAIN_ON_NEW_DATA
+from dagster_project.errors import one_line_failures
 from dagster_project.resources import LinkedOutPaths, TrainingSettings
-from dagster_project.versions import source_version
-from pipelines.index import vectors_checksum
-from pipelines.report import metrics_markdown, read_metrics
-from pipelines.train import train_run
-from pipelines.train_config import train_fields
+from dagster_project.versions import code_version
+from pipelines.report import metrics_markdown
+from pipelines.serving.index import vectors_checksum
+from pipelines.serving.runfiles import read_metrics
+from pipelines.training.run import train_run
+from pipelines.training.settings import train_fields
 from pipelines.variants import FLOOR_VARIANT, MAIN_VARIANT, all_variants, get_variant
 
 GROUP = "linkedout"
-TRAINING_CODE = source_version(
-    "recmodel", "pipelines.train", "pipelines.train_config", "pipelines.serving_bench"
-)
+TRAINING_CODE = code_version(train_run)
 
 
 # flat names: the asset graph labels a node with the last part of its key only
@@ -64,7 +64,7 @@ RankerConfig = pydantic.create_model(
 )
 
 
-def _ranker_metadata(result) -> dict:  # result: pipelines.train.TrainResult
+def _ranker_metadata(result) -> dict:  # result: pipelines.training.run.TrainResult
     test = result.metrics["test"]
     summary = result.metrics["training"]
     return {
@@ -131,18 +131,19 @@ def variant_assets(variant: str) -> dg.AssetsDefinition:
         values = {k: v for k, v in config.model_dump().items() if v is not None}
         workers = values.pop("workers", None)
         verify_store = values.pop("verify_store")
-        result = train_run(
-            paths.dataset,
-            paths.store,
-            paths.run(variant),
-            variant=variant,
-            workers=workers,
-            config=training.settings_file,
-            train_overrides=values,
-            fresh=True,
-            progress=False,
-            verify_store=verify_store,
-        )
+        with one_line_failures():
+            result = train_run(
+                paths.dataset,
+                paths.store,
+                paths.run(variant),
+                variant=variant,
+                workers=workers,
+                config=training.settings_file,
+                train_overrides=values,
+                fresh=True,
+                progress=False,
+                verify_store=verify_store,
+            )
         context.log.info(result.describe().splitlines()[0])
         yield dg.MaterializeResult(asset_key=ranker_key(variant), metadata=_ranker_metadata(result))
         yield dg.MaterializeResult(

@@ -7,21 +7,16 @@ import dagster as dg
 from dagster_project.assets.dataset import interactions
 from dagster_project.assets.features import video_features
 from dagster_project.automation import RETRAIN_ON_NEW_DATA
+from dagster_project.errors import one_line_failures
 from dagster_project.resources import LinkedOutPaths, StoreViews, TrainingSettings
-from dagster_project.versions import source_version
-from pipelines.store_views import train_views
+from dagster_project.versions import code_version
+from pipelines.training.views import train_views
 
 
 @dg.asset(
     deps=[interactions, video_features],
     group_name="linkedout",
-    code_version=source_version(
-        "recmodel",
-        "pipelines.train",
-        "pipelines.train_config",
-        "featurizer.store.derive",
-        "pipelines.store_views",
-    ),
+    code_version=code_version(train_views),
     kinds={"zarr", "pytorch"},
     automation_condition=RETRAIN_ON_NEW_DATA,
 )
@@ -37,14 +32,15 @@ def store_views(
     if not specs:
         context.log.info("no store views configured (the views resource, $LINKEDOUT_STORE_VIEWS)")
         return dg.MaterializeResult(metadata={"views": "none configured"})
-    runs = train_views(
-        paths.dataset,
-        paths.store,
-        paths.runs,
-        specs,
-        config=training.settings_file,
-        say=context.log.info,
-    )
+    with one_line_failures():
+        runs = train_views(
+            paths.dataset,
+            paths.store,
+            paths.runs,
+            specs,
+            config=training.settings_file,
+            say=context.log.info,
+        )
     rows = ["| view | version | bytes per video | HR@10 | NDCG@10 | cold-start HR@10 |"]
     rows.append("|---|---|---:|---:|---:|---:|")
     for run in runs:

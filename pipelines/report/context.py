@@ -12,27 +12,27 @@ from typing import Any
 import pyarrow as pa
 
 from pipelines.errors import PipelineError
-from pipelines.index import read_index_record
+from pipelines.report.dataset import dataset_stats
 from pipelines.report.gates import GateAnalysis, read_gates
-from pipelines.report.measure import (
+from pipelines.report.layout import variant_label
+from pipelines.report.mixture import PromptMixture, read_prompt_mixture
+from pipelines.report.runs import same_split_runs, variant_of, view_runs
+from pipelines.report.store import (
     commit_interval_estimate,
-    dataset_stats,
     in_a_bank,
     open_store,
     random_weights_reason,
     read_extraction_runs,
     store_version,
 )
-from pipelines.report.prompts import PromptMixture, read_prompt_mixture
-from pipelines.report.runs import (
+from pipelines.serving.benchmark import summary_from_record
+from pipelines.serving.runfiles import (
     read_config,
+    read_index_record,
     read_metrics,
-    same_split_runs,
-    variant_of,
-    view_runs,
+    read_run_config,
+    read_serving,
 )
-from pipelines.serve import read_run_config
-from pipelines.serving_bench import read_serving, summary_from_record
 from recmodel.variants import bank_variant
 
 
@@ -65,6 +65,20 @@ class ReportContext:
     prompts_note: str = ""  # why it could not be read
     index: Any = None  # recmodel.index.IndexRecord of item_index.json, None where not built
     index_error: str = ""
+
+    def find_variant(self, variant: str) -> str | None:
+        """The run (directory name) of `variant` among the runs on this split, if any."""
+        return next((n for n, m in self.runs.items() if m.get("variant") == variant), None)
+
+    def test(self, name: str | None, group: str = "overall") -> dict[str, Any]:
+        """A run's test metrics of one target group; {} for no run."""
+        if name is None:
+            return {}
+        return self.runs.get(name, {}).get("test", {}).get(group, {})
+
+    def label(self, name: str) -> str:
+        """The report's name of a run: its variant's label."""
+        return variant_label(self.runs.get(name, {}).get("variant", name))
 
 
 @dataclass
@@ -119,7 +133,7 @@ def collect_context(run: Path) -> ReportContext:
         ctx.extraction_estimate = commit_interval_estimate(store)
     ctx.views = _store_view_runs(run, config, metrics)
     bank = bank_variant()
-    bank_run = next((n for n, m in runs.items() if bank and m.get("variant") == bank.name), None)
+    bank_run = ctx.find_variant(bank.name) if bank is not None else None
     if bank_run is not None:
         try:
             ctx.prompts = read_prompt_mixture(run.parent / bank_run)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.report.document import pct
 from pipelines.report.gates import GateAnalysis, gaussian_kde, scott_bandwidth
 from pipelines.report.layout import (
     GROUP_SHORT,
@@ -17,10 +18,6 @@ from pipelines.report.layout import (
     variant_color,
     variant_label,
 )
-from pipelines.report.render import pct
-
-# =============================================================================================
-# Figures
 
 _BLUE, _RED, _GREY = "#1f5fbf", "#c8372d", "#8a94a6"
 

@@ -1,4 +1,11 @@
-"""Layer-gate statistics from gates.parquet: weights, normalised contributions, densities."""
+"""Layer-gate statistics from gates.parquet: weights, normalised contributions, densities.
+
+gates.parquet holds per item the gate weights pi_l (softmax over the tapped layers) and the norms
+||h_l|| of the layer experts' outputs. The fused vector is z = sum_l pi_l h_l, so the magnitude a
+layer puts into z is pi_l ||h_l||; the report normalises it per item, c_l = pi_l ||h_l|| /
+sum_k pi_k ||h_k||, so that c, like pi, sums to one per item: the two heat maps share a scale, and
+c - pi shows where a layer's output norm amplifies (> 0) or damps (< 0) the weight the gate gave
+it (the supplementary's Figure 1 plots pi_l * h_l without saying how it is scaled)."""
 
 from __future__ import annotations
 
@@ -8,14 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipelines.errors import PipelineError
-from pipelines.report.render import pct
-
-# =============================================================================================
-# Layer gates
+from pipelines.report.document import pct
+from pipelines.serving.runfiles import read_gates_table
 
 
 def gaussian_kde(
@@ -39,6 +41,12 @@ def gaussian_kde(
         z = (grid[:, None] - x[None, start : start + 16384]) / bandwidth
         density += np.exp(-0.5 * z * z).sum(axis=1)
     return density / (x.size * bandwidth * math.sqrt(2 * math.pi))
+
+
+def top_share(weights: np.ndarray) -> np.ndarray:
+    """(F, n) mixture weights -> (n,) the share of the F items whose largest weight is each."""
+    counts = np.bincount(weights.argmax(axis=1), minlength=weights.shape[1])
+    return counts / max(len(weights), 1)
 
 
 def scott_bandwidth(values: np.ndarray) -> float:
@@ -72,8 +80,7 @@ class GateAnalysis:
 
     @property
     def argmax_share(self) -> np.ndarray:
-        counts = np.bincount(self.gates.argmax(axis=1), minlength=len(self.layers))
-        return counts / max(len(self.items), 1)
+        return top_share(self.gates)
 
     def dominance_sentence(self) -> str:
         """Which layer dominates on this data, in words, from the numbers."""
@@ -114,17 +121,6 @@ class GateAnalysis:
             "The paper found L8 dominating on MicroLens-100K (40.9% mean contribution, Figure 5)†."
         )
         return f"{first} {second} {paper}"
-
-
-def read_gates_table(run: Path) -> pa.Table | None:
-    """A run's gates.parquet (a row per item with features: its gate weights), None without one."""
-    path = Path(run) / "gates.parquet"
-    if not path.is_file():
-        return None
-    try:
-        return pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise PipelineError(f"{path} is unreadable: {' '.join(str(exc).split())[:200]}") from None
 
 
 def read_gates(run: Path) -> GateAnalysis | None:

@@ -1,37 +1,14 @@
-"""Reading run directories: metrics, configs, and which sibling runs share the main run's split."""
+"""Which sibling runs share the main run's split (same dataset, catalog and test split), and
+why the others are left out; the files themselves are read by serving/runfiles.py."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pipelines.errors import PipelineError
 from pipelines.report.layout import variant_order
-from pipelines.store_views import VIEW_RUNS_DIR
-
-# =============================================================================================
-# Reading runs
-
-
-def read_metrics(run: Path) -> dict[str, Any]:
-    path = Path(run) / "metrics.json"
-    if not path.is_file():
-        raise PipelineError(f"{path} not found: train or evaluate the run first")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise PipelineError(f"{path} is not valid JSON: {exc}") from None
-
-
-def read_config(run: Path) -> dict[str, Any]:
-    path = Path(run) / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except ValueError:
-        return {}
+from pipelines.serving.runfiles import METRICS_FILE, VIEW_RUNS_DIR, read_config, read_metrics
 
 
 def variant_of(name: str, config: dict[str, Any], metrics: dict[str, Any]) -> str:
@@ -51,7 +28,7 @@ def same_split_runs(
 def view_runs(
     run: Path, config: dict[str, Any], metrics: dict[str, Any]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """The runs on compact store views (runs/views/<view>/, pipelines.store_views) that share
+    """The runs on compact store views (runs/views/<view>/, training/views.py) that share
     `run`'s split, keyed by view name, with their config.json under "config"; and those left
     out, with why."""
     found, excluded = _same_split(run.parent / VIEW_RUNS_DIR, run, config, metrics)
@@ -69,7 +46,7 @@ def _same_split(
         return found, excluded
     n_test = metrics.get("test", {}).get("overall", {}).get("n")
     for d in sorted(directory.iterdir()):
-        if not d.is_dir() or not (d / "metrics.json").is_file():
+        if not d.is_dir() or not (d / METRICS_FILE).is_file():
             continue
         if d.resolve() == run.resolve():
             found[d.name] = metrics

@@ -175,7 +175,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 class CliProcess:
-    """`linkedout ARGV` as its own process session (start_new_session), so that it and every
+    """`linkedout ARGV`, with the tests' worker hooks installed, as its own process session (start_new_session), so that it and every
     process it starts (its local Ray: GCS, raylet, agents, workers, which Ray puts in process
     groups of their own but leaves in the session) can be killed at once."""
 
@@ -186,7 +186,7 @@ class CliProcess:
         self.started = time.monotonic()
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "pipelines.cli", *map(str, argv)],
+                [sys.executable, "-m", "tests.worker_hooks", *map(str, argv)],
                 cwd=REPO,
                 env=cli_env(**env),
                 stdout=out,

@@ -23,8 +23,11 @@ NO_PROGRESS_S = 12  # how long that run waits for a node its actors can run on
 
 
 def main(dataset: Path, model: Path, work: Path) -> dict:
+    from pipelines import hooks
     from tests.s3 import s3_server
+    from tests.worker_hooks import EnvHooks
 
+    hooks.install(EnvHooks())  # the node log, the model-call log and the slower model below
     result: dict = {}
     with s3_server() as s3:
         os.environ.update(s3.env())  # before the nodes start: their workers inherit it
@@ -41,10 +44,10 @@ def run_cluster(dataset: Path, model: Path, work: Path, store: str, result: dict
 
     from featurizer.config import load_preset
     from featurizer.store import FeatureStore
+    from pipelines.dataset.ingest import ingest
     from pipelines.errors import PipelineError
-    from pipelines.extract import extract_catalog
-    from pipelines.ingest import ingest
-    from pipelines.train import train_run
+    from pipelines.extraction.extract import extract_catalog
+    from pipelines.training.run import train_run
     from tests.faults.cluster import add_node, loopback_cluster, non_loopback_listeners
 
     config = load_preset("demo").replace(model=str(model), prompts=())

@@ -21,10 +21,10 @@ import pytest
 
 from featurizer.decode import sha256_file
 from featurizer.store import FeatureStore
-from pipelines.extract import ExtractSummary, extract_catalog
-from pipelines.extract_workers import INVOCATION_LOG_ENV
+from pipelines.extraction.extract import ExtractSummary, extract_catalog
 from tests.faults import media
 from tests.faults.conftest import REPO, assert_one_line_error, run_cli, tree_snapshot
+from tests.worker_hooks import INVOCATION_LOG_ENV
 
 pytestmark = pytest.mark.slow
 

@@ -24,9 +24,9 @@ import pytest
 
 from featurizer.config import load_preset
 from featurizer.store import FeatureStore
-from pipelines.extract_workers import INVOCATION_LOG_ENV
-from pipelines.store_status import store_integrity
+from pipelines.store.status import store_integrity
 from tests.faults.conftest import CliProcess, kill_session, wait_for
+from tests.worker_hooks import INVOCATION_LOG_ENV
 
 pytestmark = pytest.mark.slow
 

@@ -16,10 +16,10 @@ import pytest
 from featurizer.config import hidden_size_of
 from featurizer.errors import StoreError
 from featurizer.store import FeatureStore, set_current
-from pipelines.extract_workers import INVOCATION_LOG_ENV
 from tests.faults.conftest import assert_one_line_error, run_cli
 from tests.s3 import environment
 from tests.store_log import commit_entries
+from tests.worker_hooks import INVOCATION_LOG_ENV
 
 
 @pytest.fixture

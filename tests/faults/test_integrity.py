@@ -1,4 +1,4 @@
-"""Integrity faults (issue 13 of DESIGN): bytes that go wrong in the store, inputs that change
+"""Integrity faults: bytes that go wrong in the store, inputs that change
 after their derived files were written, and commands pointed at data they did not create.
 
 One real extraction of the 12-video demo dataset (tiny model: random weights, no world
@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from featurizer.store import FeatureStore
-from pipelines.extract import extract_catalog
-from pipelines.extract_workers import INVOCATION_LOG_ENV
-from pipelines.ingest import ingest
+from pipelines.dataset.ingest import ingest
+from pipelines.extraction.extract import extract_catalog
 from tests.faults.conftest import assert_one_line_error, run_cli, tree_snapshot
 from tests.store_log import commit_entries
+from tests.worker_hooks import INVOCATION_LOG_ENV
 
 pytestmark = pytest.mark.slow
 

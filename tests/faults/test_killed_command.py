@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.extract_workers import DELAY_ENV, INVOCATION_LOG_ENV
 from tests.faults.conftest import CliProcess, session_processes, wait_for
+from tests.worker_hooks import DELAY_ENV, INVOCATION_LOG_ENV
 
 pytestmark = pytest.mark.slow
 

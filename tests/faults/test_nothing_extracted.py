@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from featurizer.store import FeatureStore, read_current
-from pipelines.ingest import ingest
+from pipelines.dataset.ingest import ingest
 from tests.faults.conftest import CliResult, assert_one_line_error, run_cli
 
 

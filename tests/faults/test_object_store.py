@@ -21,9 +21,9 @@ import pytest
 
 from featurizer.store import FeatureStore
 from pipelines.errors import PipelineError
-from pipelines.extract import extract_catalog
-from pipelines.extract_workers import DELAY_ENV, INVOCATION_LOG_ENV
+from pipelines.extraction.extract import extract_catalog
 from tests.s3 import KEY_ID, SECRET, FaultyProxy, environment
+from tests.worker_hooks import DELAY_ENV, INVOCATION_LOG_ENV
 
 pytestmark = pytest.mark.slow
 

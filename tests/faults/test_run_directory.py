@@ -1,5 +1,5 @@
 """`linkedout train --out DIR` deletes only what it created. A run directory is recognised by
-the marker training writes into it (pipelines/run_dir.py), never by a config.json; `--fresh`
+the marker training writes into it (pipelines/training/run_dir.py), never by a config.json; `--fresh`
 removes only the run's own files, refuses a directory that is not a run and never touches the
 working directory or a parent of it; a run is replaced only after the new run has succeeded."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from featurizer.store import FeatureStore
-from pipelines.run_dir import RUN_MARKER, STAGING_DIR
+from pipelines.training.run_dir import RUN_MARKER, STAGING_DIR
 from tests.faults.conftest import CliResult, assert_one_line_error, run_cli, tree_snapshot
 from tests.synthetic import write_topic_dataset, write_topic_store
 

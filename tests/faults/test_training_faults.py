@@ -22,7 +22,7 @@ import torch
 
 from featurizer.config import ExtractorConfig
 from featurizer.store import FeatureStore, MissingItemsError, set_current
-from pipelines.train import TrainResult, train_run
+from pipelines.training.run import TrainResult, train_run
 from tests.faults.conftest import CliProcess, kill_session, run_cli, wait_for
 from tests.synthetic import write_topic_dataset
 
@@ -146,7 +146,7 @@ def test_training_on_a_store_missing_items_says_which(ws: TrainWorkspace, fault_
     assert missing == {"total": 3, "extraction_failed": 1, "not_extracted": 2}
     assert "3 of 60 items have no features (1 failed extraction, 2 without a video" in line
     if not named:
-        pytest.xfail("pipelines/train.py counts the items without features but names none")
+        pytest.xfail("pipelines/training counts the items without features but names none")
 
 
 def test_reading_items_the_store_lacks_names_them(ws: TrainWorkspace, fault_report) -> None:

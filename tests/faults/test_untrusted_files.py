@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.ingest import ingest
-from pipelines.train import train_run
+from pipelines.dataset.ingest import ingest
+from pipelines.training.run import train_run
 from tests.faults.conftest import assert_one_line_error, run_cli
 
 MARKER_NAME = "PWNED"
@@ -127,7 +127,7 @@ def test_model_directory_with_pickled_weights_is_refused(
     """transformers reads pytorch_model.bin with torch.load(weights_only=True); the actor turns
     the refusal into the run's one-line error (here the in-process part of it)."""
     from featurizer.config import load_preset
-    from pipelines.extract_workers import ExtractVideos
+    from pipelines.extraction.workers import ExtractVideos
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)

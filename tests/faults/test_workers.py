@@ -3,7 +3,7 @@ the model call, before the group's shards are written) is restarted and the grou
 the run completes; a video that kills its actor every time becomes a failure row after its
 group's retries and ACTOR_RETRIES retries alone, and the other videos are not affected.
 
-The deaths are injected with the test-only hooks of pipelines/extract.py (LINKEDOUT_FAULT_*:
+The deaths are injected with the tests' worker hooks (tests/worker_hooks.py, LINKEDOUT_FAULT_*:
 `os._exit(1)` in the actor, a hard death like a segfault in a decoder or an OOM kill), since a
 video that crashes decord on demand cannot be crafted. Model calls are counted through
 LINKEDOUT_INVOCATION_LOG. One real extraction (tiny model: random weights, no world knowledge)."""
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from featurizer.store import FeatureStore
-from pipelines.extract import ExtractSummary, extract_catalog
-from pipelines.extract_pool import ACTOR_RETRIES
-from pipelines.extract_workers import (
+from pipelines.extraction.extract import ExtractSummary, extract_catalog
+from pipelines.extraction.pool import ACTOR_RETRIES
+from tests.worker_hooks import (
     FAULT_MARKER_DIR_ENV,
     INVOCATION_LOG_ENV,
     KILL_ITEMS_ENV,

@@ -11,7 +11,7 @@ import pytest
 
 from dagster_project.assets.variants import RankerConfig, variant_assets
 from dagster_project.resources import LinkedOutPaths, TrainingSettings
-from pipelines.train_config import train_fields
+from pipelines.training.settings import train_fields
 from tests.synthetic import write_topic_workspace
 
 

@@ -17,7 +17,7 @@ import pytest
 from featurizer.config import load_preset
 from featurizer.store import read_current
 from pipelines.cli import main
-from pipelines.ingest import read_titles
+from pipelines.dataset.ingest import read_titles
 
 pytestmark = pytest.mark.slow
 

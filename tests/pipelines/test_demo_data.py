@@ -10,7 +10,8 @@ import decord
 import numpy as np
 import pytest
 
-from pipelines.demo_data import FRAME_SIZE, make_demo_dataset, read_topics
+from pipelines.demo.generate import make_demo_dataset, read_topics
+from pipelines.demo.videos import FRAME_SIZE
 from pipelines.errors import PipelineError
 
 SMALL = {"n_videos": 6, "n_users": 10}

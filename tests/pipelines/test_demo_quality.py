@@ -1,6 +1,6 @@
 """The demo's quality claims, end to end on the demo dataset itself (pipelines/demo.py's size and
 seed, features from the tiny random-weight LLaVA-OneVision of the demo preset, the demo training
-settings): content predicts preference (DESIGN section 8), so
+settings): content predicts preference (pipelines/demo/generate.py), so
 
 1. `full` beats `id_only` on test HR@10 overall,
 2. and by at least 2x on cold-start targets (test targets with no training interaction),
@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from featurizer.config import load_preset
-from pipelines.demo import DEMO_SEED, DEMO_USERS, DEMO_VIDEOS
-from pipelines.demo_data import make_demo_dataset
-from pipelines.extract import extract_catalog
-from pipelines.ingest import ingest
-from pipelines.train import train_sweep
-from pipelines.train_config import DEMO_CONFIG
+from pipelines.dataset.ingest import ingest
+from pipelines.demo.dataset import DEMO_SEED, DEMO_USERS, DEMO_VIDEOS
+from pipelines.demo.generate import make_demo_dataset
+from pipelines.extraction.extract import extract_catalog
+from pipelines.training.settings import DEMO_CONFIG
+from pipelines.training.sweep import train_sweep
 from recmodel.variants import variant_names
 
 VARIANTS = variant_names()  # the registered variants

@@ -1,4 +1,4 @@
-"""End-to-end extraction (DESIGN §3 feature store, §4 extraction): Ray Data decode tasks, the
+"""End-to-end extraction into the feature store (docs/store.md): Ray Data decode tasks, the
 tiny model in an actor pool, rows in the store, the index committed by the driver.
 
 Extraction runs are expensive (actor start + model load), so one dataset copy and one store go
@@ -31,9 +31,9 @@ import pytest
 from featurizer.config import ExtractorConfig, load_preset
 from featurizer.decode import DecodeError, decode_video, sha256_file
 from featurizer.store import FeatureStore, VerifyReport, read_current
-from pipelines.catalog import scan_videos
-from pipelines.extract import ExtractSummary, extract_catalog
-from pipelines.store_status import store_integrity, unextracted_videos
+from pipelines.dataset.catalog import scan_videos
+from pipelines.extraction.extract import ExtractSummary, extract_catalog
+from pipelines.store.status import store_integrity, unextracted_videos
 
 pytestmark = pytest.mark.slow
 
@@ -350,7 +350,7 @@ def test_actor_features_equal_the_in_process_extractor(
     import torch
 
     from featurizer.extractor import VideoLLMExtractor
-    from pipelines.ingest import read_titles
+    from pipelines.dataset.ingest import read_titles
 
     version = FeatureStore.open(ws.store, first_run.summary.fingerprint)
     stored = version.read([PINNED])[0]

@@ -24,10 +24,10 @@ import pytest
 from featurizer.config import ExtractorConfig, load_preset
 from featurizer.store import FeatureStore, read_current
 from featurizer.store.bank import PromptBank
-from pipelines.extract import ExtractSummary, extract_catalog
-from pipelines.extract_workers import INVOCATION_LOG_ENV
-from pipelines.store_status import store_info, store_verify
-from pipelines.train import train_run
+from pipelines.extraction.extract import ExtractSummary, extract_catalog
+from pipelines.store.status import store_info, store_verify
+from pipelines.training.run import train_run
+from tests.worker_hooks import INVOCATION_LOG_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -161,7 +161,7 @@ def test_removing_a_prompt_extracts_nothing(ws: Workspace, two: Run) -> None:
 def test_full_prompt_bank_trains_on_the_current_bank(
     ws: Workspace, bank: ExtractorConfig, three: Run, tmp_path: Path
 ) -> None:
-    from pipelines.ingest import ingest
+    from pipelines.dataset.ingest import ingest
 
     ingest(ws.dataset)
     result = train_run(

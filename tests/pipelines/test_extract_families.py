@@ -21,9 +21,9 @@ import pytest
 
 from featurizer.config import PRESET_DIR, load_preset
 from featurizer.store import FeatureStore
-from pipelines.extract import ExtractSummary, extract_catalog
-from pipelines.ingest import ingest
-from pipelines.train import TrainResult, train_run
+from pipelines.dataset.ingest import ingest
+from pipelines.extraction.extract import ExtractSummary, extract_catalog
+from pipelines.training.run import TrainResult, train_run
 
 Case = tuple[str, int, int]  # (family, frames, resolution)
 DEMO_SETTING = (8, 224)

@@ -1,4 +1,4 @@
-"""A run's item index (pipelines.index) and the queries that go through it (pipelines.serve)."""
+"""A run's item index (pipelines.serving.index) and the queries that go through it (pipelines.serving.queries)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from pipelines.errors import PipelineError
-from pipelines.index import index_run
-from pipelines.serve import recommend, recommend_users
+from pipelines.serving.index import index_run
+from pipelines.serving.queries import recommend, recommend_users
 from recmodel.index import IndexSettings
 from recmodel.model import build_model
-from recmodel.serving import EMBEDDINGS_FILE, INDEX_FILE, INDEX_RECORD_FILE, export_run
+from recmodel.runfiles import EMBEDDINGS_FILE, INDEX_FILE, INDEX_RECORD_FILE, export_run
 from tests.recmodel import helpers
 
 HNSW_FOR_ANY_SIZE = IndexSettings(exact_max_items=1)

@@ -12,14 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import main
-from pipelines.errors import PipelineError
-from pipelines.ingest import (
+from pipelines.dataset.ingest import (
     SCHEMA,
     ingest,
     read_current_interactions,
     read_interactions,
     read_titles,
 )
+from pipelines.errors import PipelineError
 
 GOOD = "u1,a,1\nu1,b,2\nu1,c,3\nu2,a,5\nu2,c,6\nu2,b,7\n"  # lines 2-7 after the header
 

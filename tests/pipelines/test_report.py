@@ -24,9 +24,9 @@ from pipelines.report import (
     gaussian_kde,
     random_weights_reason,
     scott_bandwidth,
-    sweep,
     write_report,
 )
+from pipelines.training.sweep import sweep
 from tests.synthetic import write_topic_dataset, write_topic_store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -479,7 +479,7 @@ def test_a_run_without_serving_json_is_reported_as_not_recorded_not_timed(sweep_
 
 
 def test_efficiency_sets_each_trained_store_view_beside_the_full_store(sweep_dir, runs, tmp_path):
-    from pipelines.store_views import parse_view, train_views
+    from pipelines.training.views import parse_view, train_views
 
     store = shutil.copytree(sweep_dir / "store", tmp_path / "store")  # the views go beside it
     train_views(
@@ -504,7 +504,7 @@ def test_efficiency_sets_each_trained_store_view_beside_the_full_store(sweep_dir
 
 
 def test_the_report_shows_the_item_index_against_the_exact_scan(runs, tmp_path):
-    from pipelines.index import index_run
+    from pipelines.serving.index import index_run
 
     index_run(runs / "full")  # a demo-sized catalog: an exact index
 

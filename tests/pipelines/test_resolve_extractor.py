@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.extract import resolve_extractor
+from pipelines.extraction.preset import resolve_extractor
 
 
 def test_random_weights_are_off_unless_asked() -> None:

@@ -12,8 +12,8 @@ from featurizer.store import FeatureStore, read_current
 from featurizer.store.derive import Derivation
 from pipelines.cli import main
 from pipelines.errors import PipelineError
-from pipelines.store_views import ViewSpec, parse_view
-from pipelines.train import train_run
+from pipelines.training.run import train_run
+from pipelines.training.views import ViewSpec, parse_view
 from tests.synthetic import write_topic_dataset, write_topic_store
 
 N_ITEMS = 24

@@ -1,4 +1,4 @@
-"""pipelines.train: run directories from a MicroLens-layout dataset and a real (synthetic)
+"""pipelines.training.run: run directories from a MicroLens-layout dataset and a real (synthetic)
 feature store, evaluation from saved files, queries, and the user-facing errors."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from pipelines.errors import PipelineError
-from pipelines.serve import evaluate_run, recommend
-from pipelines.train import train_run, train_sweep
+from pipelines.serving.queries import evaluate_run, recommend
+from pipelines.training.run import train_run
+from pipelines.training.sweep import train_sweep
 from tests.synthetic import write_topic_dataset, write_topic_store
 
 RUN_FILES = {

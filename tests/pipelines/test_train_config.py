@@ -12,7 +12,7 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.errors import PipelineError
-from pipelines.train_config import read_config_file, training_values
+from pipelines.training.settings import read_config_file, training_values
 from tests.synthetic import write_topic_dataset
 
 

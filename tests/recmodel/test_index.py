@@ -19,7 +19,7 @@ from recmodel.index import (
     tune,
     write_index,
 )
-from recmodel.serving import write_json
+from recmodel.runfiles import write_json
 
 SMALL = IndexSettings(exact_max_items=500, hnsw_max_items=2_000, ivf_list_size=64)
 

@@ -14,8 +14,9 @@ from recmodel.features import ItemFeatureBank
 from recmodel.memory import BudgetError, MemoryPlan, plan_memory
 from recmodel.metrics import rank_eval_set
 from recmodel.model import build_model
+from recmodel.plan import resolve_config
 from recmodel.prefetch import Block
-from recmodel.train import fit, resolve_config
+from recmodel.train import fit
 from tests.recmodel import helpers
 
 NO_DROPOUT = {"dropout": 0.0, "id_dropout": 0.0}

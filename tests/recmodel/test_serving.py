@@ -7,16 +7,8 @@ import torch
 
 from recmodel.config import ModelConfig
 from recmodel.model import build_model
-from recmodel.serving import (
-    EMBEDDINGS_FILE,
-    GATES_FILE,
-    ITEM_IDS_FILE,
-    MODEL_FILE,
-    Recommender,
-    UnknownItemsError,
-    evaluate_recommender,
-    export_run,
-)
+from recmodel.runfiles import EMBEDDINGS_FILE, GATES_FILE, ITEM_IDS_FILE, MODEL_FILE, export_run
+from recmodel.serving import Recommender, UnknownItemsError, evaluate_recommender
 from tests.recmodel import helpers
 from tests.recmodel.helpers import L
 

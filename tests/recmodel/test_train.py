@@ -3,9 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from recmodel.checkpoint import CheckpointMismatchError
 from recmodel.data import build_splits
 from recmodel.model import build_model
-from recmodel.train import CheckpointMismatchError, _warmup, fit
+from recmodel.train import _warmup, fit
 from tests.recmodel import helpers
 
 
