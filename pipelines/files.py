@@ -21,7 +21,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
+        if exc.errno is None or exc.filename == str(path):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None  # the target, not its tmp
     finally:
         tmp.unlink(missing_ok=True)
 

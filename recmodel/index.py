@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,8 @@ from typing import Any
 import faiss
 import numpy as np
 import xxhash
+
+from recmodel.runfiles import atomic_write
 
 INDEX_FORMAT = 1
 METRIC = "inner_product"
@@ -323,13 +324,15 @@ class IndexRecord:
 
 
 def write_index(index: ItemIndex, path: Path) -> tuple[str, int]:
-    """Write the index file whole (a temporary file renamed); returns its checksum and size."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    faiss.write_index(index.index, str(tmp))
-    checksum, size = file_checksum(tmp), tmp.stat().st_size
-    os.replace(tmp, path)
-    return checksum, size
+    """Write the index file whole (runfiles.atomic_write); returns its checksum and size."""
+    written: dict[str, Any] = {}
+
+    def write(tmp: Path) -> None:
+        faiss.write_index(index.index, str(tmp))
+        written.update(checksum=file_checksum(tmp), size=tmp.stat().st_size)
+
+    atomic_write(Path(path), write)
+    return written["checksum"], written["size"]
 
 
 def read_record(path: Path) -> IndexRecord:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurizer.decode import sha256_file
+from pipelines.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +141,6 @@ def write_catalog(catalog: Catalog) -> Path:
         for v in catalog.videos.values()
     ]
     path = catalog.dataset / CATALOG_FILE
-    # a name of its own: two scans at once (an extraction and a sensor tick) never share it
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))  # scans at once never share one
     return path

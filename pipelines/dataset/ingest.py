@@ -26,9 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ import pyarrow.parquet as pq
 
 from featurizer.decode import sha256_file
 from pipelines.errors import PipelineError, one_line
+from pipelines.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +174,7 @@ def ingest(dataset: Path) -> IngestResult:
         {SOURCES_KEY: json.dumps(sources, sort_keys=True).encode()}
     )
     out = dataset / INTERACTIONS
-    _write_atomic(table, out)
+    atomic_write(out, lambda tmp: pq.write_table(table, tmp))  # readers see old or new
 
     n_users = len(by_user)
     return IngestResult(
@@ -369,17 +368,3 @@ def _video_items(dataset: Path) -> set[str]:
     if not videos.is_dir():
         return set()
     return {p.stem for p in videos.iterdir() if p.suffix == ".mp4" and p.is_file()}
-
-
-def _write_atomic(table: pa.Table, out: Path) -> None:
-    """Write to a temp file beside `out`, fsync, then rename over it: readers see old or new."""
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

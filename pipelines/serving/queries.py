@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 
 from pipelines.dataset.ingest import read_interactions
 from pipelines.errors import PipelineError, one_line, user_facing
+from pipelines.files import atomic_write
 from pipelines.serving.runfiles import (
     EMBEDDINGS_FILE,
     INDEX_RECORD_FILE,
@@ -174,10 +174,11 @@ def recommend_users(
         searcher = "an exact scan (no item index: `linkedout index RUN` builds one)"
     say = say or (lambda line: None)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    start = last = time.perf_counter()
-    n_users = n_rows = 0
-    try:
+    start = time.perf_counter()
+    counts = {"users": 0, "rows": 0}
+
+    def score_into(tmp: Path) -> None:  # the whole file is `out`, or nothing is
+        last = start
         with pq.ParquetWriter(tmp, OUT_SCHEMA) as writer:
             for where, ids, histories in _user_batches(users, batch_size):
                 rows = []
@@ -192,16 +193,17 @@ def recommend_users(
                     raise PipelineError(f"{users}: {exc}") from None
                 table = _rows_table(ids, found)
                 writer.write_table(table)
-                n_users += len(ids)
-                n_rows += table.num_rows
+                counts["users"] += len(ids)
+                counts["rows"] += table.num_rows
                 now = time.perf_counter()
                 if now - last >= 10:
-                    say(f"scored {n_users:,} users ({n_users / (now - start):,.0f} users/s)")
+                    rate = counts["users"] / (now - start)
+                    say(f"scored {counts['users']:,} users ({rate:,.0f} users/s)")
                     last = now
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return BatchResult(out, n_users, n_rows, time.perf_counter() - start, searcher)
+
+    atomic_write(out, score_into)
+    seconds = time.perf_counter() - start
+    return BatchResult(out, counts["users"], counts["rows"], seconds, searcher)
 
 
 def _rows_table(users: list[str], found: list[list[tuple[str, float]]]) -> pa.Table:
