@@ -18,6 +18,7 @@ Qwen3-VL's "<t seconds>" prompt text) read it; the LLaVA families do not.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,15 @@ from featurizer.errors import one_line
 
 class DecodeError(ValueError):
     """A video that cannot be decoded; the message is one line naming the file and the reason."""
+
+
+@dataclass(frozen=True)
+class VideoBytes:
+    """A video's bytes as fetched from where it is stored (an object store), decoded from
+    memory; `name` names it in messages, as a file's name does."""
+
+    name: str
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -55,37 +65,44 @@ def sample_indices(n_frames: int, frames: int) -> np.ndarray:
     return np.clip(idx, 0, n_frames - 1)
 
 
-def decode_video(path: Path, frames: int, size: int) -> np.ndarray:
-    """(T, size, size, 3) uint8 RGB frames sampled uniformly over the whole video, decoded in one
-    `get_batch` call at the target size. Raises DecodeError for anything undecodable."""
-    return decode_clip(path, frames, size)[0]
+def decode_video(source: Path | VideoBytes, frames: int, size: int) -> np.ndarray:
+    """(T, size, size, 3) uint8 RGB frames sampled uniformly over the whole video (a file, or
+    its bytes), decoded in one `get_batch` call at the target size. Raises DecodeError for
+    anything undecodable."""
+    return decode_clip(source, frames, size)[0]
 
 
-def decode_clip(path: Path, frames: int, size: int) -> tuple[np.ndarray, FrameTiming]:
+def decode_clip(
+    source: Path | VideoBytes, frames: int, size: int
+) -> tuple[np.ndarray, FrameTiming]:
     """`decode_video`'s frames and their timing in the source video."""
     import decord
 
-    path = Path(path)
     decord.logging.set_level(decord.logging.QUIET)  # ffmpeg's own stderr noise; reasons come below
-    if not path.is_file():
-        raise DecodeError(f"{path.name}: cannot decode: no such file")
-    if path.stat().st_size == 0:
-        raise DecodeError(f"{path.name}: cannot decode: empty file (0 bytes)")
+    if isinstance(source, VideoBytes):
+        name, size_bytes, opened = source.name, len(source.data), io.BytesIO(source.data)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise DecodeError(f"{path.name}: cannot decode: no such file")
+        name, size_bytes, opened = path.name, path.stat().st_size, str(path)
+    if size_bytes == 0:
+        raise DecodeError(f"{name}: cannot decode: empty file (0 bytes)")
     try:
-        reader = decord.VideoReader(str(path), width=size, height=size)
+        reader = decord.VideoReader(opened, width=size, height=size)
         n = len(reader)
         if n == 0:
-            raise DecodeError(f"{path.name}: cannot decode: the video has no frames")
+            raise DecodeError(f"{name}: cannot decode: the video has no frames")
         indices = sample_indices(n, frames).tolist()
         batch = reader.get_batch(indices).asnumpy()  # (T, H, W, 3)
         fps = float(reader.get_avg_fps())
     except DecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - decord raises RuntimeError/DECORDError for bad input
-        raise DecodeError(f"{path.name}: cannot decode: {_reason(exc, path)}") from None
+        raise DecodeError(f"{name}: cannot decode: {_reason(exc, source, name)}") from None
     if batch.shape != (frames, size, size, 3) or batch.dtype != np.uint8:
         got = f"{batch.shape} {batch.dtype}"
-        raise DecodeError(f"{path.name}: cannot decode: decoder returned {got}")
+        raise DecodeError(f"{name}: cannot decode: decoder returned {got}")
     if not fps > 0:  # a stream without a usable rate: frames stay in order, 1 s apart
         fps = 1.0
     return batch, FrameTiming(indices=tuple(int(i) for i in indices), fps=fps, total_frames=n)
@@ -95,25 +112,28 @@ def decode_clip(path: Path, frames: int, size: int) -> tuple[np.ndarray, FrameTi
 _DECORD_LOCATION = re.compile(r"\[\d{2}:\d{2}:\d{2}\] \S+\.(?:cc|cpp|h):\d+: ")
 
 
-def _reason(exc: BaseException, path: Path) -> str:
+def _reason(exc: BaseException, source: Path | VideoBytes, name: str) -> str:
     """ffmpeg's own diagnosis through PyAV where that is installed and finds one (e.g. "moov
     atom not found" surfaces as "Invalid data found when processing input", an audio-only file
     as "no video stream"), else decord's message on one line, without its source location
     (decord's own text is often only "Error reading FILE..." or a failed internal check)."""
-    detail = _ffmpeg_reason(path)
+    detail = _ffmpeg_reason(source)
     if detail:
         return detail
     text = one_line(exc)
-    return _DECORD_LOCATION.sub("", text.replace(str(path), path.name))
+    if not isinstance(source, VideoBytes):
+        text = text.replace(str(source), name)
+    return _DECORD_LOCATION.sub("", text)
 
 
-def _ffmpeg_reason(path: Path) -> str | None:
+def _ffmpeg_reason(source: Path | VideoBytes) -> str | None:
     try:
         import av
     except ImportError:
         return None
+    opened = io.BytesIO(source.data) if isinstance(source, VideoBytes) else str(source)
     try:
-        with av.open(str(path)) as container:
+        with av.open(opened) as container:
             if not container.streams.video:
                 kinds = sorted({s.type for s in container.streams}) or ["none"]
                 return f"no video stream (streams: {', '.join(kinds)})"
