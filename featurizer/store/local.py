@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from featurizer.errors import StoreError
-from featurizer.store.location import Location, parts_of
+from featurizer.store.location import Location, ObjectInfo, parts_of
 
 
 class LocalLocation(Location):
@@ -110,6 +110,26 @@ class LocalLocation(Location):
         except (FileNotFoundError, NotADirectoryError):
             return []
         return names if after is None else [n for n in names if n > after]
+
+    def pages(self, size: int = 1000) -> Iterator[list[ObjectInfo]]:
+        try:
+            entries = os.scandir(self._path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        page: list[ObjectInfo] = []
+        with entries:
+            for entry in entries:  # directory order: a directory of millions is never sorted
+                try:
+                    st = entry.stat()
+                except OSError:  # gone since listed, or a dangling link: still listed
+                    page.append(ObjectInfo(entry.name, -1, 0.0))
+                else:
+                    page.append(ObjectInfo(entry.name, st.st_size, st.st_mtime))
+                if len(page) == size:
+                    yield page
+                    page = []
+        if page:
+            yield page
 
     def listing(self) -> list[tuple[str, int, float]]:
         if not self._path.is_dir():

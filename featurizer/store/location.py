@@ -13,7 +13,8 @@ the storage is a one-line StoreIOError naming the object and the cause, never a 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from featurizer.errors import StoreError
@@ -21,6 +22,17 @@ from featurizer.errors import StoreError
 
 class StoreIOError(StoreError):
     """The storage under a store failed a request (after its retries): one line, naming it."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a listing says of an object: its name below the directory, size, modification time
+    (seconds since the epoch) and, on an object store, its ETag (a new one for new content)."""
+
+    name: str
+    size: int
+    modified: float
+    e_tag: str | None = None
 
 
 class Location(ABC):
@@ -112,6 +124,11 @@ class Location(ABC):
     def listing(self) -> list[tuple[str, int, float]]:
         """(key relative to this directory, size, modified: seconds since the epoch) of every
         object below it."""
+
+    @abstractmethod
+    def pages(self, size: int = 1000) -> Iterator[list[ObjectInfo]]:
+        """The objects directly below this directory, `size` at a time (in name order on an
+        object store, directory order on a disk): a listing of millions holds one page."""
 
     def read_text(self) -> str:
         return self.read_bytes().decode("utf-8")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from functools import cached_property
 from pathlib import PurePosixPath
@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from featurizer.errors import StoreError
-from featurizer.store.location import Location, StoreIOError, parts_of
+from featurizer.store.location import Location, ObjectInfo, StoreIOError, parts_of
 
 RETRIES = 4  # per request, after the first try
 BACKOFF = (timedelta(milliseconds=100), timedelta(seconds=4))  # first, largest wait
@@ -266,6 +266,36 @@ class ObjectLocation(Location):
         found = [PurePosixPath(p).name for p in listing["common_prefixes"]]
         found += [PurePosixPath(o["path"]).name for o in listing["objects"]]
         return sorted(set(found))
+
+    def pages(self, size: int = 1000) -> Iterator[list[ObjectInfo]]:
+        import obstore
+
+        prefix = f"{self._key}/" if self._key else ""
+        try:
+            batches = obstore.list(self._bucket.small, prefix=prefix or None, chunk_size=size)
+            for batch in batches:
+                page = [
+                    ObjectInfo(
+                        meta["path"][len(prefix) :],
+                        int(meta["size"]),
+                        meta["last_modified"].timestamp(),
+                        meta.get("e_tag"),
+                    )
+                    for meta in batch
+                    if "/" not in meta["path"][len(prefix) :]  # directly below only
+                ]
+                if page:
+                    yield page
+        except FileNotFoundError as exc:
+            if "NoSuchBucket" in str(exc):
+                raise StoreIOError(
+                    f"{self.url}: bucket {self._bucket.bucket!r} does not exist"
+                ) from None
+            return
+        except (StoreError, KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every obstore error is this one line
+            raise StoreIOError(f"{self.url}: {describe_object_error(exc)}") from None
 
     def listing(self) -> list[tuple[str, int, float]]:
         import obstore
