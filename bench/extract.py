@@ -90,7 +90,7 @@ def measure_extraction(preset: str, random_weights: bool, dataset: Path, work: P
     from pipelines.extraction.preset import resolve_extractor
 
     config = resolve_extractor(preset, random_weights=random_weights)
-    videos = sorted(scan_videos(dataset, write=False).videos.values(), key=lambda v: v.item)
+    videos = list(scan_videos(dataset, write=False).files())
     titles = read_titles(dataset)
     print(
         f"[{preset}] {len(videos)} videos, {config.frames} frames at {config.resolution}px, "
@@ -168,7 +168,7 @@ def measure_prompt_bank(preset: str, random_weights: bool, dataset: Path, work: 
         return
     single = bank.replace(prompts=())  # the bank's first prompt alone
     prompts = list(bank.prompts)
-    videos = sorted(scan_videos(dataset, write=False).videos.values(), key=lambda v: v.item)
+    videos = list(scan_videos(dataset, write=False).files())
     titles = read_titles(dataset)
     clips = [decode_clip(v.path, bank.frames, bank.resolution) for v in videos]
     print(

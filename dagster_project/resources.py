@@ -40,10 +40,12 @@ class LinkedOutPaths(dg.ConfigurableResource):
     )
 
     @property
-    def dataset(self) -> Path:
-        """The dataset; the demo's own (data/demo/dataset) is generated the first time a run
-        uses it, any other must hold one already (it is a user's data, never written)."""
-        dataset = Path(_setting(self.dataset_dir, "LINKEDOUT_DATASET", "data/demo/dataset"))
+    def dataset(self) -> str:
+        """A local directory or s3://bucket/prefix (a location, not always a path). The demo's
+        own (data/demo/dataset) is generated the first time a run uses it; any other must hold
+        a dataset already (it is a user's data, never written but for catalog.parquet and
+        interactions.parquet)."""
+        dataset = _setting(self.dataset_dir, "LINKEDOUT_DATASET", "data/demo/dataset")
         ensure_demo_dataset(dataset)
         return dataset
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+from pathlib import Path
 
 import dagster as dg
 
@@ -32,7 +33,7 @@ def new_videos_sensor(
     failed, in batches of LINKEDOUT_SENSOR_BATCH (64). The cursor is a digest of the videos/
     listing, so an unchanged directory costs one listing; each batch's run key is a digest of its
     files, so the same files are never requested twice."""
-    video_dir = paths.dataset / "videos"
+    video_dir = Path(paths.dataset) / "videos"
     listing = sorted(os.listdir(video_dir)) if video_dir.is_dir() else []
     cursor = _digest(listing)
     if cursor == context.cursor:

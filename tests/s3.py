@@ -90,7 +90,8 @@ class FaultyProxy:
     """A loopback HTTP proxy in front of the S3 server that breaks the wire on demand: `mode`
     "forward" (a healthy store), "every:N" (every Nth request answered 503 SlowDown),
     "slowdown" (every request answered 503 SlowDown); stop() refuses connections (the server is
-    gone) and start() listens again on the same port (it is back). `answered_503` counts."""
+    gone) and start() listens again on the same port (it is back). `answered_503` counts;
+    `requests_seen` lists each request it was sent (method, path)."""
 
     def __init__(self, upstream: str) -> None:
         from urllib.parse import urlparse
@@ -100,6 +101,7 @@ class FaultyProxy:
         self.mode = "forward"
         self.requests = 0
         self.answered_503 = 0
+        self.requests_seen: list[tuple[str, str]] = []
         self._server = None
         self.port = 0
         self.start()
@@ -153,6 +155,7 @@ class FaultyProxy:
                 if proxy.down:  # a keep-alive connection of a server that is gone: dropped
                     self.close_connection = True
                     return
+                proxy.requests_seen.append((self.command, self.path))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 if proxy._fail():

@@ -7,6 +7,7 @@ from dagster_project.resources import LinkedOutPaths
 from dagster_project.versions import code_version
 from pipelines.dataset.catalog import scan_videos
 from pipelines.dataset.ingest import INTERACTIONS, ingest, read_interactions, stale_sources
+from pipelines.dataset.location import dataset_location
 
 GROUP = "linkedout"
 
@@ -17,7 +18,7 @@ def interactions(context: dg.AssetExecutionContext, paths: LinkedOutPaths) -> dg
     split (last interaction test, second-to-last validation, by timestamp). Materializing it
     ingests again; training stops while pairs.csv or titles.csv differ from what it was
     ingested from (the `interactions_current` check)."""
-    first = not (paths.dataset / INTERACTIONS).is_file()
+    first = not (dataset_location(paths.dataset) / INTERACTIONS).exists()
     changed = [] if first else stale_sources(paths.dataset)
     for change in changed:
         context.log.info(f"ingesting again: {change} since the last ingest")
@@ -80,17 +81,18 @@ def interactions_current(paths: LinkedOutPaths) -> dg.AssetCheckResult:
 
 @dg.asset(group_name=GROUP, code_version=code_version(scan_videos), kinds={"parquet"})
 def video_catalog(context: dg.AssetExecutionContext, paths: LinkedOutPaths) -> dg.MaterializeResult:
-    """Every video file of the dataset: item, path, size, sha256 and when it was first seen.
-    Only files whose size or mtime changed are hashed again."""
+    """Every video of the dataset (files, or objects of a bucket listed a page at a time): item,
+    path, size, identity and when it was first seen. Locally only files whose size or mtime
+    changed are hashed again; in a bucket no video is read (its ETag is its identity)."""
     with one_line_failures():
         catalog = scan_videos(paths.dataset)
     for item, why in catalog.unreadable.items():
         context.log.warning(f"unreadable video {item}: {why}")
     return dg.MaterializeResult(
         metadata={
-            "videos": len(catalog.videos),
+            "videos": len(catalog),
             "new since last scan": len(catalog.new_items),
             "unreadable": len(catalog.unreadable),
-            "bytes": sum(v.size for v in catalog.videos.values()),
+            "bytes": catalog.bytes,
         }
     )

@@ -57,4 +57,4 @@ def _s3(value: str, rest: str, what: str) -> Location:
         raise StoreError(f"{what} {value!r}: the prefix holds '.', '..' or control characters")
     from featurizer.store.s3 import ObjectLocation
 
-    return ObjectLocation(bucket, "/".join(segments))
+    return ObjectLocation(bucket, "/".join(segments), what)

@@ -101,6 +101,13 @@ class LocalLocation(Location):
         except FileNotFoundError:
             return None
 
+    def stat(self) -> ObjectInfo | None:
+        try:
+            st = self._path.stat()
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(self._path.name, st.st_size, st.st_mtime_ns / 1e9)
+
     def delete(self) -> None:
         self._path.unlink(missing_ok=True)
 

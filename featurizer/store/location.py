@@ -106,6 +106,11 @@ class Location(ABC):
         """The object's size in bytes, None when absent."""
 
     @abstractmethod
+    def stat(self) -> ObjectInfo | None:
+        """What the storage says of the object (size, modification time, ETag on an object
+        store) without reading it; None when absent."""
+
+    @abstractmethod
     def delete(self) -> None:
         """Remove the object (nothing when absent)."""
 

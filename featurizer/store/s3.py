@@ -129,14 +129,16 @@ def _bucket(name: str) -> _Bucket:
 
 
 class ObjectLocation(Location):
-    """A key (or key prefix, for a directory) in an S3 bucket."""
+    """A key (or key prefix, for a directory) in an S3 bucket; `what` it holds ("feature
+    store", "dataset") names it in errors."""
 
-    def __init__(self, bucket: _Bucket | str, key: str) -> None:
+    def __init__(self, bucket: _Bucket | str, key: str, what: str = "feature store") -> None:
         self._bucket = _bucket(bucket) if isinstance(bucket, str) else bucket
         self._key = str(PurePosixPath("/" + key))[1:] if key else ""
+        self._what = what
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_object_location, (self._bucket.bucket, self._key))
+        return (_object_location, (self._bucket.bucket, self._key, self._what))
 
     @property
     def url(self) -> str:
@@ -149,10 +151,11 @@ class ObjectLocation(Location):
     @property
     def parent(self) -> ObjectLocation:
         parent = str(PurePosixPath(self._key).parent)
-        return ObjectLocation(self._bucket, "" if parent == "." else parent)
+        return ObjectLocation(self._bucket, "" if parent == "." else parent, self._what)
 
     def __truediv__(self, name: str) -> ObjectLocation:
-        return ObjectLocation(self._bucket, f"{self._key}/{name}" if self._key else name)
+        key = f"{self._key}/{name}" if self._key else name
+        return ObjectLocation(self._bucket, key, self._what)
 
     def read_bytes(self) -> bytes:
         import obstore
@@ -244,6 +247,17 @@ class ObjectLocation(Location):
         except FileNotFoundError:
             return None
 
+    def stat(self) -> ObjectInfo | None:
+        import obstore
+
+        try:
+            meta = self._call(lambda s: obstore.head(s, self._key))
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(
+            self.name, int(meta["size"]), meta["last_modified"].timestamp(), meta.get("e_tag")
+        )
+
     def delete(self) -> None:
         import obstore
 
@@ -331,25 +345,25 @@ class ObjectLocation(Location):
             # error code tells them apart
             if "NoSuchBucket" in str(exc):
                 raise StoreIOError(
-                    f"feature store {self.url}: bucket {self._bucket.bucket!r} does not exist"
+                    f"{self._what} {self.url}: bucket {self._bucket.bucket!r} does not exist"
                 ) from None
             raise FileNotFoundError(self.url) from None
         except (AlreadyExistsError, PreconditionError):
             if conflicts:
                 raise
             raise StoreIOError(
-                f"feature store {self.url}: a conditional write found it changed"
+                f"{self._what} {self.url}: a conditional write found it changed"
             ) from None
         except StoreError:
             raise
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - every obstore error (a Rust panic included)
-            raise StoreIOError(f"feature store {self.url}: {describe_object_error(exc)}") from None
+            raise StoreIOError(f"{self._what} {self.url}: {describe_object_error(exc)}") from None
 
 
-def _object_location(bucket: str, key: str) -> ObjectLocation:
-    return ObjectLocation(_bucket(bucket), key)
+def _object_location(bucket: str, key: str, what: str = "feature store") -> ObjectLocation:
+    return ObjectLocation(_bucket(bucket), key, what)
 
 
 def _size(parts: list[Any]) -> int:

@@ -26,6 +26,10 @@ from pipelines.cli.commands import (
 from recmodel.config import TrainConfig
 from recmodel.variants import MAIN_VARIANT, variant_names
 
+DATASET_HELP = (
+    "dataset (pairs.csv, titles.csv, videos/<item>.mp4): a local directory or "
+    "s3://bucket/prefix (the same AWS variables as the store)"
+)
 STORE_HELP = (
     "feature store: a local directory or s3://bucket/prefix (configured by AWS_ENDPOINT_URL, "
     "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP)"
@@ -128,11 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tiny_model)
 
     p = sub.add_parser("ingest", help="validate pairs.csv/titles.csv into interactions.parquet")
-    p.add_argument("dataset", type=Path)
+    p.add_argument("dataset", help=DATASET_HELP)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("extract", help="extract video features into the store (incremental)")
-    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--store", required=True, help=STORE_HELP)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--preset", default=None, help="preset name or JSON file (default: demo)")
@@ -191,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_store)
 
     p = sub.add_parser("train", help="train a ranker variant into a run directory")
-    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--store", default=None, help=STORE_HELP + " (not needed for id_only)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument(
@@ -258,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "sweep", help="train every variant on the same split, then write the main run's report"
     )
-    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--store", default=None, help=STORE_HELP + " (content variants need one)")
     p.add_argument("--out", type=Path, required=True, help="runs directory: OUT/<variant>/")
     p.add_argument(

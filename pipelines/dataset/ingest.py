@@ -12,8 +12,11 @@ the 1-based line in the file, header included.
 The split is leave-one-out by timestamp per user (ties keep file order): the last interaction
 is `test`, the one before `valid`, the rest `train`.
 
+The dataset is a local directory or an S3 prefix (pipelines.dataset.location): the files are
+read, and interactions.parquet written, where it is.
+
 interactions.parquet records what it was made from: the size, mtime and sha256 of pairs.csv and
-titles.csv (its schema metadata, key `linkedout.sources`). `read_current_interactions`, which
+titles.csv, or on S3 their size and ETag (its schema metadata, key `linkedout.sources`). `read_current_interactions`, which
 training reads through, compares them with the files on disk (hashing only a file whose size or
 mtime moved, as the video catalog does) and stops with one line when either changed: training
 does not re-ingest by itself, because ingest owns interactions.parquet (the Dagster
@@ -24,29 +27,37 @@ that before a run is trained on it.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featurizer.decode import sha256_file
+from featurizer.store import Location
+from pipelines.dataset.location import VIDEO_SUFFIX, dataset_location, video_pages
+from pipelines.dataset.sources import (
+    INTERACTIONS,
+    PAIRS,
+    SOURCES,
+    SOURCES_KEY,
+    TITLES,
+    moved,
+    stale_sources,
+    stamp,
+)
 from pipelines.errors import PipelineError, one_line
 from pipelines.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-PAIRS = "pairs.csv"
-TITLES = "titles.csv"
 VIDEOS = "videos"
-INTERACTIONS = "interactions.parquet"
 MIN_INTERACTIONS = 3  # one train, one valid, one test
-SOURCES_KEY = b"linkedout.sources"  # interactions.parquet metadata: the inputs it was made from
-SOURCES = (PAIRS, TITLES)
 
 SCHEMA = pa.schema(
     [
@@ -74,7 +85,7 @@ _INT64 = (-(2**63), 2**63 - 1)
 class IngestResult:
     """What `ingest` wrote and what it dropped."""
 
-    path: Path  # the interactions.parquet written
+    path: str  # the interactions.parquet written (a path or an s3:// URL)
     n_users: int
     n_items: int
     n_interactions: int
@@ -99,16 +110,16 @@ class _Row:
     timestamp: int
 
 
-def ingest(dataset: Path) -> IngestResult:
+def ingest(dataset: Path | str) -> IngestResult:
     """Validate `dataset`'s pairs.csv (and titles.csv) and write interactions.parquet."""
-    dataset = Path(dataset)
+    dataset = dataset_location(dataset)
     pairs_path = dataset / PAIRS
-    if not pairs_path.is_file():
+    if not pairs_path.exists():
         raise PipelineError(
             f"{pairs_path} not found: a dataset needs pairs.csv (user,item,timestamp)"
         )
     rejected: list[tuple[str, int, str]] = []  # (file, line, reason)
-    sources = {name: _stamp(dataset / name) for name in SOURCES}
+    sources = {name: stamp(dataset / name) for name in SOURCES}
 
     known_items: set[str] | None = None
     if (dataset / TITLES).exists():
@@ -165,8 +176,8 @@ def ingest(dataset: Path) -> IngestResult:
             columns["item"].append(row.item)
             columns["timestamp"].append(row.timestamp)
             columns["split"].append("test" if k == n - 1 else "valid" if k == n - 2 else "train")
-    for name, stamp in sources.items():
-        if _moved(stamp, dataset / name):
+    for name, then in sources.items():
+        if moved(then, dataset / name):
             raise PipelineError(
                 f"{dataset / name} changed while it was being ingested: run ingest again"
             )
@@ -174,11 +185,16 @@ def ingest(dataset: Path) -> IngestResult:
         {SOURCES_KEY: json.dumps(sources, sort_keys=True).encode()}
     )
     out = dataset / INTERACTIONS
-    atomic_write(out, lambda tmp: pq.write_table(table, tmp))  # readers see old or new
+    if out.is_local:
+        atomic_write(out.path, lambda tmp: pq.write_table(table, tmp))  # readers see old or new
+    else:  # an object appears whole when its PUT returns
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        out.write_bytes(sink.getvalue())
 
     n_users = len(by_user)
     return IngestResult(
-        path=out,
+        path=out.url,
         n_users=n_users,
         n_items=len(set(columns["item"])),
         n_interactions=table.num_rows,
@@ -189,21 +205,23 @@ def ingest(dataset: Path) -> IngestResult:
     )
 
 
-def read_titles(dataset: Path) -> dict[str, str]:
+def read_titles(dataset: Path | str) -> dict[str, str]:
     """item -> title from `titles.csv`; empty when there is none. Bad rows are skipped."""
-    path = Path(dataset) / TITLES
+    path = dataset_location(dataset) / TITLES
     if not path.exists():
         return {}
     return _parse_titles(path)[0]
 
 
-def read_interactions(dataset: Path) -> pa.Table:
+def read_interactions(dataset: Path | str) -> pa.Table:
     """The table `ingest` wrote: user, item, timestamp, split."""
-    path = Path(dataset) / INTERACTIONS
-    if not path.is_file():
-        raise PipelineError(f"{path} not found: run `linkedout ingest {dataset}` first")
+    path = dataset_location(dataset) / INTERACTIONS
     try:
-        table = pq.read_table(path)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found: run `linkedout ingest {dataset}` first") from None
+    try:
+        table = pq.read_table(pa.BufferReader(data))
     except (OSError, pa.ArrowException) as exc:
         raise PipelineError(
             f"{path} is unreadable ({one_line(exc, 200)}): run `linkedout ingest {dataset}` again"
@@ -216,78 +234,19 @@ def read_interactions(dataset: Path) -> pa.Table:
     return table.select(SCHEMA.names)
 
 
-def read_current_interactions(dataset: Path) -> pa.Table:
+def read_current_interactions(dataset: Path | str) -> pa.Table:
     """read_interactions, refused (PipelineError, one line) when pairs.csv or titles.csv changed
     after interactions.parquet was written (see the module docstring)."""
     changed = stale_sources(dataset)
     if changed:
         raise PipelineError(
-            f"{changed[0]} after {Path(dataset) / INTERACTIONS} was written: run "
+            f"{changed[0]} after {dataset_location(dataset) / INTERACTIONS} was written: run "
             f"`linkedout ingest {dataset}` again"
         )
     return read_interactions(dataset)
 
 
-def stale_sources(dataset: Path) -> list[str]:
-    """How the inputs differ from those interactions.parquet was made from, one phrase per
-    changed file ("DATASET/pairs.csv changed (content differs)"); empty when they match, when
-    there is no interactions.parquet, or when it records no inputs (an older ingest wrote it:
-    nothing to compare, said in a warning)."""
-    dataset = Path(dataset)
-    path = dataset / INTERACTIONS
-    if not path.is_file():
-        return []
-    try:
-        metadata = pq.read_schema(path).metadata or {}
-        recorded = json.loads(metadata[SOURCES_KEY]) if SOURCES_KEY in metadata else None
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise PipelineError(
-            f"{path} is unreadable ({one_line(exc, 200)}): run `linkedout ingest {dataset}` again"
-        ) from None
-    if not isinstance(recorded, dict):
-        log.warning(
-            "%s records no source files (an older ingest wrote it): cannot tell whether %s "
-            "changed since; run ingest again to record them",
-            path,
-            PAIRS,
-        )
-        return []
-    changed = []
-    for name in SOURCES:
-        file, then = dataset / name, recorded.get(name)
-        if then is None:
-            if file.exists():
-                changed.append(f"{file} was added")
-        elif not file.is_file():
-            changed.append(f"{file} was removed")
-        elif _moved(then, file) and sha256_file(file) != then["sha256"]:
-            now = file.stat().st_size
-            sizes = f"{then['size']} -> {now} bytes" if now != then["size"] else "same size"
-            changed.append(f"{file} changed ({sizes}, content differs)")
-    return changed
-
-
-def _stamp(path: Path) -> dict[str, int | str] | None:
-    """size, mtime_ns and sha256 of a file; None when there is none."""
-    if not path.is_file():
-        return None
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
-
-
-def _moved(stamp: dict[str, int | str] | None, path: Path) -> bool:
-    """Whether `path`'s size or mtime differ from `stamp` (or it appeared or vanished)."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return stamp is not None
-    return stamp is None or (st.st_size, st.st_mtime_ns) != (stamp["size"], stamp["mtime_ns"])
-
-
-# --- parsing ----------------------------------------------------------------------------------
-
-
-def _parse_titles(path: Path) -> tuple[dict[str, str], list[tuple[int, str]]]:
+def _parse_titles(path: Location) -> tuple[dict[str, str], list[tuple[int, str]]]:
     titles: dict[str, str] = {}
     lines: dict[str, int] = {}
     rejected: list[tuple[int, str]] = []
@@ -305,15 +264,22 @@ def _parse_titles(path: Path) -> tuple[dict[str, str], list[tuple[int, str]]]:
     return titles, rejected
 
 
+def _open_text(path: Location) -> TextIO:
+    """A CSV file as text: streamed from a local disk; an object store's read whole."""
+    if path.is_local:
+        return path.path.open(newline="", encoding="utf-8-sig")
+    return io.TextIOWrapper(io.BytesIO(path.read_bytes()), newline="", encoding="utf-8-sig")
+
+
 def _records(
-    path: Path, columns: dict[str, tuple[str, ...]]
+    path: Location, columns: dict[str, tuple[str, ...]]
 ) -> Iterator[tuple[int, dict[str, str] | str, dict[str, str]]]:
     """(line, record or rejection reason, canonical -> header name) per non-blank row."""
-    if not path.is_file():
+    if not path.exists():
         raise PipelineError(f"{path} not found")
     reader = None
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
+        with _open_text(path) as f:
             reader = csv.reader(f)
             header = next(reader, None)
             while header is not None and not any(h.strip() for h in header):
@@ -339,7 +305,7 @@ def _records(
 
 
 def _header(
-    path: Path, header: list[str], columns: dict[str, tuple[str, ...]]
+    path: Location, header: list[str], columns: dict[str, tuple[str, ...]]
 ) -> tuple[dict[str, int], dict[str, str]]:
     """canonical column -> field index, and canonical column -> the header's own name."""
     index: dict[str, int] = {}
@@ -363,8 +329,10 @@ def _header(
     return index, names
 
 
-def _video_items(dataset: Path) -> set[str]:
-    videos = dataset / VIDEOS
-    if not videos.is_dir():
-        return set()
-    return {p.stem for p in videos.iterdir() if p.suffix == ".mp4" and p.is_file()}
+def _video_items(dataset: Location) -> set[str]:
+    if dataset.is_local:  # files only, as the catalog counts them
+        videos = dataset.path / VIDEOS
+        if not videos.is_dir():
+            return set()
+        return {p.stem for p in videos.iterdir() if p.suffix == VIDEO_SUFFIX and p.is_file()}
+    return {item for page in video_pages(dataset) for item in page.column("item").to_pylist()}

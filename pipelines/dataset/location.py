@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from featurizer.store import Location, location
+from featurizer.decode import VideoBytes
+from featurizer.store import Location, StoreError, location
 
 VIDEOS = "videos"
 VIDEO_SUFFIX = ".mp4"
@@ -77,3 +78,24 @@ def local_path(dataset: str | os.PathLike[str] | Location) -> Path | None:
     """The dataset's directory when it is on a local disk, else None."""
     root = dataset_location(dataset)
     return root.path if root.is_local else None
+
+
+def fetch_video(source: str) -> Path | VideoBytes:
+    """What the decoder reads for a catalog video: a local path as it is, an object's bytes
+    fetched whole (by the Ray worker that decodes it, never by the driver). A missing object or
+    a storage error raises StoreError, one line naming the object: that video's failure row."""
+    if not source.startswith("s3://"):
+        return Path(source)
+    video = location(source, what="dataset")
+    try:
+        return VideoBytes(video.name, video.read_bytes())
+    except FileNotFoundError:
+        raise StoreError(
+            f"{video.name}: not found at {source} (deleted since it was listed)"
+        ) from None
+
+
+def dataset_address(dataset: str | os.PathLike[str] | Location) -> str:
+    """How a run records its dataset: a local directory as an absolute path, else its URL."""
+    root = dataset_location(dataset)
+    return str(root.path.resolve()) if root.is_local else root.url

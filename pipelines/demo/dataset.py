@@ -26,9 +26,11 @@ DEMO_USERS = 480
 DEMO_SEED = 0
 
 
-def ensure_demo_dataset(dataset: Path) -> None:
+def ensure_demo_dataset(dataset: Path | str) -> None:
     """Generate the demo dataset at the demo's default location if it is not there yet; any other
     location must already hold a dataset (it is a user's data, never overwritten)."""
+    if str(dataset).startswith("s3://"):
+        return
     dataset = Path(dataset)
     if (dataset / "pairs.csv").exists():
         return

@@ -17,6 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from featurizer.config import ExtractorConfig, hidden_size_of
 from featurizer.errors import shown
 from featurizer.store import (
@@ -29,11 +32,13 @@ from featurizer.store import (
 )
 from featurizer.store.bank import create_bank
 from featurizer.store.summary import directory_bytes
-from pipelines.dataset.catalog import scan_videos
+from pipelines.dataset.catalog import Catalog, scan_videos
+from pipelines.dataset.ingest import read_titles
+from pipelines.dataset.location import VIDEOS, dataset_location
 from pipelines.errors import PipelineError, one_line, user_facing
 from pipelines.extraction.pool import RunStopped, Video, pool_size, run_actor_pool
 from pipelines.extraction.preset import check_model_family
-from pipelines.store.status import read_titles, store_data_version, uncovered
+from pipelines.store.status import store_data_version, uncovered
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +81,8 @@ class ExtractSummary:
 
 @user_facing
 def extract_catalog(
-    dataset: Path,
-    store: Path,
+    dataset: Path | str,
+    store: Path | str,
     config: ExtractorConfig,
     items: list[str] | None = None,
     ray_address: str | None = None,
@@ -95,18 +100,18 @@ def extract_catalog(
     failure row in every prompt's version); by default only when the store has no CURRENT yet,
     so a partial re-extraction never switches what training reads. `actor_resources`: Ray
     resources each model actor needs (placing it on the nodes that offer them)."""
-    dataset, store = Path(dataset), location(store)
+    dataset, store = dataset_location(dataset), location(store)
     started = time.perf_counter()
     check_model_family(config)
     catalog = scan_videos(dataset)
-    if not catalog.videos and not catalog.unreadable:
-        raise PipelineError(f"{dataset / 'videos'}: no .mp4 files to extract")
-    wanted = set(catalog.videos) | set(catalog.unreadable)
+    if not len(catalog) and not catalog.unreadable:
+        raise PipelineError(f"{dataset / VIDEOS}: no .mp4 files to extract")
+    wanted = set(catalog.items.to_pylist()) | set(catalog.unreadable)
     if items is not None:
         unknown = sorted(set(items) - wanted)
         if unknown:
             raise PipelineError(
-                f"{dataset / 'videos'}: no video for item(s) {', '.join(map(repr, unknown))}"
+                f"{dataset / VIDEOS}: no video for item(s) {', '.join(map(repr, unknown))}"
             )
         wanted = set(items)
     titles = read_titles(dataset)
@@ -210,7 +215,7 @@ class ExtractionWork:
 
 
 def _plan(
-    catalog: Any,
+    catalog: Catalog,
     titles: dict[str, str],
     wanted: set[str],
     members: tuple[ExtractorConfig, ...],
@@ -221,7 +226,12 @@ def _plan(
     """Verify each version, turn its bad rows into failure rows, and list the videos each
     version lacks (see extract_catalog)."""
     work = ExtractionWork()
-    work.sources = {i: catalog.videos[i].sha256 for i in sorted(wanted) if i in catalog.videos}
+    listed = catalog.table.filter(
+        pc.is_in(catalog.table.column("item"), pa.array(sorted(wanted), pa.string()))
+    )
+    listed_items = listed.column("item").to_pylist()
+    paths = dict(zip(listed_items, listed.column("path").to_pylist(), strict=True))
+    work.sources = dict(zip(listed_items, listed.column("sha256").to_pylist(), strict=True))
     pending: list[list[str]] = []
     notes: list[list[str]] = []
     for member, version, writer in zip(members, versions, writers, strict=True):
@@ -243,7 +253,7 @@ def _plan(
     work.videos = [
         Video(
             item=item,
-            path=str(catalog.videos[item].path),
+            path=paths[item],
             title=titles.get(item, ""),
             wanted=[item in w for w in wanted_by],
         )

@@ -271,6 +271,8 @@ class _Pool:
                 item = str(result["item"])
                 if result["fatal"] == "model":
                     raise PipelineError(str(result["error"]))
+                if result["fatal"] == "dataset":  # its storage unreachable: the next run goes on
+                    raise RunStopped(f"cannot fetch the video of item {item}: {result['error']}")
                 if result["fatal"] == "storage":
                     raise RunStopped(
                         f"feature store {where}: cannot write the row of item {item}: "

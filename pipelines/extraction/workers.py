@@ -8,7 +8,6 @@ import errno
 import json
 import os
 import pickle
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,20 +25,27 @@ class DecodeGroup:
     shard in each prompt's store version) -> the group with each video's sampled frames, stacked
     (n, T, H, W, 3), and each video's frame timing in the source (`frame_indices`, `video_fps`,
     `video_frames`: the Qwen-VL families place frames in time) or the decoder's reason (`error`),
-    in the group's JSON `videos`."""
+    in the group's JSON `videos`. A video in an object store is fetched here, by the worker; a
+    storage that cannot be reached (or refuses the credentials) is the run's error (`fatal`
+    "dataset"), not the video's: a missing object is the video's."""
 
     def __init__(self, frames: int, size: int) -> None:
         self.frames, self.size = frames, size
 
     def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
         from featurizer.decode import FrameTiming, decode_clip
+        from pipelines.dataset.location import fetch_video
 
         videos = json.loads(record["videos"])
         clips = np.zeros((len(videos), self.frames, self.size, self.size, 3), np.uint8)
         for k, video in enumerate(videos):
+            video["error"] = video["fatal"] = ""
             try:
-                clips[k], timing = decode_clip(Path(video["path"]), self.frames, self.size)
-                video["error"] = ""
+                source = fetch_video(video["path"])
+                clips[k], timing = decode_clip(source, self.frames, self.size)
+            except StoreIOError as exc:
+                timing = FrameTiming.one_per_second(self.frames)
+                video["error"], video["fatal"] = one_line(exc, 500), "dataset"
             except Exception as exc:  # noqa: BLE001 - any decoder failure is this video's failure row
                 timing = FrameTiming.one_per_second(self.frames)
                 video["error"] = one_line(exc, 500)
@@ -105,7 +111,7 @@ class ExtractVideos:
                 result.fail("extract", self.load_error, fatal="model")
                 continue
             if video["error"]:
-                result.fail("decode", video["error"])
+                result.fail("decode", video["error"], fatal=video.get("fatal", ""))
                 continue
             wanted = [j for j in range(P) if rows[j] >= 0]
             try:

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.dataset.ingest import read_interactions
+from pipelines.dataset.location import dataset_location, video_pages
 from pipelines.errors import PipelineError, one_line
 from pipelines.serving.runfiles import ITEM_IDS_FILE
 
@@ -21,8 +22,8 @@ def dataset_stats(
     config: dict[str, Any], metrics: dict[str, Any], run: Path, store: Any
 ) -> dict[str, Any]:
 
-    dataset = Path(config.get("dataset", ""))
-    stats: dict[str, Any] = {"path": dataset}
+    dataset = dataset_location(config.get("dataset", ""))
+    stats: dict[str, Any] = {"path": dataset.url}
     table = read_interactions(dataset)
     users = table.column("user").to_numpy(zero_copy_only=False)
     _, lengths = np.unique(users, return_counts=True)
@@ -50,16 +51,15 @@ def dataset_stats(
     stats["cold_targets"] = test.get("cold_start", {}).get("n") or 0
     stats["cold_share"] = stats["cold_targets"] / n_test if n_test else 0.0
     stats["terciles"] = test.get("popularity_thresholds")
-    videos_dir = dataset / "videos"
-    video_items = (
-        {p.name[:-4] for p in videos_dir.iterdir() if p.name.endswith(".mp4")}
-        if videos_dir.is_dir()
-        else set()
-    )
-    catalog_items = set(ids.column("item").to_pylist())
-    stats["with_video"] = len(catalog_items & video_items)
-    stats["without_video"] = len(catalog_items - video_items)
-    stats["synthetic"] = (dataset / "topics.csv").is_file()
+    catalog_items = ids.column("item").combine_chunks()
+    with_video = np.zeros(len(catalog_items), dtype=bool)
+    for page in video_pages(dataset):  # a page at a time: a bucket of millions is no set
+        with_video |= pc.is_in(catalog_items, value_set=page.column("item")).to_numpy(
+            zero_copy_only=False
+        )
+    stats["with_video"] = int(with_video.sum())
+    stats["without_video"] = len(catalog_items) - stats["with_video"]
+    stats["synthetic"] = (dataset / "topics.csv").exists()
     if store is not None:  # counted in columns: a store of millions is no Python set
         failures = store.failures_table()
         stats["failures"] = failures.num_rows

@@ -69,7 +69,7 @@ def evaluate_run(run: Path) -> EvaluationResult:
     training section), on the interactions of the dataset it was trained on."""
     run = Path(run)
     config = read_run_config(run)
-    table = read_interactions(Path(config["dataset"]))
+    table = read_interactions(config["dataset"])
     items = read_item_ids(run)
     try:
         splits = build_splits(table, items, int(config["model"]["max_history"]))

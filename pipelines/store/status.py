@@ -18,7 +18,8 @@ from featurizer.config import ExtractorConfig
 from featurizer.store import FeatureStore, StoreError, location
 from featurizer.store.bank import PromptBank
 from featurizer.store.layout import EXTRACTOR_FILE
-from pipelines.dataset.catalog import scan_videos
+from pipelines.dataset.catalog import Catalog, scan_videos
+from pipelines.dataset.ingest import read_titles
 from pipelines.errors import user_facing
 
 
@@ -59,7 +60,7 @@ def store_data_version(versions: Sequence[FeatureStore], fingerprint: str) -> tu
     return rows, f"{fingerprint}-{rows}-{digest.hexdigest()[:12]}"
 
 
-def store_integrity(dataset: Path, store: Path | str, config: ExtractorConfig) -> list[str]:
+def store_integrity(dataset: Path | str, store: Path | str, config: ExtractorConfig) -> list[str]:
     """What is wrong with the store version(s) for `config` (each prompt's, for a bank): the
     store's own verification plus catalog coverage (every video has a current row or a failure
     row). Empty when sound."""
@@ -85,8 +86,8 @@ def store_integrity(dataset: Path, store: Path | str, config: ExtractorConfig) -
             found += [f"item {item}: {why}" for item, why in report.bad_rows.items()]
             if not report.problems:
                 if catalog is None:
-                    catalog = scan_videos(Path(dataset), write=False)
-                    titles = read_titles(Path(dataset))
+                    catalog = scan_videos(dataset, write=False)
+                    titles = read_titles(dataset)
                 found += uncovered(version, catalog, titles or {}, member)
         except StoreError as exc:
             found = [str(exc)]
@@ -95,13 +96,13 @@ def store_integrity(dataset: Path, store: Path | str, config: ExtractorConfig) -
 
 
 def uncovered(
-    version: FeatureStore, catalog: Any, titles: dict[str, str], config: ExtractorConfig
+    version: FeatureStore, catalog: Catalog, titles: dict[str, str], config: ExtractorConfig
 ) -> list[str]:
     """Catalog items with neither a current row (same video, same prompt) nor a failure row."""
-    items = sorted(catalog.videos)
+    items = catalog.items.to_pylist()
     pending = version.index_view.pending(
         items,
-        [catalog.videos[i].sha256 for i in items],
+        catalog.table.column("sha256").to_pylist(),
         [config.prompt_sha256(titles.get(i, "")) for i in items],
     ).column("item")
     unreadable = sorted(catalog.unreadable)
@@ -156,10 +157,3 @@ def unextracted_videos(
         except OSError:
             found.append((files[i].name[: -len(".mp4")], -1))
     return found
-
-
-def read_titles(dataset: Path) -> dict[str, str]:
-    """titles.csv's titles (the prompt's side information); none without the file."""
-    from pipelines.dataset.ingest import read_titles as read
-
-    return read(dataset) if (Path(dataset) / "titles.csv").exists() else {}

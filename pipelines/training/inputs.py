@@ -22,10 +22,10 @@ from recmodel.features import ItemFeatures
 from recmodel.variants import all_variants, get_variant
 
 
-def _interactions(dataset: Path) -> pa.Table:
+def _interactions(dataset: Path | str) -> pa.Table:
     from pipelines.dataset.ingest import read_current_interactions
 
-    return read_current_interactions(Path(dataset))  # stops when pairs.csv changed since ingest
+    return read_current_interactions(dataset)  # stops when pairs.csv changed since ingest
 
 
 def open_store(store: Path | str) -> Any:
@@ -72,7 +72,11 @@ class Inputs:
 
 
 def load_inputs(
-    dataset: Path, store: Path | str | None, variant: str, max_history: int, verify: bool = True
+    dataset: Path | str,
+    store: Path | str | None,
+    variant: str,
+    max_history: int,
+    verify: bool = True,
 ) -> Inputs:
     spec = get_variant(variant)
     table = _interactions(dataset)

@@ -28,6 +28,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from pipelines.dataset.location import dataset_address
 from pipelines.errors import PipelineError, user_facing
 from pipelines.serving.benchmark import record_serving
 from pipelines.serving.queries import metric_lines
@@ -100,7 +101,7 @@ class TrainResult:
 
 @user_facing
 def train_run(
-    dataset: Path,
+    dataset: Path | str,
     store: Path | str | None,
     out: Path,
     variant: str = MAIN_VARIANT,
@@ -134,7 +135,7 @@ def train_run(
         )
     started = time.perf_counter()
     max_history = int(values.model.get("max_history", ModelConfig.max_history))
-    inputs = load_inputs(Path(dataset), store, variant, max_history, verify_store)
+    inputs = load_inputs(dataset, store, variant, max_history, verify_store)
     splits = inputs.splits
     model_cfg, train_cfg = build_configs(variant, splits.n_items, inputs.store_info, values)
     shape = inputs.features.shape if inputs.features is not None else None
@@ -168,7 +169,7 @@ def train_run(
             work / CONFIG_FILE,
             {
                 "variant": variant,
-                "dataset": str(Path(dataset).resolve()),
+                "dataset": dataset_address(dataset),
                 "store": inputs.store_info,
                 "settings_from": values.source,
                 "model": model_cfg.to_dict(),

@@ -18,7 +18,7 @@ from recmodel.variants import MAIN_VARIANT, get_variant, variant_names
 
 @user_facing
 def train_sweep(
-    dataset: Path,
+    dataset: Path | str,
     store: Path | str | None,
     out_root: Path,
     variants: Sequence[str] | None = None,
@@ -41,7 +41,7 @@ def train_sweep(
 
 @user_facing
 def sweep(
-    dataset: Path,
+    dataset: Path | str,
     store: Path | str | None,
     out: Path,
     variants: Sequence[str] | None = None,

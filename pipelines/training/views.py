@@ -84,7 +84,7 @@ class ViewRun:
 
 
 def train_views(
-    dataset: Path,
+    dataset: Path | str,
     store: Path,
     runs: Path,
     views: Sequence[ViewSpec],

@@ -382,18 +382,18 @@ def test_catalog_never_hashes_an_unchanged_file_twice(demo_dataset: Path, tmp_pa
     video = tmp_path / "videos" / "a.mp4"
     shutil.copyfile(demo_dataset / "videos" / f"{PINNED}.mp4", video)
     first = scan_videos(tmp_path)
-    assert first.new_items == ["a"]
-    assert first.videos["a"].sha256 == sha256_file(video)
+    assert first.new_items.to_pylist() == ["a"]
+    assert first.video("a").sha256 == sha256_file(video)
 
     stat = video.stat()
     video.write_bytes(video.read_bytes()[::-1])  # new content, same size
     os.utime(video, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     second = scan_videos(tmp_path)
-    assert second.videos["a"].sha256 == first.videos["a"].sha256 != sha256_file(video)
-    assert second.videos["a"].first_seen == first.videos["a"].first_seen
-    assert second.new_items == []
+    assert second.video("a").sha256 == first.video("a").sha256 != sha256_file(video)
+    assert second.video("a").first_seen == first.video("a").first_seen
+    assert second.new_items.to_pylist() == []
 
     os.utime(video, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a touch
     third = scan_videos(tmp_path)
-    assert third.videos["a"].sha256 == sha256_file(video) != first.videos["a"].sha256
-    assert third.videos["a"].first_seen == first.videos["a"].first_seen
+    assert third.video("a").sha256 == sha256_file(video) != first.video("a").sha256
+    assert third.video("a").first_seen == first.video("a").first_seen

@@ -60,7 +60,7 @@ def test_demo_dataset_ingests_without_rejections(ingested_demo) -> None:
     assert result.rejected == []
     assert result.n_users == 40 and result.n_valid == 40 and result.n_test == 40
     assert result.n_train + 80 == result.n_interactions
-    assert result.path == dataset / "interactions.parquet"
+    assert result.path == str(dataset / "interactions.parquet")
     assert "\n" not in result.describe()
 
 
