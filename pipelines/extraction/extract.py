@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -90,6 +91,8 @@ def extract_catalog(
     make_current: bool | None = None,
     progress: bool = True,
     actor_resources: dict[str, float] | None = None,
+    on_progress: Callable[[int, int, float], None] | None = None,
+    lock_wait: float = 0.0,
 ) -> ExtractSummary:
     """Extract every catalog video the store version for `config` (each prompt's version, for
     a bank) lacks: new, changed since it was stored (its video or its prompt, title included),
@@ -99,7 +102,9 @@ def extract_catalog(
     CURRENT to this version (or bank) once it is complete (every catalog item has a row or a
     failure row in every prompt's version); by default only when the store has no CURRENT yet,
     so a partial re-extraction never switches what training reads. `actor_resources`: Ray
-    resources each model actor needs (placing it on the nodes that offer them)."""
+    resources each model actor needs (placing it on the nodes that offer them). `on_progress(done,
+    total, seconds)`: the pool's progress, throttled (pool.run_actor_pool). `lock_wait`: seconds
+    to wait for another writer of the version to finish before failing as busy (0: at once)."""
     dataset, store = dataset_location(dataset), location(store)
     started = time.perf_counter()
     check_model_family(config)
@@ -128,7 +133,7 @@ def extract_catalog(
     work, writers = ExtractionWork(), []
     try:
         with ExitStack() as stack:
-            writers = [stack.enter_context(v.writer(wait=0.0)) for v in versions]
+            writers = [stack.enter_context(v.writer(wait=lock_wait)) for v in versions]
             work = _plan(catalog, titles, wanted, members, versions, writers, summary)
             for item in sorted(wanted & set(catalog.unreadable)):
                 for writer in writers:
@@ -147,6 +152,7 @@ def extract_catalog(
                     gpus,
                     progress,
                     actor_resources,
+                    on_progress,
                 )
             summary.seconds = time.perf_counter() - started
             committed = [writer.committed_items for writer in writers]

@@ -24,6 +24,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ from pipelines.ray_runtime import cluster_gpus, ensure_ray
 log = logging.getLogger(__name__)
 
 PUBLISH_EVERY_SECONDS = 10.0  # and after every group
+PROGRESS_EVERY_SECONDS = 30.0  # on_progress: at most this often, and once at the end
 ACTOR_RETRIES = 2  # a group that kills its actor this many more times is split
 SHARD_RETRIES = 3  # passes for videos whose group found its shard taken
 
@@ -56,6 +58,27 @@ class Video:
     path: str
     title: str
     wanted: list[bool]  # per prompt of the bank
+
+
+class _ReportingBar:
+    """The tqdm bar, also telling `on_progress` (throttled) how far the run is."""
+
+    def __init__(self, bar: Any, on_progress: Callable[[int, int, float], None]) -> None:
+        self._bar, self._on_progress = bar, on_progress
+        self._done, self._started = 0, time.monotonic()
+        self._last = self._started
+
+    def update(self, n: int = 1) -> None:
+        self._bar.update(n)
+        self._done += n
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_EVERY_SECONDS:
+            self._last = now
+            self._on_progress(self._done, self._bar.total, now - self._started)
+
+    def close(self) -> None:
+        self._bar.close()
+        self._on_progress(self._done, self._bar.total, time.monotonic() - self._started)
 
 
 def pool_size(ray_address: str | None, actors: int | None) -> tuple[int, int]:
@@ -80,10 +103,13 @@ def run_actor_pool(
     gpus: int,
     progress: bool,
     actor_resources: dict[str, float] | None = None,
+    on_progress: Callable[[int, int, float], None] | None = None,
 ) -> None:
     """Extract `videos` with an actor pool and commit what it returns (module docstring).
     `actor_resources`: Ray resources every model actor needs besides its CPU and GPU (e.g. a
-    custom resource that only the extraction nodes of a cluster offer)."""
+    custom resource that only the extraction nodes of a cluster offer). `on_progress(done,
+    total, seconds)`: called as videos finish, at most every PROGRESS_EVERY_SECONDS, and once
+    at the end (an orchestrator's progress events)."""
     from ray.data import DataContext
     from tqdm import tqdm
 
@@ -101,6 +127,8 @@ def run_actor_pool(
     committer = _Committer(writers, work, summary)
     pool = _Pool(config, writers, n_actors, gpus, actor_resources)
     bar = tqdm(total=len(videos), desc="extract", unit="video", disable=not progress)
+    if on_progress is not None:
+        bar = _ReportingBar(bar, on_progress)
     try:
         size = group_size(len(videos), n_actors)
         done = pool.run(_groups(videos, writers, size), committer, bar)

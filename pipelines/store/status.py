@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ from featurizer.config import ExtractorConfig
 from featurizer.store import FeatureStore, StoreError, location
 from featurizer.store.bank import PromptBank
 from featurizer.store.layout import EXTRACTOR_FILE
-from pipelines.dataset.catalog import Catalog, scan_videos
+from pipelines.dataset.catalog import Catalog, read_catalog, scan_videos
 from pipelines.dataset.ingest import read_titles
+from pipelines.dataset.location import VIDEO_PAGE, VIDEOS, dataset_location, video_pages
 from pipelines.errors import user_facing
 
 
@@ -123,37 +125,162 @@ def uncovered(
     ]
 
 
-def unextracted_videos(
-    dataset: Path, store: Path | str, config: ExtractorConfig
-) -> list[tuple[str, int]]:
-    """(item, size) of every video file that some prompt's version for `config` holds neither
-    a committed row nor a failure row for. Costs one `stat` per file and no hashing, so a
-    sensor can call it every tick; changed content of known items is the re-extraction job's
-    business."""
-    video_dir = Path(dataset) / "videos"
-    if not video_dir.is_dir():
-        return []
-    files = sorted(
-        (
-            e
-            for e in os.scandir(video_dir)
-            if e.name.endswith(".mp4") and not e.name.startswith(".")
-        ),
-        key=lambda e: e.name,
-    )
-    items = pa.array([e.name[: -len(".mp4")] for e in files], pa.string())
-    unknown = np.zeros(len(items), dtype=bool)
+def _versions(store: Path | str, config: ExtractorConfig) -> list[FeatureStore] | None:
+    """Each prompt's store version for `config`, or None while some prompt has none yet (then
+    every video is unextracted)."""
     root = location(store)
-    for member in config.members():  # an item some prompt's version lacks (row or failure)
+    versions = []
+    for member in config.members():
         if not (root / member.fingerprint() / EXTRACTOR_FILE).exists():
-            unknown[:] = True
-            break
-        seen = FeatureStore.open(root, member.fingerprint()).lookup(items, ["row"])
+            return None
+        versions.append(FeatureStore.open(root, member.fingerprint()))
+    return versions
+
+
+def _unknown_to(versions: list[FeatureStore] | None, items: pa.Array) -> np.ndarray:
+    """(n,) bool: the `items` some version holds neither a row nor a failure row of (a lookup
+    of these items only, in columns)."""
+    unknown = np.zeros(len(items), dtype=bool)
+    if versions is None:
+        unknown[:] = True
+        return unknown
+    for version in versions:
+        seen = version.lookup(items, ["row"])
         unknown |= ~pc.is_in(items, value_set=seen.column("item")).to_numpy(zero_copy_only=False)
-    found = []
-    for i in np.flatnonzero(unknown):
-        try:
-            found.append((files[i].name[: -len(".mp4")], files[i].stat().st_size))
-        except OSError:
-            found.append((files[i].name[: -len(".mp4")], -1))
+    return unknown
+
+
+@dataclass
+class PendingVideos:
+    """What a listing found unextracted: at most `limit` (item, size) pairs, and whether the
+    listing went to its end (`complete`: `videos` is every pending one) or stopped at the cap."""
+
+    videos: list[tuple[str, int]]
+    listed: int  # video objects listed before stopping
+    complete: bool
+
+
+def pending_videos(
+    dataset: Path | str, store: Path | str, config: ExtractorConfig, limit: int | None = None
+) -> PendingVideos:
+    """The videos (local or s3:// dataset) that some prompt's version for `config` holds
+    neither a committed row nor a failure row of, in listing order, up to `limit`. The listing
+    comes a page (VIDEO_PAGE objects) at a time, each page looked up in the store in columns,
+    and stops once `limit` are found: memory is a page plus `limit` pairs, whatever the size of
+    the dataset. Nothing is read or hashed but the listing, so a sensor can call it every tick;
+    changed content of known items is the re-extraction job's business."""
+    versions = _versions(store, config)
+    found: list[tuple[str, int]] = []
+    listed = 0
+    for page in video_pages(dataset):
+        listed += page.num_rows
+        items = page.column("item").combine_chunks()
+        unknown = np.flatnonzero(_unknown_to(versions, items))
+        sizes = page.column("size").to_numpy()
+        for i in unknown:
+            if limit is not None and len(found) >= limit:
+                return PendingVideos(found, listed, complete=False)
+            found.append((items[int(i)].as_py(), int(sizes[i])))
+    return PendingVideos(found, listed, complete=True)
+
+
+def unextracted_videos(
+    dataset: Path | str, store: Path | str, config: ExtractorConfig, limit: int | None = None
+) -> list[tuple[str, int]]:
+    """(item, size) of the video files some prompt's version for `config` holds neither a
+    committed row nor a failure row for, at most `limit` of them (pending_videos)."""
+    return pending_videos(dataset, store, config, limit).videos
+
+
+def store_marker(store: Path | str, config: ExtractorConfig) -> str:
+    """What names the committed state of the store versions for `config`: each prompt's
+    fingerprint and its last commit's nonce (one small read each). The same marker means no
+    row or failure row came or went since."""
+    root = location(store)
+    parts = []
+    for member in config.members():
+        path = root / member.fingerprint()
+        if not (path / EXTRACTOR_FILE).exists():
+            parts.append(f"{member.fingerprint()}:absent")
+            continue
+        version = FeatureStore.open(root, member.fingerprint())
+        parts.append(f"{member.fingerprint()}:{version.index_view.state_key()}")
+    return ",".join(parts)
+
+
+def videos_directory_mark(dataset: Path | str) -> str | None:
+    """The local videos/ directory's modification time (ns): it moves when a file is added,
+    removed or renamed in it. None for an object store, which has no such thing (a listing is
+    the only way to know)."""
+    root = dataset_location(dataset)
+    if not root.is_local:
+        return None
+    try:
+        return str(os.stat(root.path / VIDEOS).st_mtime_ns)
+    except OSError:
+        return "absent"
+
+
+@dataclass
+class Coverage:
+    """Catalog items (catalog.parquet, as the last catalog step recorded it) against the store
+    versions for a config: how many have a row or a failure row in every prompt's version, and
+    the first few that have not."""
+
+    catalog: int
+    covered: int
+    missing: int
+    first_missing: list[str]
+
+
+def catalog_coverage(
+    dataset: Path | str, store: Path | str, config: ExtractorConfig, shown: int = 10
+) -> Coverage:
+    """Coverage of the recorded catalog, looked up a page of items at a time (columns only)."""
+    items = read_catalog(dataset).column("item").combine_chunks()
+    versions = _versions(store, config)
+    missing, first = 0, []
+    for start in range(0, len(items), VIDEO_PAGE):
+        page = items.slice(start, VIDEO_PAGE)
+        unknown = np.flatnonzero(_unknown_to(versions, page))
+        missing += len(unknown)
+        first += [page[int(i)].as_py() for i in unknown[: max(0, shown - len(first))]]
+    return Coverage(len(items), len(items) - missing, missing, first)
+
+
+def uncovered_items(store: Path | str, config: ExtractorConfig, items: Sequence[str]) -> list[str]:
+    """The `items` some prompt's version for `config` holds neither a row nor a failure row
+    of (what a run asked for and did not leave covered)."""
+    versions = _versions(store, config)
+    found: list[str] = []
+    for start in range(0, len(items), VIDEO_PAGE):
+        page = pa.array(items[start : start + VIDEO_PAGE], pa.string())
+        found += [page[int(i)].as_py() for i in np.flatnonzero(_unknown_to(versions, page))]
     return found
+
+
+def store_verification(store: Path | str, config: ExtractorConfig) -> list[str]:
+    """What is wrong with the store version(s) for `config` themselves (each prompt's, for a
+    bank): layout, shapes, dtype, checksums, NaN/Inf. Empty when they verify. Catalog coverage
+    is not judged here (catalog_coverage, store_integrity)."""
+    problems: list[str] = []
+    try:
+        root = location(store)
+        if config.is_bank and not (root / config.fingerprint() / EXTRACTOR_FILE).exists():
+            problems.append(f"{root / config.fingerprint()}: no prompt bank version yet")
+    except StoreError as exc:
+        return [str(exc)]
+    for i, member in enumerate(config.members()):
+        label = f"prompt {i}: " if config.is_bank else ""
+        path = root / member.fingerprint()
+        try:
+            if not (path / EXTRACTOR_FILE).exists():
+                problems.append(f"{label}{path}: no store version for this extractor yet")
+                continue
+            report = FeatureStore.open(root, member.fingerprint()).verify()
+            found = list(report.problems)
+            found += [f"item {item}: {why}" for item, why in report.bad_rows.items()]
+        except StoreError as exc:
+            found = [str(exc)]
+        problems += [label + p for p in found]
+    return problems
