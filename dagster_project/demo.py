@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from dagster_project.definitions import build_definitions
+from dagster_project.instance import write_instance_settings
 from dagster_project.resources import LinkedOutPaths, StoreViews, default_resources
 from pipelines.demo.dataset import DEMO_ROOT, generate_demo_dataset
 from pipelines.errors import PipelineError
@@ -28,7 +29,7 @@ def run_demo(root: Path = DEMO_ROOT) -> Path:
     """Build what is missing, run `linkedout_full` and return the report's path."""
     root = Path(root).resolve()
     home = Path(os.environ.get("DAGSTER_HOME") or root / "dagster_home")
-    home.mkdir(parents=True, exist_ok=True)
+    write_instance_settings(home)  # so that `dagster dev` on it queues extraction runs
     generate_demo_dataset(root / "dataset")  # the paths resource generates only the default one
     resources = default_resources()
     resources["paths"] = LinkedOutPaths(

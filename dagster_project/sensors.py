@@ -1,20 +1,95 @@
-"""new_videos_sensor: new files in the dataset's videos/ become `extract_new_videos` runs."""
+"""new_videos_sensor: videos in the dataset that the store lacks become one `extract_new_videos`
+run at a time.
+
+What a tick does, in order:
+
+1. If a run that writes `video_features` is queued, starting, running or canceling for the same
+   store (the sensor's runs carry STORE_TAG; a run without it, started from the UI or a
+   schedule, counts for every store), it requests nothing: one writer per store, and the videos
+   that run covers are not requested twice.
+2. On a local dataset, if the videos/ directory's mtime and the store's last commit are what
+   the previous tick saw, and that tick found nothing pending, it skips without listing (a
+   directory's mtime moves when a file is added, removed or renamed in it). An object store has
+   no such mark, so each tick lists it.
+3. Otherwise it lists the videos a page at a time, looks each page up in the store in columns
+   (pipelines.store.status.pending_videos), and stops at the cap (SENSOR_BATCH videos,
+   $LINKEDOUT_SENSOR_BATCH): memory is a page plus the cap, whatever the dataset's size.
+4. It requests ONE run for the pending videos found.
+
+Retries: a run that failed or was killed leaves its videos with neither a row nor a failure row,
+and the cursor remembers that the last listing found videos pending, so the first tick after the
+run ended (step 1 holds the sensor back until then) lists again and requests them again. The run
+key is a digest of the requested items plus the number of runs this sensor has requested (kept
+in the cursor): a later request of the same videos is a new key (a run key is never reused, so a
+key of the items alone would block the retry forever), while a tick that Dagster evaluates again
+after a daemon crash, with the same cursor, repeats the same key and is deduplicated.
+
+The tick interval is SENSOR_INTERVAL_SECONDS, $LINKEDOUT_SENSOR_INTERVAL read when the code
+location loads (tests use a few seconds)."""
+
+from __future__ import annotations
 
 import hashlib
+import json
 import os
-from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from dagster_project.jobs import extract_new_videos
 from dagster_project.resources import ExtractorPreset, LinkedOutPaths
-from pipelines.store.status import unextracted_videos
+from featurizer.store import location
+from pipelines.store.status import pending_videos, store_marker, videos_directory_mark
 
-BATCH_SIZE = 64  # videos a run; $LINKEDOUT_SENSOR_BATCH, read at each tick, overrides it
+SENSOR_BATCH = 4096  # videos a run at most; $LINKEDOUT_SENSOR_BATCH, read at each tick
+SENSOR_INTERVAL_SECONDS = 60  # $LINKEDOUT_SENSOR_INTERVAL, read when the code location loads
+STORE_TAG = "linkedout/store"  # the store a run writes, as an absolute path or s3:// URL
+FEATURES = dg.AssetKey("video_features")
+JOBS_WRITING_FEATURES = frozenset({"extract_new_videos", "reextract_features", "linkedout_full"})
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
 def _batch_size() -> int:
-    return int(os.environ.get("LINKEDOUT_SENSOR_BATCH") or BATCH_SIZE)
+    return int(os.environ.get("LINKEDOUT_SENSOR_BATCH") or SENSOR_BATCH)
+
+
+def _interval() -> int:
+    return int(os.environ.get("LINKEDOUT_SENSOR_INTERVAL") or SENSOR_INTERVAL_SECONDS)
+
+
+def store_address(store: str) -> str:
+    """How a run's STORE_TAG names `store`: an absolute path, or its s3:// URL."""
+    root = location(store)
+    return str(root.path.resolve()) if root.is_local else root.url
+
+
+def writes_features(run: dg.DagsterRun) -> bool:
+    """Whether `run` materializes video_features (a job that holds it, or a UI selection)."""
+    selection = run.asset_selection
+    return run.job_name in JOBS_WRITING_FEATURES or bool(selection and FEATURES in selection)
+
+
+def runs_in_flight(instance: dg.DagsterInstance, store: str) -> list[str]:
+    """Ids of the runs queued or running that write `store`'s features."""
+    runs = instance.get_runs(dg.RunsFilter(statuses=IN_FLIGHT))
+    return [
+        run.run_id
+        for run in runs
+        if writes_features(run) and run.tags.get(STORE_TAG, store) == store
+    ]
+
+
+def _read_cursor(cursor: str | None) -> dict[str, Any]:
+    try:
+        return dict(json.loads(cursor)) if cursor else {}
+    except (ValueError, TypeError):  # a cursor of an older version of this sensor
+        return {}
 
 
 def _digest(parts: list[str]) -> str:
@@ -23,34 +98,41 @@ def _digest(parts: list[str]) -> str:
 
 @dg.sensor(
     job=extract_new_videos,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=_interval(),
     default_status=dg.DefaultSensorStatus.STOPPED,
 )
 def new_videos_sensor(
     context: dg.SensorEvaluationContext, paths: LinkedOutPaths, extractor: ExtractorPreset
 ) -> dg.SensorResult | dg.SkipReason:
-    """Requests `extract_new_videos` for videos the current store version has neither stored nor
-    failed, in batches of LINKEDOUT_SENSOR_BATCH (64). The cursor is a digest of the videos/
-    listing, so an unchanged directory costs one listing; each batch's run key is a digest of its
-    files, so the same files are never requested twice."""
-    video_dir = Path(paths.dataset) / "videos"
-    listing = sorted(os.listdir(video_dir)) if video_dir.is_dir() else []
-    cursor = _digest(listing)
-    if cursor == context.cursor:
-        return dg.SkipReason("no change in videos/ since the last tick")
-    pending = unextracted_videos(paths.dataset, paths.store, extractor.config())
-    requests = []
-    size = _batch_size()
-    for start in range(0, len(pending), size):
-        batch = pending[start : start + size]
-        items = [item for item, _ in batch]
-        requests.append(
-            dg.RunRequest(
-                run_key="new-videos-" + _digest([f"{item}:{size}" for item, size in batch]),
-                run_config={"ops": {"video_features": {"config": {"items": items}}}},
-                tags={"linkedout/videos": str(len(items))},
-            )
-        )
-    if not requests:
+    """Requests one `extract_new_videos` run for the videos the current store version has
+    neither stored nor failed, at most LINKEDOUT_SENSOR_BATCH (4096) of them, and none while
+    another run writes the store; a failed or killed run's videos are requested again (the
+    module docstring has the whole scheme)."""
+    store = store_address(paths.store)
+    busy = runs_in_flight(context.instance, store)
+    if busy:
+        return dg.SkipReason(f"run {busy[0]} is writing {store}; its videos are not requested")
+    previous = _read_cursor(context.cursor)
+    config = extractor.config()
+    directory = videos_directory_mark(paths.dataset)  # taken before listing: later changes show
+    mark = None if directory is None else f"{directory}|{store_marker(paths.store, config)}"
+    requests = int(previous.get("requests", 0))
+    if mark is not None and mark == previous.get("mark") and not previous.get("pending"):
+        return dg.SkipReason("no change in videos/ nor in the store since the last tick")
+    cap = _batch_size()
+    found = pending_videos(paths.dataset, paths.store, config, limit=cap)
+    if not found.videos:
+        cursor = json.dumps({"mark": mark, "pending": False, "requests": requests})
         return dg.SensorResult(skip_reason="no new videos", cursor=cursor)
-    return dg.SensorResult(run_requests=requests, cursor=cursor)
+    items = [item for item, _ in found.videos]
+    request = dg.RunRequest(
+        run_key=f"new-videos-{_digest(items)}-{requests}",
+        run_config={"ops": {"video_features": {"config": {"items": items}}}},
+        tags={
+            STORE_TAG: store,
+            "linkedout/videos": str(len(items)),
+            "linkedout/more_pending": "no" if found.complete else f"yes (capped at {cap})",
+        },
+    )
+    cursor = json.dumps({"mark": mark, "pending": True, "requests": requests + 1})
+    return dg.SensorResult(run_requests=[request], cursor=cursor)
