@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 KEY_ID = "AKIDLINKEDOUTTEST001"  # moto accepts any pair; these only have to look real
 SECRET = "linkedout/test/secret/value/0123456789abcdef"
@@ -31,20 +32,32 @@ class S3Server:
             **changes,
         }
 
-    def bucket(self, name: str | None = None) -> str:
-        """A new, empty bucket; its name."""
+    def client(self):  # noqa: ANN201 - a boto3 S3 client
+        """boto3, straight to the server (not through the code under test)."""
         import boto3
 
-        name = name or f"linkedout-{uuid.uuid4().hex[:12]}"
-        client = boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
             aws_access_key_id=KEY_ID,
             aws_secret_access_key=SECRET,
             region_name="us-east-1",
         )
-        client.create_bucket(Bucket=name)
+
+    def bucket(self, name: str | None = None) -> str:
+        """A new, empty bucket; its name."""
+        name = name or f"linkedout-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
         return name
+
+    def upload(self, source: Path, bucket: str, prefix: str) -> str:
+        """Every file under `source` put under s3://bucket/prefix/; that URL."""
+        client = self.client()
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                key = f"{prefix}/{path.relative_to(source).as_posix()}"
+                client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+        return f"s3://{bucket}/{prefix}"
 
     def stop(self) -> None:
         self.server.stop()  # type: ignore[attr-defined]
@@ -80,6 +93,53 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def access_key(endpoint: str) -> tuple[tuple[str, str], str]:
+    """A user with every right on the server: ((its key id, its secret), a wrong secret for the
+    same key id). The server checks them only after `check_signatures`."""
+    import json
+
+    import boto3
+
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+    )
+    name = f"extractor-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=name)
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+    }
+    iam.put_user_policy(UserName=name, PolicyName="all", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return (key["AccessKeyId"], key["SecretAccessKey"]), key["SecretAccessKey"][:-4] + "AAAA"
+
+
+def check_signatures(endpoint: str, after: bytes) -> None:
+    """moto: check signatures after `after` more requests (b"inf": never)."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth",
+        data=after,
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
+    urllib.request.urlopen(request).read()
+
+
+@dataclass
+class Wire:
+    """The wire to the test S3 server: a proxy that breaks on demand, a bucket, the server."""
+
+    proxy: FaultyProxy
+    bucket: str
+    s3: S3Server
+
+
 SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
@@ -90,8 +150,9 @@ class FaultyProxy:
     """A loopback HTTP proxy in front of the S3 server that breaks the wire on demand: `mode`
     "forward" (a healthy store), "every:N" (every Nth request answered 503 SlowDown),
     "slowdown" (every request answered 503 SlowDown); stop() refuses connections (the server is
-    gone) and start() listens again on the same port (it is back). `answered_503` counts;
-    `requests_seen` lists each request it was sent (method, path)."""
+    gone) and start() listens again on the same port (it is back); `go_after(prefix, n)` lets n
+    more requests for paths under `prefix` through, then drops every connection until start().
+    `answered_503` counts; `requests_seen` lists each request it was sent (method, path)."""
 
     def __init__(self, upstream: str) -> None:
         from urllib.parse import urlparse
@@ -102,6 +163,7 @@ class FaultyProxy:
         self.requests = 0
         self.answered_503 = 0
         self.requests_seen: list[tuple[str, str]] = []
+        self._gone_after: tuple[str, int] | None = None
         self._server = None
         self.port = 0
         self.start()
@@ -114,7 +176,9 @@ class FaultyProxy:
         import threading
         from http.server import ThreadingHTTPServer
 
-        self.down = False
+        self.down, self._gone_after = False, None
+        if self._server is not None:  # gone by go_after: it is back
+            return
         server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         server.daemon_threads = True
         self.port = server.server_address[1]
@@ -130,6 +194,17 @@ class FaultyProxy:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def go_after(self, prefix: str, n: int) -> None:
+        """The server goes away once `n` more requests for paths under `prefix` went through."""
+        self._gone_after = (prefix, n)
+
+    def _gone(self, path: str) -> bool:
+        if self._gone_after is not None and path.startswith(self._gone_after[0]):
+            prefix, n = self._gone_after
+            self.down = n <= 0
+            self._gone_after = (prefix, n - 1)
+        return self.down
 
     def _fail(self) -> bool:
         self.requests += 1
@@ -152,7 +227,7 @@ class FaultyProxy:
                 pass
 
             def _handle(self) -> None:
-                if proxy.down:  # a keep-alive connection of a server that is gone: dropped
+                if proxy._gone(self.path):  # a connection to a server that is gone: dropped
                     self.close_connection = True
                     return
                 proxy.requests_seen.append((self.command, self.path))

@@ -302,14 +302,12 @@ class ObjectLocation(Location):
                     yield page
         except FileNotFoundError as exc:
             if "NoSuchBucket" in str(exc):
-                raise StoreIOError(
-                    f"{self.url}: bucket {self._bucket.bucket!r} does not exist"
-                ) from None
-            return
+                raise self._failure(exc) from None
+            return  # nothing under the prefix
         except (StoreError, KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - every obstore error is this one line
-            raise StoreIOError(f"{self.url}: {describe_object_error(exc)}") from None
+            raise self._failure(exc) from None
 
     def listing(self) -> list[tuple[str, int, float]]:
         import obstore
@@ -344,9 +342,7 @@ class ObjectLocation(Location):
             # obstore has one NotFoundError for a missing key and a missing bucket; only S3's
             # error code tells them apart
             if "NoSuchBucket" in str(exc):
-                raise StoreIOError(
-                    f"{self._what} {self.url}: bucket {self._bucket.bucket!r} does not exist"
-                ) from None
+                raise self._failure(exc) from None
             raise FileNotFoundError(self.url) from None
         except (AlreadyExistsError, PreconditionError):
             if conflicts:
@@ -359,7 +355,15 @@ class ObjectLocation(Location):
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - every obstore error (a Rust panic included)
-            raise StoreIOError(f"{self._what} {self.url}: {describe_object_error(exc)}") from None
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: BaseException) -> StoreIOError:
+        """An obstore error as the one line a user sees, naming what this object holds."""
+        if "NoSuchBucket" in str(exc):  # a missing bucket reads the same from every request
+            return StoreIOError(
+                f"{self._what} {self.url}: bucket {self._bucket.bucket!r} does not exist"
+            )
+        return StoreIOError(f"{self._what} {self.url}: {describe_object_error(exc)}")
 
 
 def _object_location(bucket: str, key: str, what: str = "feature store") -> ObjectLocation:
@@ -368,6 +372,14 @@ def _object_location(bucket: str, key: str, what: str = "feature store") -> Obje
 
 def _size(parts: list[Any]) -> int:
     return sum(memoryview(p).nbytes for p in parts)
+
+
+# S3's error codes for a request the credentials do not allow (a listing's error has no
+# obstore class of its own: its code tells)
+DENIED_CODES = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
+     "ExpiredToken", "TokenRefreshRequired", "AllAccessDisabled"}
+)  # fmt: skip
 
 
 def describe_object_error(exc: BaseException) -> str:
@@ -383,7 +395,7 @@ def describe_object_error(exc: BaseException) -> str:
     after = f" (after {retries.group(1)} retries)" if retries else ""
     endpoint = redact(_configured_endpoint() or "the S3 endpoint")
     if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or (
-        code and "AccessKey" in code.group(1)
+        code and code.group(1) in DENIED_CODES
     ):
         why = f" ({code.group(1)})" if code else ""
         return f"access denied{why}: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"

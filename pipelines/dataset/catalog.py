@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from featurizer.decode import sha256_file
-from featurizer.store import Location, StoreError
+from featurizer.store import Location, StoreError, StoreIOError
 from pipelines.dataset.location import (
     VIDEO_SUFFIX,
     VIDEOS,
@@ -265,6 +265,8 @@ def read_catalog(dataset: Path | str | Location) -> pa.Table:
         data = file.read_bytes()
     except FileNotFoundError:
         return SCHEMA.empty_table()
+    except StoreIOError:  # the storage refuses or is gone: the listing would be too
+        raise
     except (OSError, StoreError) as exc:
         log.warning("%s is unreadable (%s); every video is identified again", file, exc)
         return SCHEMA.empty_table()

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3 import FaultyProxy, Wire, environment
+
 REPO = Path(__file__).resolve().parents[2]
 REPORT_KEY = pytest.StashKey["FaultReport"]()
 
@@ -125,6 +127,29 @@ def extract_config(tiny_model: Path):
     from featurizer.config import load_preset
 
     return load_preset("demo").replace(model=str(tiny_model), prompts=())
+
+
+@pytest.fixture(scope="module")
+def wire(s3) -> Iterator[Wire]:
+    """The proxy in front of the S3 server, and a local Ray whose workers reach the store
+    through it (a Ray node's environment is fixed when it starts); a Ray started before is
+    started again after."""
+    import ray
+
+    from pipelines.ray_runtime import ensure_ray
+
+    proxy = FaultyProxy(s3.endpoint)
+    had_ray = ray.is_initialized()
+    ray.shutdown()
+    with environment(s3.env(AWS_ENDPOINT_URL=proxy.url)):
+        ensure_ray()
+        try:
+            yield Wire(proxy, s3.bucket(), s3)
+        finally:
+            ray.shutdown()
+    proxy.stop()
+    if had_ray:  # the package's ray_local outlives this module
+        ensure_ray()
 
 
 # --- running the CLI ------------------------------------------------------------------------

@@ -7,14 +7,10 @@ with the proxy as its endpoint); the tiny checkpoint has random weights."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,40 +18,10 @@ import pytest
 from featurizer.store import FeatureStore
 from pipelines.errors import PipelineError
 from pipelines.extraction.extract import extract_catalog
-from tests.s3 import KEY_ID, SECRET, FaultyProxy, environment
+from tests.s3 import Wire, access_key, check_signatures, environment
 from tests.worker_hooks import DELAY_ENV, INVOCATION_LOG_ENV
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Wire:
-    proxy: FaultyProxy
-    bucket: str
-    s3: object
-
-
-@pytest.fixture(scope="module")
-def wire(s3) -> Iterator[Wire]:
-    """The proxy in front of the S3 server, and a local Ray whose workers reach the store
-    through it (a Ray node's environment is fixed when it starts); a Ray started before is
-    started again after."""
-    import ray
-
-    from pipelines.ray_runtime import ensure_ray
-
-    proxy = FaultyProxy(s3.endpoint)
-    had_ray = ray.is_initialized()
-    ray.shutdown()
-    with environment(s3.env(AWS_ENDPOINT_URL=proxy.url)):
-        ensure_ray()
-        try:
-            yield Wire(proxy, s3.bucket(), s3)
-        finally:
-            ray.shutdown()
-    proxy.stop()
-    if had_ray:  # the package's ray_local outlives this module
-        ensure_ray()
 
 
 @pytest.fixture
@@ -196,35 +162,17 @@ def test_slow_down_for_good_stops_the_run_in_one_line_and_loses_nothing(
 def test_a_wrong_credential_is_one_line_without_the_credential(
     wire: Wire, demo_dataset: Path, extract_config, tmp_path: Path, fault_report
 ) -> None:
-    import boto3
-
     endpoint = wire.s3.endpoint  # type: ignore[attr-defined]
-    iam = boto3.client(
-        "iam",
-        endpoint_url=endpoint,
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-    )
-    iam.create_user(UserName="extractor")
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
-    }
-    iam.put_user_policy(UserName="extractor", PolicyName="all", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName="extractor")["AccessKey"]
-    wrong = key["SecretAccessKey"][:-4] + "AAAA"
-    _auth(endpoint, b"0")  # moto checks signatures from now on
+    key, wrong = access_key(endpoint)
+    check_signatures(endpoint, after=b"0")
     try:
-        with environment(
-            wire.s3.env(AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=wrong)
-        ):  # type: ignore[attr-defined]
+        with environment(wire.s3.env(AWS_ACCESS_KEY_ID=key[0], AWS_SECRET_ACCESS_KEY=wrong)):  # type: ignore[attr-defined]
             with pytest.raises(PipelineError) as info:
                 extract_catalog(
                     _dataset(demo_dataset, tmp_path), f"s3://{wire.bucket}/denied", extract_config
                 )
     finally:
-        _auth(endpoint, b"inf")
+        check_signatures(endpoint, after=b"inf")
     message = str(info.value)
 
     fault_report.record(
@@ -233,7 +181,7 @@ def test_a_wrong_credential_is_one_line_without_the_credential(
     assert "access denied" in message and "check AWS_ACCESS_KEY_ID" in message
     assert "\n" not in message
     assert f"s3://{wire.bucket}/denied" in message
-    for secret in (key["AccessKeyId"], key["SecretAccessKey"], wrong):
+    for secret in (*key, wrong):
         assert secret not in message
 
 
@@ -254,14 +202,3 @@ def test_a_missing_bucket_is_one_line(
         and "bucket 'no-such-bucket' does not exist" in message
     )
     assert "\n" not in message
-
-
-def _auth(endpoint: str, after: bytes) -> None:
-    """moto: check signatures after `after` more requests (b"inf": never)."""
-    request = urllib.request.Request(
-        f"{endpoint}/moto-api/reset-auth",
-        data=after,
-        method="POST",
-        headers={"Content-Type": "text/plain"},
-    )
-    urllib.request.urlopen(request).read()

@@ -36,32 +36,11 @@ class Session:
     steps: dict[str, Step]
 
 
-def _client(endpoint: str):  # noqa: ANN202 - a boto3 client
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-    )
-
-
-def _upload(source: Path, endpoint: str, bucket: str, prefix: str) -> None:
-    client = _client(endpoint)
-    for path in sorted(source.rglob("*")):
-        if path.is_file():
-            key = f"{prefix}/{path.relative_to(source).as_posix()}"
-            client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
-
-
 @pytest.fixture(scope="module")
 def session(demo_dataset: Path, one_prompt_preset: Path, s3, tmp_path_factory) -> Session:
     root = tmp_path_factory.mktemp("s3-dataset")
     bucket = s3.bucket()
-    _upload(demo_dataset, s3.endpoint, bucket, "data")
-    dataset, store = f"s3://{bucket}/data", f"s3://{bucket}/store"
+    dataset, store = s3.upload(demo_dataset, bucket, "data"), f"s3://{bucket}/store"
     proxy = FaultyProxy(s3.endpoint)
     env = {**os.environ, **s3.env(AWS_ENDPOINT_URL=proxy.url)}
     cli = Path(sys.executable).with_name("linkedout")
@@ -87,7 +66,7 @@ def session(demo_dataset: Path, one_prompt_preset: Path, s3, tmp_path_factory) -
         + ["--variant", "full", "--epochs", "1"]
     )
     steps["again"] = run(extract)
-    client = _client(s3.endpoint)
+    client = s3.client()
     other = client.get_object(Bucket=bucket, Key="data/videos/v0004.mp4")["Body"].read()
     client.put_object(Bucket=bucket, Key="data/videos/v0003.mp4", Body=other)
     steps["changed"] = run(extract)
