@@ -58,15 +58,21 @@ def test_every_training_value_is_recorded_resolved(tmp_path, dataset):
 
     assert code == 0, err
     train = json.loads((run / "config.json").read_text())["train"]
-    assert train["lr_encoder"] == 1e-4 and train["lr_head"] == 1e-5  # Table 6, not the demo's
+    assert train["lr_encoder"] == 1e-3 and train["lr_head"] == 1e-3  # the defaults, not Table 6
+    assert train["warmup_steps"] == 10
     assert train["device"] == "cpu" and train["precision"] == "fp32"
     assert train["negatives"] == "exact" and train["memory_budget_bytes"] > 0
 
 
-def test_the_demo_config_is_the_demos_tuned_settings():
-    demo = read_config_file("demo")
+def test_the_paper_config_is_table_6():
+    paper = read_config_file("paper")
 
-    assert demo.train["lr_encoder"] == 1e-3 and demo.train["warmup_steps"] == 10
+    assert paper.train["lr_encoder"] == 1e-4 and paper.train["lr_head"] == 1e-5
+    assert paper.train["warmup_steps"] == 0 and paper.train["epochs"] == 100
+
+
+def test_the_demo_trains_with_the_defaults():
+    assert read_config_file("demo").train == {}
 
 
 @pytest.mark.parametrize(
