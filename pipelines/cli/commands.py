@@ -130,6 +130,29 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(result.describe())
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    from pipelines.tuning.search import tune_search
+
+    result = tune_search(
+        args.dataset,
+        args.store,
+        args.out,
+        args.variant,
+        space=args.space,
+        config=args.config,
+        train_overrides=_training_flags(args),
+        trials=args.trials,
+        max_concurrent=args.max_concurrent,
+        cpus_per_trial=args.cpus_per_trial,
+        grace_epochs=args.grace_epochs,
+        reduction_factor=args.reduction_factor,
+        search_seed=args.search_seed,
+        ray_address=args.ray_address,
+        verify_store=not args.no_verify_store,
+    )
+    print(result.describe())
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from pipelines.serving.queries import evaluate_run
 

@@ -22,6 +22,7 @@ from pipelines.cli.commands import (
     cmd_sweep,
     cmd_tiny_model,
     cmd_train,
+    cmd_tune,
 )
 from recmodel.config import TrainConfig
 from recmodel.variants import MAIN_VARIANT, variant_names
@@ -217,6 +218,58 @@ def build_parser() -> argparse.ArgumentParser:
     _add_no_verify_store(p)
     _add_training_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "tune",
+        help="search training settings on Ray Tune (ASHA); writes OUT/best.yaml for train --config",
+        description="Trials of `train` over a search space, chosen on the validation split; "
+        "rerun with the same arguments to resume an interrupted search. The training flags "
+        "fix a setting for every trial.",
+    )
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--store", default=None, help=STORE_HELP + " (not needed for id_only)")
+    p.add_argument("--out", type=Path, required=True, help="the search directory (new or empty)")
+    p.add_argument(
+        "--variant",
+        default=MAIN_VARIANT,
+        choices=variant_names(),
+        metavar="VARIANT",
+        help=f"one of {', '.join(variant_names())} (default: {MAIN_VARIANT})",
+    )
+    p.add_argument(
+        "--space",
+        default=None,
+        metavar="FILE",
+        help="search space YAML (default: learning rates, weight decay, dropout, batch size, "
+        "warmup: pipelines/tuning/space.py's DEFAULT_SPACE_YAML)",
+    )
+    p.add_argument("--trials", type=int, default=16, help="trials to sample (default 16)")
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        help="trials at once (default: the cluster's CPUs / --cpus-per-trial)",
+    )
+    p.add_argument("--cpus-per-trial", type=int, default=1, help="threads of a trial (default 1)")
+    p.add_argument(
+        "--grace-epochs",
+        type=int,
+        default=5,
+        help="ASHA: epochs every trial trains before it can be stopped (default 5)",
+    )
+    p.add_argument(
+        "--reduction-factor",
+        type=int,
+        default=3,
+        help="ASHA: 1 of this many trials goes on at each milestone (default 3)",
+    )
+    p.add_argument("--search-seed", type=int, default=0, help="seed of the sampling (default 0)")
+    p.add_argument(
+        "--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)"
+    )
+    _add_no_verify_store(p)
+    _add_training_flags(p)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("evaluate", help="recompute metrics.json of a run")
     p.add_argument("run", type=Path)

@@ -17,6 +17,7 @@ from pipelines.report.gates import GateAnalysis, read_gates
 from pipelines.report.layout import variant_label
 from pipelines.report.mixture import PromptMixture, read_prompt_mixture
 from pipelines.report.runs import same_split_runs, variant_of, view_runs
+from pipelines.report.search import read_search, search_of
 from pipelines.report.store import (
     commit_interval_estimate,
     in_a_bank,
@@ -65,6 +66,8 @@ class ReportContext:
     prompts_note: str = ""  # why it could not be read
     index: Any = None  # recmodel.index.IndexRecord of item_index.json, None where not built
     index_error: str = ""
+    search: Any = None  # report.search.SearchRecord: the search the settings came from
+    search_error: str = ""
 
     def find_variant(self, variant: str) -> str | None:
         """The run (directory name) of `variant` among the runs on this split, if any."""
@@ -157,6 +160,12 @@ def collect_context(run: Path) -> ReportContext:
     elif not ctx.serving_error:
         ctx.serving_error = "not recorded (the run was trained before serving.json was written)"
         ctx.encoding = {"skipped": "not recorded"}
+    searched = search_of(config)
+    if searched is not None:
+        try:
+            ctx.search = read_search(searched)
+        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+            ctx.search_error = f"{searched}: {exc}"
     try:
         ctx.index = read_index_record(run)
     except PipelineError as exc:

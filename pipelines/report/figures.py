@@ -198,3 +198,34 @@ def heatmap_figure(g: GateAnalysis) -> bytes:
     axes[0].set_ylabel("item")
     fig.tight_layout()
     return _png(fig)
+
+
+def search_figure(epochs: Any, chosen: str | None) -> bytes | None:
+    """Each trial's validation NDCG@10 over the epochs it trained (its budget: the scheduler
+    stops the weaker ones early); the chosen trial in blue, the others grey."""
+    if epochs is None or len(epochs) == 0:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    for trial, rows in epochs.groupby("trial", sort=True):
+        best = trial == chosen
+        ax.plot(
+            rows["epoch"],
+            rows["valid_ndcg@10"],
+            color=_BLUE if best else _GREY,
+            linewidth=2.0 if best else 0.9,
+            alpha=1.0 if best else 0.7,
+            zorder=3 if best else 2,
+            label=f"chosen: {trial}" if best else None,
+        )
+        ax.plot(rows["epoch"].iloc[-1], rows["valid_ndcg@10"].iloc[-1], "o", ms=2.5,
+                color=_BLUE if best else _GREY)  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation NDCG@10")
+    ax.set_title("Every trial's validation NDCG@10 over its budget")
+    ax.grid(color="#e6e9ef", linewidth=0.8)
+    ax.set_axisbelow(True)
+    if chosen is not None:
+        ax.legend(loc="lower right", frameon=False, fontsize=8.5)
+    fig.tight_layout()
+    return _png(fig)

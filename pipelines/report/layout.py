@@ -35,7 +35,14 @@ SECTIONS = (
     ("provenance", "Provenance"),
 )
 FIGURES_DIR = "figures"
-FIGURE_NAMES = ("comparison", "gate_density", "gate_boxplot", "gate_heatmap", "prompt_mixture")
+FIGURE_NAMES = (
+    "comparison",
+    "gate_density",
+    "gate_boxplot",
+    "gate_heatmap",
+    "prompt_mixture",
+    "search",
+)
 HEATMAP_MAX_ITEMS = 64
 
 # --- the paper's figures (MicroLens-100K; other data, a 7B backbone, 8 GPUs) -------------------

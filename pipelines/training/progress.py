@@ -5,6 +5,7 @@ every PROGRESS_LINE_SECONDS in long epochs."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -42,7 +43,10 @@ def fit_with_progress(
     checkpoint: Path,
     progress: bool,
     data_version: str | None,
+    on_epoch_end: Callable[[EpochLog], None] | None = None,
 ) -> FitResult:
+    """`fit` with the progress a user sees; `on_epoch_end` gets every finished epoch's log
+    (a hyperparameter search reports it)."""
     # a bar of the epoch's steps on a terminal only (disable=None); in a log, a line per epoch
     # and per refresh, and a step line at most every PROGRESS_LINE_SECONDS in long epochs
     bar = tqdm(desc=f"train {model_cfg.variant}", unit="step", disable=None if progress else True)
@@ -64,6 +68,8 @@ def fit_with_progress(
         last_line[0] = time.perf_counter()
         if progress:
             tqdm.write(epoch_line(model_cfg.variant, log))
+        if on_epoch_end is not None:
+            on_epoch_end(log)
 
     def on_event(line: str) -> None:
         last_line[0] = time.perf_counter()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -114,13 +115,15 @@ def train_run(
     progress: bool = True,
     fresh: bool = False,
     verify_store: bool = True,
+    on_epoch_end: Callable[[EpochLog], None] | None = None,
 ) -> TrainResult:
     """Train `variant` on `dataset` (and `store`'s current version) into the run directory `out`,
     evaluate it on the test split and write every run file. Settings: `config` (a file or a
     shipped name), then the explicit arguments. Rerunning into the same `out` resumes from its
     checkpoint (a finished run is only re-exported); `fresh` replaces a previous run there once
     the new one has succeeded (scheduled retraining on new data). A store that would not
-    verify is refused unless `verify_store` is False."""
+    verify is refused unless `verify_store` is False. `on_epoch_end` gets each epoch's log as
+    it finishes (one process only: with workers > 1 the epochs end in the workers)."""
     spec = get_variant(variant)
     values = resolve_settings(config, epochs, workers, model_overrides, train_overrides)
     workers = values.workers or 1
@@ -200,6 +203,7 @@ def train_run(
                 inputs,
                 workers,
                 progress,
+                on_epoch_end,
             )
             if progress and workers > 1:
                 for log in result.history:
@@ -272,13 +276,22 @@ def _fit(
     inputs: Inputs,
     workers: int,
     progress: bool,
+    on_epoch_end: Callable[[EpochLog], None] | None = None,
 ) -> FitResult:
     """Train in this process, or on `workers` Ray Train workers, each of which opens the store
     itself; either way the run's state ends in work/checkpoint.pt."""
     checkpoint = work / CHECKPOINT_FILE
     if workers == 1:
         return fit_with_progress(
-            model_cfg, train_cfg, splits, bank, memory, checkpoint, progress, inputs.data_version
+            model_cfg,
+            train_cfg,
+            splits,
+            bank,
+            memory,
+            checkpoint,
+            progress,
+            inputs.data_version,
+            on_epoch_end,
         )
     features = functools.partial(store_features, store, splits.items, model_cfg.spec.prompt_bank)
     fit_with_ray(

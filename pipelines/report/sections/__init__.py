@@ -12,6 +12,7 @@ from pipelines.report.sections.efficiency import efficiency_blocks
 from pipelines.report.sections.gates import gate_blocks
 from pipelines.report.sections.prompts import prompt_mixture_blocks
 from pipelines.report.sections.provenance import provenance_blocks
+from pipelines.report.sections.search import search_blocks
 from pipelines.report.sections.summary import summary_blocks
 
 
@@ -23,7 +24,7 @@ def build_sections(ctx: ReportContext) -> tuple[list[Block], list[FigureBlock]]:
         "prompts": lambda ctx: prompt_mixture_blocks(ctx.prompts, ctx.prompts_note),
         "efficiency": efficiency_blocks,
         "dataset": dataset_blocks,
-        "provenance": provenance_blocks,
+        "provenance": lambda ctx: provenance_blocks(ctx) + search_blocks(ctx),
     }
     blocks: list[Block] = []
     for anchor, title in SECTIONS:
