@@ -123,3 +123,21 @@ def summary_lines(table: pd.DataFrame, params: list[str], best: pd.Series | None
             f"(test NDCG@10 {best['test_ndcg@10']:.4f}, reported, not used to choose)"
         )
     return lines
+
+
+def trials_markdown(table: pd.DataFrame, params: list[str]) -> str:
+    """The trials as a Markdown table, best validation first (Dagster's metadata)."""
+    shown = table.sort_values(VALID, ascending=False, na_position="last", kind="stable")
+    columns = ["trial", "status", *params, "epochs", VALID, "test_ndcg@10"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in shown.iterrows():
+        cells = [
+            "–"
+            if isinstance(row[c], float) and math.isnan(row[c])
+            else f"{row[c]:.4g}"
+            if isinstance(row[c], float)
+            else str(row[c])
+            for c in columns
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

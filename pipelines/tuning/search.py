@@ -59,8 +59,9 @@ class SearchResult:
     out: Path
     table: pd.DataFrame
     best: pd.Series | None
-    lines: list[str]
+    lines: list[str]  # the printed summary
     resumed: bool
+    params: list[str]  # the searched settings: the table's columns of them
 
     @property
     def best_config(self) -> Path | None:
@@ -299,4 +300,4 @@ def _write_results(
         base.pop("memory_budget_bytes", None)  # `train` sizes its own default
     text = best_config_yaml(base, values.model, best, params, str(out))
     atomic_write_bytes(out / BEST_CONFIG, text.encode())
-    return SearchResult(out, table, best, lines, resumed)
+    return SearchResult(out, table, best, lines, resumed, params)
