@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -28,7 +28,7 @@ def trial_tables(results: Any, baseline: Mapping[str, Any]) -> tuple[pd.DataFram
     whose settings are `baseline`'s (the base config: the defaults unless --config) is marked."""
     rows, epochs = [], []
     for result in results:
-        config = dict(result.config or {})
+        config = dict(result.config or {}) or _params_file(result.path)
         last = dict(result.metrics or {})
         trial = PurePosixPath(result.path).name  # trial_dirname: the trial's id (search.py)
         history = result.metrics_dataframe
@@ -61,6 +61,17 @@ def trial_tables(results: Any, baseline: Mapping[str, Any]) -> tuple[pd.DataFram
     table = pd.DataFrame(rows).sort_values("trial", kind="stable").reset_index(drop=True)
     columns = ["trial", "epoch", VALID]
     return table, pd.DataFrame(epochs, columns=columns).sort_values(["trial", "epoch"])
+
+
+def _params_file(trial_dir: str) -> dict[str, Any]:
+    """A trial's settings as Tune wrote them when it started (a restored search's failed
+    trials have no result to carry them)."""
+    import json
+
+    try:
+        return json.loads((Path(trial_dir) / "params.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def choose_best(table: pd.DataFrame) -> pd.Series | None:

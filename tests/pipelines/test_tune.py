@@ -193,6 +193,8 @@ def test_a_killed_search_resumes(tmp_path):
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(out / "trials.csv")
     assert len(table) == 4 and ended in set(table["trial"])  # the same search, continued
+    assert table["model.d_model"].notna().all() and table["lr_encoder"].notna().all()
+    assert set(table["status"]) <= {FINISHED, STOPPED, FAILED}
     assert (out / BEST_CONFIG).is_file() and (out / MARKER).is_file()
     trial_lines = [line for line in done.stdout.splitlines() if line.startswith("tune: trial")]
     assert trial_lines and not any(ended in line for line in trial_lines)  # it was not rerun
