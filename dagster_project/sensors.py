@@ -38,8 +38,12 @@ import dagster as dg
 
 from dagster_project.jobs import extract_new_videos
 from dagster_project.resources import ExtractorPreset, LinkedOutPaths
-from featurizer.store import location
-from pipelines.store.status import pending_videos, store_marker, videos_directory_mark
+from pipelines.store.status import (
+    pending_videos,
+    store_address,
+    store_marker,
+    videos_directory_mark,
+)
 
 SENSOR_BATCH = 4096  # videos a run at most; $LINKEDOUT_SENSOR_BATCH, read at each tick
 SENSOR_INTERVAL_SECONDS = 60  # $LINKEDOUT_SENSOR_INTERVAL, read when the code location loads
@@ -61,12 +65,6 @@ def _batch_size() -> int:
 
 def _interval() -> int:
     return int(os.environ.get("LINKEDOUT_SENSOR_INTERVAL") or SENSOR_INTERVAL_SECONDS)
-
-
-def store_address(store: str) -> str:
-    """How a run's STORE_TAG names `store`: an absolute path, or its s3:// URL."""
-    root = location(store)
-    return str(root.path.resolve()) if root.is_local else root.url
 
 
 def writes_features(run: dg.DagsterRun) -> bool:

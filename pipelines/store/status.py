@@ -150,6 +150,9 @@ def _unknown_to(versions: list[FeatureStore] | None, items: pa.Array) -> np.ndar
     return unknown
 
 
+LOOKUP_CHUNK = 100_000  # listed videos looked up in the store at once (pending_videos)
+
+
 @dataclass
 class PendingVideos:
     """What a listing found unextracted: at most `limit` (item, size) pairs, and whether the
@@ -161,26 +164,53 @@ class PendingVideos:
 
 
 def pending_videos(
-    dataset: Path | str, store: Path | str, config: ExtractorConfig, limit: int | None = None
+    dataset: Path | str,
+    store: Path | str,
+    config: ExtractorConfig,
+    limit: int | None = None,
+    chunk: int = LOOKUP_CHUNK,
 ) -> PendingVideos:
     """The videos (local or s3:// dataset) that some prompt's version for `config` holds
     neither a committed row nor a failure row of, in listing order, up to `limit`. The listing
-    comes a page (VIDEO_PAGE objects) at a time, each page looked up in the store in columns,
-    and stops once `limit` are found: memory is a page plus `limit` pairs, whatever the size of
-    the dataset. Nothing is read or hashed but the listing, so a sensor can call it every tick;
-    changed content of known items is the re-extraction job's business."""
+    comes a page (VIDEO_PAGE objects) at a time; `chunk` listed videos at a time are looked up
+    in the store, in columns, and the listing stops once `limit` are found: memory is a chunk
+    plus `limit` pairs, whatever the size of the dataset. Nothing is read or hashed but the
+    listing, so a sensor can call it every tick; changed content of known items is the
+    re-extraction job's business.
+
+    Why chunks: a local directory lists in its own (hash) order, so any page's items are spread
+    over the whole sorted index and a lookup reads every part of it; looking up `chunk` videos
+    at once reads the index once per chunk instead of once per page. An object store lists in
+    key order, so there a chunk touches only its own range of the index."""
     versions = _versions(store, config)
+    if versions is None:  # no store to read: every page is pending as it comes
+        chunk = 1
     found: list[tuple[str, int]] = []
     listed = 0
+    pages: list[pa.Table] = []
+    held = 0
+
+    def look_up(pages: list[pa.Table]) -> bool:
+        """Add the pending videos of `pages` to `found`; False once `limit` is reached."""
+        table = pa.concat_tables(pages)
+        items = table.column("item").combine_chunks()
+        sizes = table.column("size").to_numpy()
+        for i in np.flatnonzero(_unknown_to(versions, items)):
+            if limit is not None and len(found) >= limit:
+                return False
+            found.append((items[int(i)].as_py(), int(sizes[i])))
+        return True
+
     for page in video_pages(dataset):
         listed += page.num_rows
-        items = page.column("item").combine_chunks()
-        unknown = np.flatnonzero(_unknown_to(versions, items))
-        sizes = page.column("size").to_numpy()
-        for i in unknown:
-            if limit is not None and len(found) >= limit:
+        pages.append(page)
+        held += page.num_rows
+        if held >= chunk:
+            if not look_up(pages):
                 return PendingVideos(found, listed, complete=False)
-            found.append((items[int(i)].as_py(), int(sizes[i])))
+            pages, held = [], 0
+    if pages and not look_up(pages):
+        return PendingVideos(found, listed, complete=False)
     return PendingVideos(found, listed, complete=True)
 
 
@@ -190,6 +220,12 @@ def unextracted_videos(
     """(item, size) of the video files some prompt's version for `config` holds neither a
     committed row nor a failure row for, at most `limit` of them (pending_videos)."""
     return pending_videos(dataset, store, config, limit).videos
+
+
+def store_address(store: Path | str) -> str:
+    """How an orchestrator names `store`: its absolute path, or its s3:// URL."""
+    root = location(store)
+    return str(root.path.resolve()) if root.is_local else root.url
 
 
 def store_marker(store: Path | str, config: ExtractorConfig) -> str:
