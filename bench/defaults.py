@@ -136,7 +136,7 @@ def _prepare(name: str, root: Path, args: argparse.Namespace) -> tuple[Path, Pat
     dataset = root / "dataset"
     if name in DEMOS:
         videos, users, seed = DEMOS[name]
-        return _demo(root, videos, users, seed)
+        return build_demo(root, videos, users, seed)
     if name == "microlens":
         from microlens import write_cluster_store, write_pairs
 
@@ -156,7 +156,7 @@ def _prepare(name: str, root: Path, args: argparse.Namespace) -> tuple[Path, Pat
     )
 
 
-def _demo(root: Path, videos: int, users: int, seed: int) -> tuple[Path, Path]:
+def build_demo(root: Path, videos: int, users: int, seed: int) -> tuple[Path, Path]:
     import ray
 
     from featurizer.config import load_preset
