@@ -3,8 +3,8 @@ runs in the instance's run queue (the dagster.yaml the project writes: one run a
 feature store's pool) and launches them with the default run launcher, each in its own process
 with its own local Ray, the tiny checkpoint and one prompt.
 
-The two tests share one daemon, one dataset and one store: the second adds videos to what the
-first left extracted."""
+The tests share one daemon, one dataset and one store, in order: the second adds videos to what
+the first left extracted; the third submits two runs of the whole catalog at once."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ class Daemon:
     preset: Path
     instance: dg.DagsterInstance
     log: Path
+    env: dict[str, str]
 
     def tail(self, lines: int = 60) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -113,7 +114,6 @@ def daemon(
         "LINKEDOUT_REPORT": str(root / "report"),
         "LINKEDOUT_PRESET": str(one_prompt_preset),
         "LINKEDOUT_SENSOR_INTERVAL": "2",
-        "LINKEDOUT_SENSOR_BATCH": "100",  # 162 videos: two runs, one after the other
     }
     log = root / "daemon.log"
     bin_dir = Path(sys.executable).parent
@@ -138,7 +138,7 @@ def daemon(
             timeout=300,
         )
         assert started.returncode == 0, started.stdout + started.stderr
-        yield Daemon(root, root / "dataset", root / "store", one_prompt_preset, instance, log)
+        yield Daemon(root, root / "dataset", root / "store", one_prompt_preset, instance, log, env)
     finally:
         instance.dispose()
         os.killpg(process.pid, signal.SIGTERM)
@@ -164,7 +164,6 @@ def test_150_new_videos_are_all_extracted_and_no_run_or_check_fails(
     requested = [item for r in runs for item in _requested(r)]
     assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * len(runs)
     assert len(requested) == len(set(requested)) == 162  # none lost, none requested twice
-    assert max(len(_requested(r)) for r in runs) <= 100  # the cap ($LINKEDOUT_SENSOR_BATCH)
     assert all(_check_evaluations(daemon.instance, r.run_id) == [True] for r in runs)
     assert store_verification(daemon.store, resolve_extractor(str(daemon.preset))) == []
 
@@ -196,3 +195,35 @@ def test_a_killed_run_has_its_videos_requested_again_and_extracted(
     retried = [r for r in runs.values() if r.run_id not in before | {killed.run_id}]
     assert [r.status for r in retried] == [dg.DagsterRunStatus.SUCCESS] * len(retried)
     assert set(late) <= {item for r in retried for item in _requested(r)}
+
+
+def test_a_second_extraction_run_waits_in_the_queue_until_the_first_ends(
+    daemon: Daemon, after_150_new_videos: list[dg.DagsterRun]
+) -> None:
+    before = {r.run_id for r in daemon.runs()}
+    dagster = Path(sys.executable).with_name("dagster")
+    launches = [  # two runs of the whole catalog, submitted together
+        subprocess.Popen(
+            [str(dagster), "job", "launch", "-m", "dagster_project", "-j", "extract_new_videos"],
+            cwd=ROOT,
+            env=daemon.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for launch in launches:
+        output, _ = launch.communicate(timeout=300)
+        assert launch.returncode == 0, output
+
+    daemon.wait_for("both runs to end", daemon.settled)
+
+    records = [
+        r
+        for r in daemon.instance.get_run_records(dg.RunsFilter(job_name="extract_new_videos"))
+        if r.dagster_run.run_id not in before
+    ]
+    assert [r.dagster_run.status for r in records] == [dg.DagsterRunStatus.SUCCESS] * 2
+    first, second = sorted(records, key=lambda r: r.start_time)
+    assert second.start_time >= first.end_time  # queued, not started beside it
