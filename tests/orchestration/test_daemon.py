@@ -168,6 +168,22 @@ def test_150_new_videos_are_all_extracted_and_no_run_or_check_fails(
     assert store_verification(daemon.store, resolve_extractor(str(daemon.preset))) == []
 
 
+def test_an_extraction_run_reports_its_progress_as_observations(
+    daemon: Daemon, after_150_new_videos: list[dg.DagsterRun]
+) -> None:
+    for run in after_150_new_videos:
+        records = daemon.instance.all_logs(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION
+        )
+        progress = [
+            {k: v.value for k, v in r.asset_observation.metadata.items()}
+            for r in records
+            if r.asset_observation.asset_key == dg.AssetKey("video_features")
+        ]
+        total = len(_requested(run))
+        assert progress and progress[-1]["videos done"] == progress[-1]["videos to do"] == total
+
+
 def _step_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     """The process of the run's video_features step, once the step has started."""
     for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START):
