@@ -9,6 +9,7 @@ import dagster as dg
 from dagster_project.assets import dataset, features, views
 from dagster_project.assets.index import index_step
 from dagster_project.assets.report import report_asset
+from dagster_project.assets.tuning import hyperparameter_search
 from dagster_project.assets.variants import beats_popularity, training_steps
 from dagster_project.automation import retrain_on_new_features
 from dagster_project.jobs import (
@@ -16,6 +17,7 @@ from dagster_project.jobs import (
     linkedout_full,
     reextract_features,
     train_and_evaluate,
+    tune_training_settings,
 )
 from dagster_project.resources import default_resources
 from dagster_project.schedules import reextract_features_schedule, train_and_evaluate_schedule
@@ -33,9 +35,16 @@ def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
             *training_steps(),
             index_step(),
             report_asset(),
+            hyperparameter_search,
         ],
         asset_checks=[*dg.load_asset_checks_from_modules(asset_modules), beats_popularity],
-        jobs=[linkedout_full, extract_new_videos, reextract_features, train_and_evaluate],
+        jobs=[
+            linkedout_full,
+            extract_new_videos,
+            reextract_features,
+            train_and_evaluate,
+            tune_training_settings,
+        ],
         schedules=[reextract_features_schedule, train_and_evaluate_schedule],
         sensors=[new_videos_sensor, retrain_on_new_features],
         resources=dict(resources),

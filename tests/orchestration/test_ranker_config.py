@@ -50,4 +50,4 @@ def test_ranker_run_config_reaches_config_json(workspace):
     assert recorded["store"]["verified"] is True  # verify_store's default
     assert (train["epochs"], train["negatives"], train["seed"]) == (1, "cached", 3)  # run config
     assert (train["batch_size"], train["lr_head"]) == (16, 2e-3)  # the settings file
-    assert train["lr_encoder"] == 1e-4  # neither: Table 6
+    assert train["lr_encoder"] == 1e-3  # neither: the defaults
