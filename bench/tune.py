@@ -53,6 +53,9 @@ def main() -> None:
             again = rerun.metrics["training"]["best_valid_ndcg@10"]
             print(f"\n{variant}: {len(table)} trials in {seconds:.0f} s; ratio to the 30-minute "
                   f"budget {seconds / BUDGET_S:.2f} (target <= 1)")  # fmt: skip
+            if base["status"] != "finished":  # ASHA may stop the base trial too
+                print(f"{variant}: the defaults' trial was {base['status']} at epoch "
+                      f"{base['epochs']}: compare with bench/defaults.py's full runs")  # fmt: skip
             print(
                 f"{variant}: best trial {best['trial']} validation NDCG@10 "
                 f"{best['valid_ndcg@10']:.4f} vs the defaults' {base['valid_ndcg@10']:.4f} "
