@@ -9,7 +9,6 @@ import dagster as dg
 from dagster_project.assets import dataset, features, views
 from dagster_project.assets.index import index_step
 from dagster_project.assets.report import report_asset
-from dagster_project.assets.tuning import hyperparameter_search
 from dagster_project.assets.variants import beats_popularity, training_steps
 from dagster_project.automation import retrain_on_new_features
 from dagster_project.jobs import (
@@ -17,11 +16,11 @@ from dagster_project.jobs import (
     linkedout_full,
     reextract_features,
     train_and_evaluate,
-    tune_training_settings,
 )
 from dagster_project.resources import default_resources
 from dagster_project.schedules import reextract_features_schedule, train_and_evaluate_schedule
 from dagster_project.sensors import new_videos_sensor
+from dagster_project.tuning import tune_training_settings
 
 asset_modules = [dataset, features, views]  # the per-variant steps are built from the registry
 
@@ -35,7 +34,6 @@ def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
             *training_steps(),
             index_step(),
             report_asset(),
-            hyperparameter_search,
         ],
         asset_checks=[*dg.load_asset_checks_from_modules(asset_modules), beats_popularity],
         jobs=[

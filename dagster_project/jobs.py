@@ -1,15 +1,12 @@
-"""Jobs: the whole pipeline, incremental extraction, re-extraction, training + evaluation, and
-the hyperparameter search (in no other job: a search is started on purpose)."""
+"""Jobs: the whole pipeline, incremental extraction, re-extraction, and training + evaluation."""
 
 import dagster as dg
 
-SEARCH = dg.AssetSelection.assets("hyperparameter_search")
-
 linkedout_full = dg.define_asset_job(
     "linkedout_full",
-    selection=dg.AssetSelection.all() - SEARCH,
+    selection=dg.AssetSelection.all(),
     description=(
-        "Everything but the hyperparameter search: ingest, catalog, extraction (incremental), every variant's training and "
+        "Everything: ingest, catalog, extraction (incremental), every variant's training and "
         "embeddings, the report."
     ),
 )
@@ -33,20 +30,9 @@ train_and_evaluate = dg.define_asset_job(
     "train_and_evaluate",
     # everything but extraction: the interactions, every variant's run, vectors and index, the
     # store views and the report (a variant registered later is in it too)
-    selection=dg.AssetSelection.all()
-    - dg.AssetSelection.assets("video_catalog", "video_features")
-    - SEARCH,
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("video_catalog", "video_features"),
     description=(
         "Train every variant on the CURRENT store, export their item vectors, index them, "
         "write the report."
-    ),
-)
-
-tune_training_settings = dg.define_asset_job(
-    "tune_training_settings",
-    selection=SEARCH,
-    description=(
-        "Search a variant's training settings on Ray Tune (run config: the variant, the space, "
-        "trials, and any training field to fix); writes runs/search-<variant>/best.yaml."
     ),
 )

@@ -15,7 +15,6 @@ ASSETS = frozenset(
     {"interactions", "video_catalog", "video_features", "store_views", "evaluation_report"}
     | VARIANT_ASSETS
 )
-SEARCH_ASSET = "hyperparameter_search"  # in no job that trains: linkedout_full leaves it out
 
 
 def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:

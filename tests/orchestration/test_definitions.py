@@ -6,7 +6,7 @@ import dagster as dg
 
 from dagster_project import defs
 from recmodel.variants import variant_names
-from tests.orchestration import ASSETS, SEARCH_ASSET, VARIANT_ASSETS
+from tests.orchestration import ASSETS, VARIANT_ASSETS
 
 VARIANTS = variant_names()  # the registered variants
 
@@ -18,7 +18,7 @@ def _graph() -> dg.AssetGraph:
 def test_every_variant_is_an_asset_beside_the_four_pipeline_assets() -> None:
     keys = {key.to_user_string() for key in _graph().get_all_asset_keys()}
 
-    assert keys == ASSETS | {SEARCH_ASSET}
+    assert keys == ASSETS
 
 
 def test_assets_depend_on_each_other_in_pipeline_order() -> None:

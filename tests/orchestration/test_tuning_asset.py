@@ -1,6 +1,6 @@
-"""The hyperparameter search as an asset: a training step's run config (TrainConfig's fields,
-fixed for every trial) plus what to search; it writes runs/search-<variant>/ and is in no job
-that trains the variants."""
+"""The hyperparameter search as a job: a training step's run config (TrainConfig's fields,
+fixed for every trial) plus what to search; it writes runs/search-<variant>/ and stays out of
+the asset graph, so no "Materialize all" and no job that trains the variants runs a search."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ import pytest
 import ray
 
 from dagster_project import defs
-from dagster_project.assets.tuning import SearchConfig, hyperparameter_search
 from dagster_project.assets.variants import RankerConfig
 from dagster_project.resources import LinkedOutPaths, RayCluster, TrainingSettings
-from tests.orchestration import materialization_metadata
+from dagster_project.tuning import SearchConfig, tune_training_settings
 from tests.synthetic import write_topic_workspace
 
 
@@ -56,7 +55,9 @@ def test_the_search_asset_fixes_the_run_configs_settings_for_every_trial(workspa
     }
 
     try:
-        result = dg.materialize([hyperparameter_search], resources=resources, run_config=run_config)
+        result = tune_training_settings.execute_in_process(
+            resources=resources, run_config=run_config
+        )
     finally:
         ray.shutdown()  # the `ray` resource started it in this process
 
@@ -67,12 +68,17 @@ def test_the_search_asset_fixes_the_run_configs_settings_for_every_trial(workspa
     for trial in table["trial"]:
         train = json.loads((search / "trials" / trial / "config.json").read_text())["train"]
         assert (train["epochs"], train["seed"]) == (2, 3)  # the run config, in every trial
-    metadata = materialization_metadata(result, "hyperparameter_search")
+    [output] = [
+        e for e in result.all_node_events if e.event_type == dg.DagsterEventType.STEP_OUTPUT
+    ]
+    metadata = {k: v.value for k, v in output.event_specific_data.metadata.items()}
     assert metadata["best validation NDCG@10"] == pytest.approx(table["valid_ndcg@10"].max())
 
 
-def test_no_job_that_trains_the_variants_runs_a_search():
-    search = dg.AssetKey("hyperparameter_search")
+def test_the_search_is_in_no_asset_graph_and_no_job_that_trains():
     for name in ("linkedout_full", "train_and_evaluate"):
-        assert search not in defs.resolve_job_def(name).asset_layer.selected_asset_keys
-    assert search in defs.resolve_job_def("tune_training_settings").asset_layer.selected_asset_keys
+        assert "hyperparameter_search" not in defs.resolve_job_def(name).graph.node_dict
+    assert "hyperparameter_search" not in {
+        k.to_user_string() for k in defs.resolve_all_asset_keys()
+    }
+    assert "hyperparameter_search" in defs.resolve_job_def("tune_training_settings").graph.node_dict

@@ -1,18 +1,16 @@
-"""The hyperparameter search (`linkedout tune`) as an asset: trials of one variant's training on
-Ray Tune, written into runs/search-<variant>/ with the chosen settings as best.yaml. Its run
-config is a training step's (the same fields, fixing a setting for every trial) plus what to
-search. It is in no job that trains the variants: a search is started on purpose
-(`tune_training_settings`), and best.yaml is then a `training` resource's settings file."""
+"""The hyperparameter search (`linkedout tune`) as a job: trials of one variant's training on Ray
+Tune, written into runs/search-<variant>/ with the chosen settings as best.yaml. Its run config
+is a training step's (the same fields, fixing a setting for every trial) plus what to search.
+It is an op job, not an asset: "Materialize all" in the UI must never start a search; a search
+is launched on purpose (`tune_training_settings`), and best.yaml is then a `training`
+resource's settings file."""
 
 import dagster as dg
 import pydantic
 
-from dagster_project.assets.dataset import interactions
-from dagster_project.assets.features import video_features
-from dagster_project.assets.variants import GROUP, RankerConfig
+from dagster_project.assets.variants import RankerConfig
 from dagster_project.errors import one_line_failures
 from dagster_project.resources import LinkedOutPaths, RayCluster, TrainingSettings
-from dagster_project.versions import code_version
 from pipelines.tuning.results import trials_markdown
 from pipelines.tuning.search import tune_search
 from pipelines.variants import MAIN_VARIANT
@@ -38,19 +36,14 @@ class SearchConfig(RankerConfig):  # type: ignore[misc, valid-type]
     )
 
 
-@dg.asset(
-    deps=[interactions, video_features],
-    group_name=GROUP,
-    code_version=code_version(tune_search),
-    kinds={"ray"},
-)
+@dg.op(tags={"kind": "ray"})
 def hyperparameter_search(
-    context: dg.AssetExecutionContext,
+    context: dg.OpExecutionContext,
     config: SearchConfig,
     paths: LinkedOutPaths,
     training: TrainingSettings,
     ray: RayCluster,
-) -> dg.MaterializeResult:
+) -> dg.Output[None]:
     """Trials of one variant's training over a search space on Ray Tune (ASHA stops the weak
     ones), chosen on the validation split; runs/search-<variant>/best.yaml holds the chosen
     settings for `linkedout train --config`. Rerunning the same search resumes it."""
@@ -78,7 +71,8 @@ def hyperparameter_search(
     for line in result.lines[-2:]:
         context.log.info(line)
     best = result.best
-    return dg.MaterializeResult(
+    return dg.Output(
+        None,
         metadata={
             "search": dg.MetadataValue.path(str(out)),
             "best config": dg.MetadataValue.path(str(result.best_config)),
@@ -86,5 +80,15 @@ def hyperparameter_search(
             "best trial": str(best["trial"]),
             "best validation NDCG@10": float(best["valid_ndcg@10"]),
             "trials (table)": dg.MetadataValue.md(trials_markdown(result.table, result.params)),
-        }
+        },
     )
+
+
+@dg.job(
+    description=(
+        "Search a variant's training settings on Ray Tune (run config: the variant, the space, "
+        "trials, and any training field to fix); writes runs/search-<variant>/best.yaml."
+    )
+)
+def tune_training_settings() -> None:
+    hyperparameter_search()
