@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,35 +66,15 @@ def store_integrity(dataset: Path | str, store: Path | str, config: ExtractorCon
     """What is wrong with the store version(s) for `config` (each prompt's, for a bank): the
     store's own verification plus catalog coverage (every video has a current row or a failure
     row). Empty when sound."""
-    problems: list[str] = []
-    members = config.members()
-    try:
-        root = location(store)
-        if config.is_bank and not (root / config.fingerprint() / EXTRACTOR_FILE).exists():
-            problems.append(f"{root / config.fingerprint()}: no prompt bank version yet")
-    except StoreError as exc:
-        return [str(exc)]
-    catalog = titles = None
-    for i, member in enumerate(members):
-        label = f"prompt {i}: " if config.is_bank else ""
-        path = root / member.fingerprint()
-        try:
-            if not (path / EXTRACTOR_FILE).exists():
-                problems.append(f"{label}{path}: no store version for this extractor yet")
-                continue
-            version = FeatureStore.open(root, member.fingerprint())
-            report = version.verify()
-            found = list(report.problems)
-            found += [f"item {item}: {why}" for item, why in report.bad_rows.items()]
-            if not report.problems:
-                if catalog is None:
-                    catalog = scan_videos(dataset, write=False)
-                    titles = read_titles(dataset)
-                found += uncovered(version, catalog, titles or {}, member)
-        except StoreError as exc:
-            found = [str(exc)]
-        problems += [label + p for p in found]
-    return problems
+    listed: list[tuple[Catalog, dict[str, str]]] = []
+
+    def coverage(version: FeatureStore, member: ExtractorConfig) -> list[str]:
+        if not listed:  # listed once, for the first version that verifies
+            listed.append((scan_videos(dataset, write=False), read_titles(dataset)))
+        catalog, titles = listed[0]
+        return uncovered(version, catalog, titles, member)
+
+    return _version_problems(store, config, coverage)
 
 
 def uncovered(
@@ -299,6 +279,16 @@ def store_verification(store: Path | str, config: ExtractorConfig) -> list[str]:
     """What is wrong with the store version(s) for `config` themselves (each prompt's, for a
     bank): layout, shapes, dtype, checksums, NaN/Inf. Empty when they verify. Catalog coverage
     is not judged here (catalog_coverage, store_integrity)."""
+    return _version_problems(store, config)
+
+
+def _version_problems(
+    store: Path | str,
+    config: ExtractorConfig,
+    also: Callable[[FeatureStore, ExtractorConfig], list[str]] | None = None,
+) -> list[str]:
+    """Each prompt's version verified (labelled by prompt, for a bank), plus `also(version,
+    the prompt's config)` for a version whose layout verifies."""
     problems: list[str] = []
     try:
         root = location(store)
@@ -313,9 +303,12 @@ def store_verification(store: Path | str, config: ExtractorConfig) -> list[str]:
             if not (path / EXTRACTOR_FILE).exists():
                 problems.append(f"{label}{path}: no store version for this extractor yet")
                 continue
-            report = FeatureStore.open(root, member.fingerprint()).verify()
+            version = FeatureStore.open(root, member.fingerprint())
+            report = version.verify()
             found = list(report.problems)
             found += [f"item {item}: {why}" for item, why in report.bad_rows.items()]
+            if also is not None and not report.problems:
+                found += also(version, member)
         except StoreError as exc:
             found = [str(exc)]
         problems += [label + p for p in found]
