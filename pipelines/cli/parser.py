@@ -57,6 +57,20 @@ def _csv_list(value: str) -> list[str]:
     return [v for v in (s.strip() for s in fields) if v]
 
 
+def _add_variant_inputs(p: argparse.ArgumentParser, out_help: str | None) -> None:
+    """--dataset, --store, --out and --variant: what one variant's training reads and writes."""
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--store", default=None, help=STORE_HELP + " (not needed for id_only)")
+    p.add_argument("--out", type=Path, required=True, help=out_help)
+    p.add_argument(
+        "--variant",
+        default=MAIN_VARIANT,
+        choices=variant_names(),
+        metavar="VARIANT",
+        help=f"one of {', '.join(variant_names())} (default: {MAIN_VARIANT})",
+    )
+
+
 def _add_no_verify_store(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-verify-store",
@@ -197,16 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_store)
 
     p = sub.add_parser("train", help="train a ranker variant into a run directory")
-    p.add_argument("--dataset", required=True, help=DATASET_HELP)
-    p.add_argument("--store", default=None, help=STORE_HELP + " (not needed for id_only)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument(
-        "--variant",
-        default=MAIN_VARIANT,
-        choices=variant_names(),
-        metavar="VARIANT",
-        help=f"one of {', '.join(variant_names())} (default: {MAIN_VARIANT})",
-    )
+    _add_variant_inputs(p, out_help=None)
     p.add_argument(
         "--workers", type=int, default=None, help="Ray Train workers (default 1: this process)"
     )
@@ -227,16 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rerun with the same arguments to resume an interrupted search. The training flags "
         "fix a setting for every trial.",
     )
-    p.add_argument("--dataset", required=True, help=DATASET_HELP)
-    p.add_argument("--store", default=None, help=STORE_HELP + " (not needed for id_only)")
-    p.add_argument("--out", type=Path, required=True, help="the search directory (new or empty)")
-    p.add_argument(
-        "--variant",
-        default=MAIN_VARIANT,
-        choices=variant_names(),
-        metavar="VARIANT",
-        help=f"one of {', '.join(variant_names())} (default: {MAIN_VARIANT})",
-    )
+    _add_variant_inputs(p, out_help="the search directory (new or empty)")
     p.add_argument(
         "--space",
         default=None,
