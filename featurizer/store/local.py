@@ -26,6 +26,10 @@ class LocalLocation(Location):
         return str(self._path)
 
     @property
+    def address(self) -> str:
+        return str(self._path.resolve())
+
+    @property
     def name(self) -> str:
         return self._path.name
 

@@ -55,6 +55,12 @@ class Location(ABC):
     def __truediv__(self, name: str) -> Location: ...
 
     @property
+    def address(self) -> str:
+        """How records and run tags name it, the same from any working directory: the
+        absolute local path, or s3://bucket/key."""
+        return self.url
+
+    @property
     def is_local(self) -> bool:
         return False
 

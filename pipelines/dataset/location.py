@@ -97,5 +97,4 @@ def fetch_video(source: str) -> Path | VideoBytes:
 
 def dataset_address(dataset: str | os.PathLike[str] | Location) -> str:
     """How a run records its dataset: a local directory as an absolute path, else its URL."""
-    root = dataset_location(dataset)
-    return str(root.path.resolve()) if root.is_local else root.url
+    return dataset_location(dataset).address

@@ -204,8 +204,7 @@ def unextracted_videos(
 
 def store_address(store: Path | str) -> str:
     """How an orchestrator names `store`: its absolute path, or its s3:// URL."""
-    root = location(store)
-    return str(root.path.resolve()) if root.is_local else root.url
+    return location(store).address
 
 
 def store_marker(store: Path | str, config: ExtractorConfig) -> str:

@@ -95,7 +95,7 @@ def load_inputs(
         extractor = fs.extractor
         store_info = {
             # the root, also when --store named a version: readers join root and fingerprint
-            "path": store_root_name(fs.path.parent),
+            "path": fs.path.parent.address,
             "fingerprint": fs.fingerprint,
             "layers": list(extractor.get("layers", range(fs.shape_per_item[0]))),
             "shape": list(fs.shape_per_item),
@@ -185,12 +185,6 @@ def missing_features(
         "extraction_failed": n_failed,
         "not_extracted": n_missing - n_failed,  # no video, or not extracted yet
     }
-
-
-def store_root_name(root: Any) -> str:
-    """How config.json records a store root (a featurizer.store Location): an absolute local
-    path, or the s3:// URL."""
-    return str(root.path.resolve()) if root.is_local else root.url
 
 
 def store_version(store_info: dict[str, Any]) -> Any:
