@@ -77,8 +77,12 @@ class RayCluster(dg.ConfigurableResource):
     )
     num_cpus: int | None = None
 
+    def cluster_address(self) -> str | None:
+        """The cluster to join; None: start a local Ray."""
+        return self.address or os.environ.get("RAY_ADDRESS") or None
+
     def ensure_started(self) -> None:
-        ensure_ray(self.address or os.environ.get("RAY_ADDRESS") or None, self.num_cpus)
+        ensure_ray(self.cluster_address(), self.num_cpus)
 
 
 class ExtractorPreset(dg.ConfigurableResource):

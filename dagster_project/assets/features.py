@@ -68,12 +68,13 @@ def video_features(
         )
 
     with one_line_failures():
-        ray.ensure_started()
         summary = extract_catalog(
             dataset=paths.dataset,
             store=paths.store,
             config=extractor.config(),
             items=config.items or None,
+            ray_address=ray.cluster_address(),
+            ray_cpus=ray.num_cpus,
             make_current=True,
             progress=False,
             on_progress=report_progress,

@@ -88,6 +88,7 @@ def extract_catalog(
     items: list[str] | None = None,
     ray_address: str | None = None,
     actors: int | None = None,
+    ray_cpus: int | None = None,
     make_current: bool | None = None,
     progress: bool = True,
     actor_resources: dict[str, float] | None = None,
@@ -104,7 +105,9 @@ def extract_catalog(
     so a partial re-extraction never switches what training reads. `actor_resources`: Ray
     resources each model actor needs (placing it on the nodes that offer them). `on_progress(done,
     total, seconds)`: the pool's progress, throttled (pool.run_actor_pool). `lock_wait`: seconds
-    to wait for another writer of the version to finish before failing as busy (0: at once)."""
+    to wait for another writer of the version to finish before failing as busy (0: at once).
+    Ray is started (or `ray_address` joined; a local Ray with `ray_cpus`) only when there are
+    videos to extract: a run with nothing to do pays no cluster start."""
     dataset, store = dataset_location(dataset), location(store)
     started = time.perf_counter()
     check_model_family(config)
@@ -141,7 +144,7 @@ def extract_catalog(
                 summary.failed += 1
                 summary.failures.append((item, "decode", catalog.unreadable[item]))
             if work.videos:
-                n_actors, gpus = pool_size(ray_address, actors)
+                n_actors, gpus = pool_size(ray_address, actors, ray_cpus)
                 run_actor_pool(
                     work.videos,
                     config,

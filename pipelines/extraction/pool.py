@@ -81,9 +81,12 @@ class _ReportingBar:
         self._on_progress(self._done, self._bar.total, time.monotonic() - self._started)
 
 
-def pool_size(ray_address: str | None, actors: int | None) -> tuple[int, int]:
-    """(actors, GPUs): `actors`, else one per GPU of the cluster (Ray started or joined)."""
-    ensure_ray(ray_address)
+def pool_size(
+    ray_address: str | None, actors: int | None, ray_cpus: int | None = None
+) -> tuple[int, int]:
+    """(actors, GPUs): `actors`, else one per GPU of the cluster (Ray started or joined; a local
+    Ray gets `ray_cpus`, default every core)."""
+    ensure_ray(ray_address, ray_cpus)
     gpus = cluster_gpus()
     return actors or max(gpus, 1), gpus
 
