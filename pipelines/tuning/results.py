@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -23,9 +23,13 @@ from pipelines.tuning.trial import EPOCH, METRIC, error_line
 FINISHED, STOPPED, FAILED, UNFINISHED = "finished", "stopped", "failed", "unfinished"
 
 
-def trial_tables(results: Any, baseline: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per trial, one row per trial and epoch) from Ray Tune's ResultGrid. A trial
-    whose settings are `baseline`'s (the base config: the defaults unless --config) is marked."""
+def trial_tables(
+    results: Any, baseline: Mapping[str, Any], params: Sequence[str] = ()
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per trial, one row per trial and epoch) from Ray Tune's ResultGrid, with a
+    column for each of `params` (empty where a trial never started, e.g. a cluster that could
+    not run its actor). A trial whose settings are `baseline`'s (the base config: the defaults
+    unless --config) is marked."""
     rows, epochs = [], []
     for result in results:
         config = dict(result.config or {}) or _params_file(result.path)
@@ -48,6 +52,7 @@ def trial_tables(results: Any, baseline: Mapping[str, Any]) -> tuple[pd.DataFram
             "trial": trial,
             "status": status,
             "baseline": all(config.get(k) == v for k, v in baseline.items()),
+            **{name: math.nan for name in params},
             **config,
             "epochs": int(last.get(EPOCH, 0) or 0),
             "best_epoch": int(last.get("best_epoch", 0) or 0),

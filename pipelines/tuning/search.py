@@ -283,11 +283,11 @@ def _write_results(
     explicit_budget: int,
     resumed: bool,
 ) -> SearchResult:
-    table, epochs = trial_tables(results, baseline)
+    params = [d.name for d in space.dimensions]
+    table, epochs = trial_tables(results, baseline, params)
     atomic_write(out / f"{TRIALS_TABLE}.csv", lambda tmp: table.to_csv(tmp, index=False))
     atomic_write(out / f"{TRIALS_TABLE}.parquet", lambda tmp: table.to_parquet(tmp, index=False))
     atomic_write(out / EPOCHS_TABLE, lambda tmp: epochs.to_parquet(tmp, index=False))
-    params = [d.name for d in space.dimensions]
     best = choose_best(table)
     lines = summary_lines(table, params, best)
     if best is None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -21,7 +22,15 @@ import pytest
 from pipelines.cli import main
 from pipelines.errors import PipelineError
 from pipelines.report import write_report
-from pipelines.tuning.results import FAILED, FINISHED, STOPPED, VALID, choose_best
+from pipelines.tuning.results import (
+    FAILED,
+    FINISHED,
+    STOPPED,
+    VALID,
+    choose_best,
+    summary_lines,
+    trial_tables,
+)
 from pipelines.tuning.search import BEST_CONFIG, MARKER, tune_search
 from pipelines.tuning.space import read_space
 from tests.synthetic import write_topic_dataset
@@ -116,6 +125,28 @@ def test_the_test_split_never_enters_the_choice():
 
     assert choose_best(table)["trial"] == "a"
     assert choose_best(table.drop(columns="test_ndcg@10"))["trial"] == "a"  # never read
+
+
+def test_trials_that_never_started_are_failed_rows_with_every_searched_column(tmp_path):
+    # what Ray Tune returns when a cluster cancels every trial's actor before it runs
+    never_ran = [
+        SimpleNamespace(
+            config={},
+            metrics={},
+            metrics_dataframe=None,
+            path=str(tmp_path / f"t{i}"),
+            error=RuntimeError("The actor never ran - it was cancelled before it started"),
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    params = ["lr_encoder", "model.d_model"]
+
+    table, epochs = trial_tables(never_ran, {"lr_encoder": 1e-3}, params)
+
+    assert list(table["status"]) == [FAILED, FAILED] and epochs.empty
+    assert table[params].isna().all().all()
+    assert choose_best(table) is None
+    assert summary_lines(table, params, None)  # the summary still prints
 
 
 def test_the_base_settings_are_the_first_trial(search):
