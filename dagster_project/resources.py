@@ -8,14 +8,16 @@ value."""
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pydantic
 
 from pipelines.demo.dataset import ensure_demo_dataset
 from pipelines.extraction.preset import resolve_extractor
-from pipelines.ray_runtime import ensure_ray
-from pipelines.training.views import ViewSpec, parse_view
+
+if TYPE_CHECKING:  # torch and Ray are imported where they are used (assets/variants.py)
+    from pipelines.training.views import ViewSpec
 
 
 def _setting(value: str | None, env: str, default: str) -> str:
@@ -82,6 +84,8 @@ class RayCluster(dg.ConfigurableResource):
         return self.address or os.environ.get("RAY_ADDRESS") or None
 
     def ensure_started(self) -> None:
+        from pipelines.ray_runtime import ensure_ray
+
         ensure_ray(self.cluster_address(), self.num_cpus)
 
 
@@ -128,7 +132,9 @@ class StoreViews(dg.ConfigurableResource):
         ),
     )
 
-    def specs(self) -> list[ViewSpec]:
+    def specs(self) -> "list[ViewSpec]":
+        from pipelines.training.views import parse_view
+
         names = self.views
         if names is None:
             names = os.environ.get("LINKEDOUT_STORE_VIEWS", "").split()

@@ -11,8 +11,6 @@ import pydantic
 from dagster_project.assets.variants import RankerConfig
 from dagster_project.errors import one_line_failures
 from dagster_project.resources import LinkedOutPaths, RayCluster, TrainingSettings
-from pipelines.tuning.results import trials_markdown
-from pipelines.tuning.search import tune_search
 from pipelines.variants import MAIN_VARIANT
 
 
@@ -47,6 +45,9 @@ def hyperparameter_search(
     """Trials of one variant's training over a search space on Ray Tune (ASHA stops the weak
     ones), chosen on the validation split; runs/search-<variant>/best.yaml holds the chosen
     settings for `linkedout train --config`. Rerunning the same search resumes it."""
+    from pipelines.tuning.results import trials_markdown
+    from pipelines.tuning.search import tune_search
+
     values = {k: v for k, v in config.model_dump().items() if v is not None}
     search = {k: values.pop(k) for k in ("variant", "space", "trials", "grace_epochs")}
     max_concurrent = values.pop("max_concurrent", None)

@@ -1,14 +1,14 @@
 """Code versions from the source that produces an asset, so that a change to that code (and only
-to that code) marks the asset stale in the UI. `code_version(fn)` follows the imports: it digests
-the module of the pipelines function an asset calls and every module of the project's libraries
-that module imports, directly or through others (also inside functions), so no list of modules
-is kept by hand."""
+to that code) marks the asset stale in the UI. `code_version(module)` follows the imports: it
+digests the pipelines module whose function an asset calls and every module of the project's
+libraries that module imports, directly or through others (also inside functions), so no list
+of modules is kept by hand. Nothing is imported to do it."""
 
 import ast
 import functools
 import hashlib
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,11 +29,12 @@ def source_version(*modules: str) -> str:
     return _digest(named)
 
 
-def code_version(*functions: Callable) -> str:
-    """A digest of the source `functions` run: their modules and everything of LIBRARIES those
-    import, transitively."""
+def code_version(*modules: str) -> str:
+    """A digest of the source that `modules` (dotted names of LIBRARIES' modules, found without
+    importing them: the assets import their pipelines code when they run) are made of: those
+    modules and everything of LIBRARIES they import, transitively."""
     closure: set[str] = set()
-    todo = [fn.__module__ for fn in functions]
+    todo = list(modules)
     while todo:
         name = todo.pop()
         if name in closure:

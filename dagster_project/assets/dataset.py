@@ -12,7 +12,9 @@ from pipelines.dataset.location import dataset_location
 GROUP = "linkedout"
 
 
-@dg.asset(group_name=GROUP, code_version=code_version(ingest), kinds={"parquet"})
+@dg.asset(
+    group_name=GROUP, code_version=code_version("pipelines.dataset.ingest"), kinds={"parquet"}
+)
 def interactions(context: dg.AssetExecutionContext, paths: LinkedOutPaths) -> dg.MaterializeResult:
     """`pairs.csv` and `titles.csv` validated into `interactions.parquet` with the leave-one-out
     split (last interaction test, second-to-last validation, by timestamp). Materializing it
@@ -79,7 +81,9 @@ def interactions_current(paths: LinkedOutPaths) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset(group_name=GROUP, code_version=code_version(scan_videos), kinds={"parquet"})
+@dg.asset(
+    group_name=GROUP, code_version=code_version("pipelines.dataset.catalog"), kinds={"parquet"}
+)
 def video_catalog(context: dg.AssetExecutionContext, paths: LinkedOutPaths) -> dg.MaterializeResult:
     """Every video of the dataset (files, or objects of a bucket listed a page at a time): item,
     path, size, identity and when it was first seen. Locally only files whose size or mtime

@@ -20,7 +20,6 @@ from dagster_project.assets.dataset import video_catalog
 from dagster_project.errors import one_line_failures
 from dagster_project.resources import ExtractorPreset, LinkedOutPaths, RayCluster
 from dagster_project.versions import code_version
-from pipelines.extraction.extract import extract_catalog
 from pipelines.store.status import catalog_coverage, store_verification, uncovered_items
 
 STORE_POOL = "linkedout_feature_store"  # one writer per store: see the module docstring
@@ -37,7 +36,7 @@ class ExtractionConfig(dg.Config):
 @dg.asset(
     deps=[video_catalog],
     group_name="linkedout",
-    code_version=code_version(extract_catalog),
+    code_version=code_version("pipelines.extraction.extract"),
     kinds={"ray", "zarr"},
     pool=STORE_POOL,
 )
@@ -56,6 +55,8 @@ def video_features(
     While it runs it reports how far it is (a log line and an observation of this asset) at
     least every 30 s of extraction, and at the end. Runs of this asset queue behind each other
     in the STORE_POOL pool (module docstring)."""
+
+    from pipelines.extraction.extract import extract_catalog
 
     def report_progress(done: int, total: int, seconds: float) -> None:
         rate = done / seconds if seconds > 0 else 0.0

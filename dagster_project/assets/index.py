@@ -13,10 +13,9 @@ from dagster_project.automation import RETRAIN_ON_NEW_DATA
 from dagster_project.errors import one_line_failures
 from dagster_project.resources import LinkedOutPaths
 from dagster_project.versions import code_version
-from pipelines.serving.index import index_run
 from pipelines.variants import variant_names
 
-INDEX_CODE = code_version(index_run)
+INDEX_CODE = code_version("pipelines.serving.index")
 
 
 def index_key(variant: str) -> dg.AssetKey:
@@ -69,6 +68,8 @@ def index_step() -> dg.AssetsDefinition:
 
     @dg.multi_asset(name="index_item_vectors", specs=[_spec(v) for v in variants], can_subset=True)
     def item_indexes(context: dg.AssetExecutionContext, paths: LinkedOutPaths):
+        from pipelines.serving.index import index_run
+
         for variant in variants:
             if index_key(variant) not in context.selected_asset_keys:
                 continue

@@ -11,7 +11,6 @@ from dagster_project.automation import RETRAIN_ON_NEW_DATA
 from dagster_project.errors import one_line_failures
 from dagster_project.resources import LinkedOutPaths
 from dagster_project.versions import code_version
-from pipelines.report import write_report
 from pipelines.variants import MAIN_VARIANT, variant_names
 
 
@@ -26,7 +25,7 @@ def report_asset() -> dg.AssetsDefinition:
         + [index_key(v) for v in variants]
         + [store_views],
         group_name="linkedout",
-        code_version=code_version(write_report),
+        code_version=code_version("pipelines.report.writer"),
         kinds={"html"},
         automation_condition=RETRAIN_ON_NEW_DATA,
     )
@@ -36,6 +35,8 @@ def report_asset() -> dg.AssetsDefinition:
         """report.html (self-contained) and report.md from the stored runs: the ablation table
         (overall, cold-start, long-tail), the layer-gate analysis of the full run and the
         efficiency figures recorded by extraction and training."""
+        from pipelines.report import write_report
+
         with one_line_failures():
             report = write_report(paths.run(MAIN_VARIANT), out=paths.report)
         context.log.info(f"report written to {report.html}")

@@ -1,7 +1,12 @@
 """One training step per registered variant (recmodel/variants.py), built when the definitions
 are: each materializes two assets, `ranker_<variant>` (the trained run) and
 `item_embeddings_<variant>` (its serving vectors and the serving benchmark measured beside
-them), and writes only runs/<variant>/."""
+them), and writes only runs/<variant>/.
+
+The pipelines code that needs torch, faiss, Ray or Ray Tune is imported when a step runs (here
+and in the other asset modules): the code location then loads without them, so the UI, the
+daemon and each run's and step's process start faster, and code versions are read from the
+modules' source (dagster_project/versions.py)."""
 
 import dagster as dg
 import pydantic
@@ -12,15 +17,11 @@ from dagster_project.automation import RETRAIN_ON_NEW_DATA
 from dagster_project.errors import one_line_failures
 from dagster_project.resources import LinkedOutPaths, TrainingSettings
 from dagster_project.versions import code_version
-from pipelines.report import metrics_markdown
-from pipelines.serving.index import vectors_checksum
-from pipelines.serving.runfiles import read_metrics
-from pipelines.training.run import train_run
 from pipelines.training.settings import train_fields
 from pipelines.variants import FLOOR_VARIANT, MAIN_VARIANT, all_variants, get_variant
 
 GROUP = "linkedout"
-TRAINING_CODE = code_version(train_run)
+TRAINING_CODE = code_version("pipelines.training.run")
 
 
 # flat names: the asset graph labels a node with the last part of its key only
@@ -65,6 +66,8 @@ RankerConfig = pydantic.create_model(
 
 
 def _ranker_metadata(result) -> dict:  # result: pipelines.training.run.TrainResult
+    from pipelines.report import metrics_markdown
+
     test = result.metrics["test"]
     summary = result.metrics["training"]
     return {
@@ -128,6 +131,9 @@ def variant_assets(variant: str) -> dg.AssetsDefinition:
         paths: LinkedOutPaths,
         training: TrainingSettings,
     ):
+        from pipelines.serving.index import vectors_checksum
+        from pipelines.training.run import train_run
+
         values = {k: v for k, v in config.model_dump().items() if v is not None}
         workers = values.pop("workers", None)
         verify_store = values.pop("verify_store")
@@ -167,6 +173,8 @@ def training_steps() -> list[dg.AssetsDefinition]:
     description="The full ranker beats the popularity variant on NDCG@10 (both read from runs/).",
 )
 def beats_popularity(paths: LinkedOutPaths) -> dg.AssetCheckResult:
+    from pipelines.serving.runfiles import read_metrics
+
     ours = read_metrics(paths.run(MAIN_VARIANT))["test"]["overall"]["ndcg@10"]
     floor = read_metrics(paths.run(FLOOR_VARIANT))["test"]["overall"]["ndcg@10"]
     return dg.AssetCheckResult(

@@ -10,13 +10,12 @@ from dagster_project.automation import RETRAIN_ON_NEW_DATA
 from dagster_project.errors import one_line_failures
 from dagster_project.resources import LinkedOutPaths, StoreViews, TrainingSettings
 from dagster_project.versions import code_version
-from pipelines.training.views import train_views
 
 
 @dg.asset(
     deps=[interactions, video_features],
     group_name="linkedout",
-    code_version=code_version(train_views),
+    code_version=code_version("pipelines.training.views"),
     kinds={"zarr", "pytorch"},
     automation_condition=RETRAIN_ON_NEW_DATA,
 )
@@ -28,6 +27,8 @@ def store_views(
 ) -> dg.MaterializeResult:
     """Int8, fewer-token and fewer-layer views of the store (supplementary §9.1), each with the
     full ranker trained on it: what storage each saves and what it costs in HR@10 and NDCG@10."""
+    from pipelines.training.views import train_views
+
     specs = views.specs()
     if not specs:
         context.log.info("no store views configured (the views resource, $LINKEDOUT_STORE_VIEWS)")

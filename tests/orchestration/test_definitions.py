@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import dagster as dg
 
 from dagster_project import defs
@@ -120,3 +123,16 @@ def test_paths_are_read_when_a_run_uses_them_not_when_defs_is_imported(monkeypat
 
     assert paths.store_dir is None  # nothing was fixed at import
     assert str(paths.store) == "/elsewhere/store"
+
+
+def test_loading_the_code_location_imports_no_torch_ray_or_faiss() -> None:
+    # the UI, the daemon and every run's and step's process load it: it must load fast
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, dagster_project; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+    heavy = {"torch", "ray", "faiss", "transformers", "pandas"}
+    assert heavy.isdisjoint(loaded), sorted(heavy & set(loaded))
