@@ -29,6 +29,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 600  # for a slow 2-core machine; a passing run takes a fraction of it
+# the queue is checked every second instead of every 5 s: each run here waits in the queue
+TEST_INSTANCE_SETTINGS = "telemetry:\n  enabled: false\nrun_queue:\n  dequeue_interval_seconds: 1\n"
 IN_FLIGHT = {
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -104,7 +106,7 @@ def daemon(
     shutil.copytree(demo_dataset, root / "dataset")
     home = root / "home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(INSTANCE_SETTINGS + "telemetry:\n  enabled: false\n")
+    (home / "dagster.yaml").write_text(INSTANCE_SETTINGS + TEST_INSTANCE_SETTINGS)
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),

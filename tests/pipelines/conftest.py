@@ -7,9 +7,11 @@ from collections.abc import Iterator
 import pytest
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def ray_session() -> Iterator[None]:
-    """A local Ray (loopback) for one module's extraction runs, shut down after it."""
+    """A local Ray (loopback) for the extraction runs of the modules that ask for it, shut down
+    after the package (a module that shuts Ray down meanwhile gets a new one from the first
+    extraction after it: extract_catalog starts Ray when it is not running)."""
     import ray
 
     from pipelines.ray_runtime import ensure_ray

@@ -198,7 +198,9 @@ def test_sweep_trains_every_variant_on_one_catalog(tmp_path, dataset, store):
 def test_two_ray_workers_train_a_run(tmp_path, dataset, store):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    from pipelines.ray_runtime import ensure_ray
+
+    ensure_ray(num_cpus=2)  # or the Ray of the package's extraction tests, if it is running
     try:
         result = train_run(
             dataset,
