@@ -4,6 +4,7 @@ Dagster records. Each accepts a prompt bank (featurizer.store.bank) as well as o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -66,12 +67,13 @@ def store_integrity(dataset: Path | str, store: Path | str, config: ExtractorCon
     """What is wrong with the store version(s) for `config` (each prompt's, for a bank): the
     store's own verification plus catalog coverage (every video has a current row or a failure
     row). Empty when sound."""
-    listed: list[tuple[Catalog, dict[str, str]]] = []
+
+    @functools.cache  # listed once, for the first version that verifies
+    def listing() -> tuple[Catalog, dict[str, str]]:
+        return scan_videos(dataset, write=False), read_titles(dataset)
 
     def coverage(version: FeatureStore, member: ExtractorConfig) -> list[str]:
-        if not listed:  # listed once, for the first version that verifies
-            listed.append((scan_videos(dataset, write=False), read_titles(dataset)))
-        catalog, titles = listed[0]
+        catalog, titles = listing()
         return uncovered(version, catalog, titles, member)
 
     return _version_problems(store, config, coverage)
